@@ -1,0 +1,137 @@
+//! The model directory: `model.safetensors` (weights) and `model.json` (the model card:
+//! architecture, hyper-parameters, data, provenance and the metrics once known).
+//! Training writes it; eval, audit and serve load only from it.
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use tch::nn::VarStore;
+use tch::Tensor;
+
+use crate::config::TrainConfig;
+use crate::metrics::eer::VerificationReport;
+use crate::model::{Net, NetSpec};
+use crate::{Error, Result};
+
+pub const CARD: &str = "model.json";
+pub const WEIGHTS: &str = "model.safetensors";
+pub const FORMAT_VERSION: u32 = 1;
+
+/// Summary of the training run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Training {
+    pub config: TrainConfig,
+    pub dataset: String,
+    pub split: String,
+    pub train_images: usize,
+    pub seconds: f64,
+    pub images_per_second: f64,
+    pub final_loss: f64,
+    pub final_accuracy: f64,
+    pub device: String,
+    pub threads: i32,
+}
+
+/// `model.json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ModelCard {
+    pub format_version: u32,
+    /// First 16 hex digits of the SHA-256 of `model.safetensors`; templates carry it.
+    pub model_id: String,
+    pub net: NetSpec,
+    pub training: Training,
+    /// The git commit dvsp was built from.
+    pub git_commit: String,
+    pub dvsp_version: String,
+    pub created: String,
+    /// Verification metrics by test set name (written by `dvsp eval`).
+    #[serde(default)]
+    pub metrics: BTreeMap<String, VerificationReport>,
+}
+
+/// A loaded model: card, weights and the net built from them.
+pub struct Model {
+    pub dir: PathBuf,
+    pub card: ModelCard,
+    pub vs: VarStore,
+    pub net: Net,
+}
+
+fn sha_id(bytes: &[u8]) -> String {
+    Sha256::digest(bytes).iter().take(8).map(|b| format!("{b:02x}")).collect()
+}
+
+fn bad(dir: &Path, message: impl Into<String>) -> Error {
+    Error::BadModel { path: dir.join(CARD), message: message.into() }
+}
+
+/// Writes `bytes` to `path` through a temporary file and a rename, so readers never see half a file.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, bytes).map_err(Error::io(&tmp))?;
+    std::fs::rename(&tmp, path).map_err(Error::io(path))
+}
+
+/// Saves weights and card into `dir` (created if needed); sets `card.model_id` from the weights.
+pub fn save(dir: &Path, card: &mut ModelCard, vs: &VarStore) -> Result<()> {
+    std::fs::create_dir_all(dir).map_err(Error::io(dir))?;
+    let tmp = dir.join("model.tmp.safetensors");
+    vs.save(&tmp)?;
+    let bytes = std::fs::read(&tmp).map_err(Error::io(&tmp))?;
+    card.model_id = sha_id(&bytes);
+    std::fs::rename(&tmp, dir.join(WEIGHTS)).map_err(Error::io(dir.join(WEIGHTS)))?;
+    write_card(dir, card)
+}
+
+pub fn write_card(dir: &Path, card: &ModelCard) -> Result<()> {
+    write_atomic(&dir.join(CARD), serde_json::to_string_pretty(card)?.as_bytes())
+}
+
+pub fn read_card(dir: &Path) -> Result<ModelCard> {
+    let path = dir.join(CARD);
+    let text = std::fs::read_to_string(&path).map_err(Error::io(&path))?;
+    let card: ModelCard = serde_json::from_str(&text).map_err(|e| bad(dir, format!("not a dvsp model card: {e}")))?;
+    if card.format_version != FORMAT_VERSION {
+        return Err(bad(dir, format!("format version {} unsupported (this dvsp reads {FORMAT_VERSION})", card.format_version)));
+    }
+    Ok(card)
+}
+
+/// Loads a model directory, checking that the weights are the ones the card names (hash)
+/// and that every tensor's name and shape matches the architecture the card describes.
+pub fn load(dir: &Path, device: tch::Device) -> Result<Model> {
+    let card = read_card(dir)?;
+    let wpath = dir.join(WEIGHTS);
+    let bytes = std::fs::read(&wpath).map_err(Error::io(&wpath))?;
+    let id = sha_id(&bytes);
+    if id != card.model_id {
+        return Err(bad(dir, format!("model_id {} does not match the weights (their hash is {id})", card.model_id)));
+    }
+    let stored: BTreeMap<String, Tensor> = Tensor::read_safetensors(&wpath)
+        .map_err(|e| Error::BadModel { path: wpath.clone(), message: e.to_string() })?
+        .into_iter()
+        .collect();
+    let mut vs = VarStore::new(device);
+    let net = Net::new(&vs.root(), card.net.clone());
+    let vars = vs.variables();
+    let mut problems = Vec::new();
+    for (name, var) in &vars {
+        match stored.get(name) {
+            None => problems.push(format!("missing tensor {name}")),
+            Some(t) if t.size() != var.size() => {
+                problems.push(format!("{name} has shape {:?}, the card's architecture needs {:?}", t.size(), var.size()))
+            }
+            Some(_) => {}
+        }
+    }
+    problems.extend(stored.keys().filter(|k| !vars.contains_key(*k)).map(|k| format!("unexpected tensor {k}")));
+    if !problems.is_empty() {
+        let n = problems.len();
+        problems.truncate(3);
+        return Err(bad(dir, format!("weights do not match the card ({n} problems): {}", problems.join("; "))));
+    }
+    vs.load(&wpath)?;
+    vs.freeze();
+    Ok(Model { dir: dir.to_path_buf(), card, vs, net })
+}

@@ -1,0 +1,63 @@
+//! The `dvsp` command line: one module per subcommand, each with `Args` and `run`.
+pub mod bench;
+pub mod eval;
+pub mod reproduce;
+pub mod train;
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+use crate::data::DataSpec;
+
+#[derive(Debug, Parser)]
+#[command(name = "dvsp", version, about = "Biometric verification with adversarially robust features (DVSP)")]
+pub struct Cli {
+    /// Intra-op threads for libtorch (default: all cores).
+    #[arg(long, global = true, env = "DVSP_THREADS")]
+    pub threads: Option<i32>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Train a feature extractor (dvsp, dvib, center, sphereface).
+    Train(train::Args),
+    /// EER, FNMR at FMR targets and the DET curve of a trained model.
+    Eval(eval::Args),
+    /// Reproduce the paper's tables end to end.
+    Reproduce(reproduce::Args),
+    /// Benchmarks, reported as ratios against a reference run in the same command.
+    Bench(bench::Args),
+}
+
+/// Where the data comes from (shared by the subcommands that read data).
+#[derive(Debug, Clone, clap::Args)]
+pub struct DataArgs {
+    /// Data set: mnist, fashion-mnist or folder:PATH (one sub-folder per identity).
+    #[arg(long)]
+    pub data: Option<DataSpec>,
+    /// Folder holding the data sets (default: $DVSP_DATA or ~/.cache/dvsp/data, filled by `make setup`).
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+}
+
+impl DataArgs {
+    pub fn root(&self) -> PathBuf {
+        self.data_dir.clone().unwrap_or_else(crate::data::default_root)
+    }
+}
+
+pub fn run(cli: Cli) -> anyhow::Result<()> {
+    if let Some(t) = cli.threads {
+        anyhow::ensure!(t >= 1, "--threads must be at least 1");
+        tch::set_num_threads(t);
+    }
+    match cli.command {
+        Command::Train(a) => train::run(a),
+        Command::Eval(a) => eval::run(a),
+        Command::Reproduce(a) => reproduce::run(a),
+        Command::Bench(a) => bench::run(a),
+    }
+}

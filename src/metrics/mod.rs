@@ -1,0 +1,2 @@
+//! Metrics as pure functions over scores.
+pub mod eer;

@@ -1,0 +1,214 @@
+//! Feature extractors: a backbone (small CNN or sphere20) and a method head.
+//!
+//! Inputs are images in [0, 1], `[B, C, H, W]`; the net normalises them itself with the
+//! mean/std of its [`InputSpec`], so attacks measure L2 in the same [0, 1] pixel space for
+//! every model. Features are compared by cosine distance D = 1 - cos (eq. 1).
+pub mod small;
+pub mod sphere20;
+
+use serde::{Deserialize, Serialize};
+use tch::nn::{self, Module};
+use tch::{Kind, Tensor};
+
+use crate::config::{Backbone, Method, TrainConfig};
+use crate::loss;
+use crate::Result;
+
+/// A PReLU slope per channel, initialised to 0.25 (He et al. 2015).
+pub(crate) fn prelu(p: &nn::Path, channels: i64) -> Tensor {
+    p.var("weight", &[channels], nn::Init::Const(0.25))
+}
+
+/// What the net takes: `[channels, height, width]` in [0, 1], normalised as (x - mean) / std.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct InputSpec {
+    pub channels: i64,
+    pub height: i64,
+    pub width: i64,
+    pub mean: f64,
+    pub std: f64,
+}
+
+impl InputSpec {
+    /// MNIST-family (mean and std of the MNIST training pixels) or faces ((x - 127.5) / 128,
+    /// SphereFace's preprocessing, in [0, 1] units).
+    pub fn for_shape(shape: [i64; 3]) -> InputSpec {
+        let [channels, height, width] = shape;
+        let (mean, std) = if channels == 1 { (0.1307, 0.3081) } else { (127.5 / 255.0, 128.0 / 255.0) };
+        InputSpec { channels, height, width, mean, std }
+    }
+
+    pub fn shape(&self) -> [i64; 3] {
+        [self.channels, self.height, self.width]
+    }
+}
+
+/// Everything that fixes the net's architecture (and so its weight names and shapes).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NetSpec {
+    pub method: Method,
+    pub backbone: Backbone,
+    pub input: InputSpec,
+    pub feature_dim: i64,
+    pub classes: i64,
+    /// Projection radius R (eq. 11); used by dvsp only.
+    pub radius: f64,
+}
+
+#[derive(Debug)]
+enum Trunk {
+    Small(small::Small),
+    Sphere20(sphere20::Sphere20),
+}
+
+#[derive(Debug)]
+enum Head {
+    /// dvsp and dvib: encoder outputs mu(x) and diagonal Lambda(x) (eq. 9); decoder g (eq. 10).
+    Variational { mu: nn::Linear, lambda: nn::Linear, decoder: nn::Linear },
+    /// center: feature layer, softmax classifier and class centres (not trained by Adam).
+    Center { fc: nn::Linear, classifier: nn::Linear, centers: Tensor },
+    /// sphereface: feature layer and bias-free class weights.
+    Sphere { fc: nn::Linear, weight: Tensor },
+}
+
+/// The scalar loss of one batch, the `[B, C]` class scores used for training accuracy, and
+/// the `[B, k]` features the loss saw.
+pub struct StepOut {
+    pub loss: Tensor,
+    pub scores: Tensor,
+    pub features: Tensor,
+}
+
+#[derive(Debug)]
+pub struct Net {
+    pub spec: NetSpec,
+    trunk: Trunk,
+    head: Head,
+}
+
+impl Net {
+    pub fn new(p: &nn::Path, spec: NetSpec) -> Net {
+        let c = spec.input.channels;
+        let (trunk, hidden) = match spec.backbone {
+            Backbone::Small => (Trunk::Small(small::Small::new(&(p / "backbone"), c)), small::HIDDEN),
+            Backbone::Sphere20 => (Trunk::Sphere20(sphere20::Sphere20::new(&(p / "backbone"), c)), sphere20::HIDDEN),
+        };
+        let h = p / "head";
+        let (k, classes) = (spec.feature_dim, spec.classes);
+        let head = match spec.method {
+            Method::Dvsp | Method::Dvib => Head::Variational {
+                mu: nn::linear(&h / "mu", hidden, k, Default::default()),
+                lambda: nn::linear(&h / "lambda", hidden, k, Default::default()),
+                decoder: nn::linear(&h / "decoder", k, classes, Default::default()),
+            },
+            Method::Center => Head::Center {
+                fc: nn::linear(&h / "fc", hidden, k, Default::default()),
+                classifier: nn::linear(&h / "classifier", k, classes, Default::default()),
+                centers: h.zeros_no_train("centers", &[classes, k]),
+            },
+            Method::Sphereface => Head::Sphere {
+                fc: nn::linear(&h / "fc", hidden, k, Default::default()),
+                weight: h.var("weight", &[classes, k], nn::Init::Randn { mean: 0.0, stdev: 0.01 }),
+            },
+        };
+        Net { spec, trunk, head }
+    }
+
+    fn hidden(&self, xs: &Tensor) -> Tensor {
+        let x = (xs - self.spec.input.mean) / self.spec.input.std;
+        match &self.trunk {
+            Trunk::Small(m) => m.forward(&x),
+            Trunk::Sphere20(m) => m.forward(&x),
+        }
+    }
+
+    /// mu(x) and Lambda(x) (eq. 9) for variational heads; `None` for the others.
+    pub fn posterior(&self, xs: &Tensor) -> Option<(Tensor, Tensor)> {
+        match &self.head {
+            Head::Variational { mu, lambda, .. } => {
+                let h = self.hidden(xs);
+                // Lambda's diagonal is kept positive by softplus.
+                Some((mu.forward(&h), lambda.forward(&h).softplus() + 1e-6))
+            }
+            _ => None,
+        }
+    }
+
+    /// The feature the system compares, `[B, k]`: dvsp the projected mean R mu/||mu|| (eq. 11),
+    /// dvib mu(x) (section 3.1), center and sphereface their feature layer.
+    pub fn features(&self, xs: &Tensor) -> Tensor {
+        match &self.head {
+            Head::Variational { mu, .. } => {
+                let m = mu.forward(&self.hidden(xs));
+                match self.spec.method {
+                    Method::Dvsp => loss::dvsp::project(&m, self.spec.radius),
+                    _ => m,
+                }
+            }
+            Head::Center { fc, .. } | Head::Sphere { fc, .. } => fc.forward(&self.hidden(xs)),
+        }
+    }
+
+    /// The posterior spread r(x) = mean_i Lambda_ii(x) (eq. 14) `[B]`, for variational heads.
+    pub fn spread(&self, xs: &Tensor) -> Option<Tensor> {
+        self.posterior(xs).map(|(_, l)| l.mean_dim(-1, false, None))
+    }
+
+    /// The training loss of one batch. `xs`: `[B, C, H, W]` in [0, 1]; `labels`: `[B]`;
+    /// `iter`: the optimiser step (for SphereFace's lambda annealing).
+    pub fn loss(&self, xs: &Tensor, labels: &Tensor, cfg: &TrainConfig, iter: usize) -> Result<StepOut> {
+        match &self.head {
+            Head::Variational { decoder, .. } => {
+                let (mu, lambda) = self.posterior(xs).expect("variational head");
+                let out = match self.spec.method {
+                    Method::Dvsp => loss::dvsp::loss(&mu, &lambda, decoder, labels, cfg.beta, self.spec.radius, cfg.samples)?,
+                    _ => loss::dvib::loss(&mu, &lambda, decoder, labels, cfg.beta, cfg.samples)?,
+                };
+                Ok(StepOut { loss: out.loss, scores: out.logits.mean_dim(0, false, None), features: mu })
+            }
+            Head::Center { fc, classifier, centers } => {
+                let f = fc.forward(&self.hidden(xs));
+                let scores = classifier.forward(&f);
+                let loss = scores.cross_entropy_for_logits(labels)
+                    + loss::center::center_loss(&f, centers, labels, cfg.center_lambda)?;
+                Ok(StepOut { loss, scores, features: f })
+            }
+            Head::Sphere { fc, weight } => {
+                let f = fc.forward(&self.hidden(xs));
+                let (loss, scores) =
+                    loss::sphereface::loss(&f, weight, labels, cfg.margin, loss::sphereface::lambda_at(iter))?;
+                Ok(StepOut { loss, scores, features: f })
+            }
+        }
+    }
+
+    /// After an optimiser step: the center-loss centre update (Wen et al. eq. 4) from the
+    /// features of that step; a no-op for the other methods.
+    pub fn after_step(&mut self, out: &StepOut, labels: &Tensor, cfg: &TrainConfig) {
+        if let Head::Center { centers, .. } = &mut self.head {
+            loss::center::update_centers(centers, &out.features, labels, cfg.center_alpha);
+        }
+    }
+}
+
+/// Unit-normalised features of `images` (`u8` `[N, C, H, W]`), computed in batches without
+/// gradients: `[N, k]` `f32` on the CPU.
+pub fn embed(net: &Net, images: &Tensor, batch: i64, device: tch::Device) -> Tensor {
+    let _guard = tch::no_grad_guard();
+    let n = images.size()[0];
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < n {
+        let b = batch.min(n - i);
+        let x = crate::data::to_input(&images.narrow(0, i, b), device);
+        let f = net.features(&x);
+        out.push(unit(&f).to_device(tch::Device::Cpu).to_kind(Kind::Float));
+        i += b;
+    }
+    Tensor::cat(&out, 0)
+}
+
+/// Row-wise unit normalisation, so that cosine similarity is a dot product.
+pub fn unit(f: &Tensor) -> Tensor {
+    f / f.norm_scalaropt_dim(2, [-1], true).clamp_min(1e-12)
+}

@@ -1,0 +1,123 @@
+//! The training loop (Algorithm 1 for dvsp; plain mini-batch Adam for the others).
+use std::path::Path;
+use std::time::Instant;
+
+use indicatif::{ProgressBar, ProgressStyle};
+use tch::nn::{self, OptimizerConfig};
+use tch::{Device, Kind, Tensor};
+
+use crate::artifact::{self, ModelCard, Training};
+use crate::config::{Method, TrainConfig};
+use crate::data::{to_input, DataSpec, Split};
+use crate::loss;
+use crate::model::{InputSpec, Net, NetSpec};
+use crate::{Error, Result};
+
+/// A progress bar for a long job: hidden when stderr is not a terminal.
+pub fn progress_bar(len: u64, what: &str) -> ProgressBar {
+    let pb = ProgressBar::new(len);
+    pb.set_style(
+        ProgressStyle::with_template(&format!("{what} {{bar:30}} {{pos}}/{{len}} [{{elapsed_precise}}<{{eta_precise}}] {{msg}}"))
+            .expect("static template"),
+    );
+    pb
+}
+
+/// Builds the adversarial batch of Algorithm 1, line 4: x' = x + eps * grad_x L' / ||grad_x L'||
+/// (eq. 15), the gradient of the training loss for the batch with respect to each input.
+fn adversarial(net: &Net, x: &Tensor, y: &Tensor, cfg: &TrainConfig, iter: usize) -> Result<Tensor> {
+    let xg = x.detach().set_requires_grad(true);
+    let out = net.loss(&xg, y, cfg, iter)?;
+    let grad = Tensor::f_run_backward(&[&out.loss], &[&xg], false, false)?.remove(0);
+    Ok(loss::dvsp::adversarial_step(x, &grad, cfg.eps).detach())
+}
+
+/// Trains a model on `split.train` and writes it to `out` (weights + card). Returns the card.
+pub fn train(cfg: &TrainConfig, data: &DataSpec, split: &Split, out: &Path, device: Device) -> Result<ModelCard> {
+    let train = if cfg.limit > 0 { split.train.head(cfg.limit) } else { split.train.head(usize::MAX) };
+    let n = train.len();
+    if n < cfg.batch_size || cfg.batch_size == 0 {
+        return Err(Error::Invalid(format!("{n} training images cannot fill a batch of {}", cfg.batch_size)));
+    }
+    if cfg.epochs == 0 || cfg.samples < 1 || cfg.feature_dim < 2 {
+        return Err(Error::Invalid("epochs and samples must be >= 1, feature_dim >= 2".into()));
+    }
+    tch::manual_seed(cfg.seed as i64);
+    let shape = train.shape();
+    let spec = NetSpec {
+        method: cfg.method,
+        backbone: cfg.backbone_for(shape),
+        input: InputSpec::for_shape(shape),
+        feature_dim: cfg.feature_dim,
+        classes: train.classes as i64,
+        radius: cfg.radius,
+    };
+    let vs = nn::VarStore::new(device);
+    let mut net = Net::new(&vs.root(), spec.clone());
+    let mut opt = nn::Adam::default().build(&vs, cfg.lr)?;
+    let batches = n / cfg.batch_size;
+    let pb = progress_bar((batches * cfg.epochs) as u64, &format!("train {}", cfg.method.name()));
+    let start = Instant::now();
+    let (mut iter, mut last_loss, mut last_acc) = (0usize, f64::NAN, 0.0);
+    for epoch in 0..cfg.epochs {
+        let perm = Tensor::randperm(n as i64, (Kind::Int64, Device::Cpu));
+        let (mut sum_loss, mut correct, mut seen) = (0.0, 0.0, 0usize);
+        for b in 0..batches {
+            let idx = perm.narrow(0, (b * cfg.batch_size) as i64, cfg.batch_size as i64);
+            let mut x = to_input(&train.images.index_select(0, &idx), device);
+            let mut y = train.labels.index_select(0, &idx).to_device(device);
+            if cfg.method == Method::Dvsp && cfg.eps > 0.0 {
+                let xa = adversarial(&net, &x, &y, cfg, iter)?;
+                x = Tensor::cat(&[&x, &xa], 0);
+                y = Tensor::cat(&[&y, &y], 0);
+            }
+            let step = net.loss(&x, &y, cfg, iter)?;
+            opt.backward_step(&step.loss);
+            net.after_step(&step, &y, cfg);
+            let l = step.loss.double_value(&[]);
+            if !l.is_finite() {
+                return Err(Error::Invalid(format!("loss became {l} at epoch {epoch} step {b}; lower --lr")));
+            }
+            sum_loss += l;
+            correct += step.scores.argmax(-1, false).eq_tensor(&y).to_kind(Kind::Float).sum(Kind::Float).double_value(&[]);
+            seen += y.size()[0] as usize;
+            iter += 1;
+            pb.inc(1);
+            let ips = (iter * cfg.batch_size) as f64 / start.elapsed().as_secs_f64();
+            pb.set_message(format!(
+                "epoch {} loss {:.4} acc {:.3} {ips:.0} img/s",
+                epoch + 1,
+                sum_loss / (b + 1) as f64,
+                correct / seen as f64
+            ));
+        }
+        last_loss = sum_loss / batches as f64;
+        last_acc = correct / seen as f64;
+        tracing::info!(epoch = epoch + 1, loss = last_loss, accuracy = last_acc, "epoch done");
+    }
+    pb.finish_and_clear();
+    let seconds = start.elapsed().as_secs_f64();
+    let mut card = ModelCard {
+        format_version: artifact::FORMAT_VERSION,
+        model_id: String::new(),
+        net: spec,
+        training: Training {
+            config: cfg.clone(),
+            dataset: data.to_string(),
+            split: split.description.clone(),
+            train_images: n,
+            seconds,
+            images_per_second: (batches * cfg.batch_size * cfg.epochs) as f64 / seconds,
+            final_loss: last_loss,
+            final_accuracy: last_acc,
+            device: format!("{device:?}"),
+            threads: tch::get_num_threads(),
+        },
+        git_commit: env!("DVSP_GIT_COMMIT").to_string(),
+        dvsp_version: env!("CARGO_PKG_VERSION").to_string(),
+        created: chrono::Utc::now().to_rfc3339(),
+        metrics: Default::default(),
+    };
+    artifact::save(out, &mut card, &vs)?;
+    Ok(card)
+}
