@@ -59,11 +59,18 @@ pub struct Model {
 }
 
 fn sha_id(bytes: &[u8]) -> String {
-    Sha256::digest(bytes).iter().take(8).map(|b| format!("{b:02x}")).collect()
+    Sha256::digest(bytes)
+        .iter()
+        .take(8)
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 fn bad(dir: &Path, message: impl Into<String>) -> Error {
-    Error::BadModel { path: dir.join(CARD), message: message.into() }
+    Error::BadModel {
+        path: dir.join(CARD),
+        message: message.into(),
+    }
 }
 
 /// Writes `bytes` to `path` through a temporary file and a rename, so readers never see half a file.
@@ -85,15 +92,25 @@ pub fn save(dir: &Path, card: &mut ModelCard, vs: &VarStore) -> Result<()> {
 }
 
 pub fn write_card(dir: &Path, card: &ModelCard) -> Result<()> {
-    write_atomic(&dir.join(CARD), serde_json::to_string_pretty(card)?.as_bytes())
+    write_atomic(
+        &dir.join(CARD),
+        serde_json::to_string_pretty(card)?.as_bytes(),
+    )
 }
 
 pub fn read_card(dir: &Path) -> Result<ModelCard> {
     let path = dir.join(CARD);
     let text = std::fs::read_to_string(&path).map_err(Error::io(&path))?;
-    let card: ModelCard = serde_json::from_str(&text).map_err(|e| bad(dir, format!("not a dvsp model card: {e}")))?;
+    let card: ModelCard =
+        serde_json::from_str(&text).map_err(|e| bad(dir, format!("not a dvsp model card: {e}")))?;
     if card.format_version != FORMAT_VERSION {
-        return Err(bad(dir, format!("format version {} unsupported (this dvsp reads {FORMAT_VERSION})", card.format_version)));
+        return Err(bad(
+            dir,
+            format!(
+                "format version {} unsupported (this dvsp reads {FORMAT_VERSION})",
+                card.format_version
+            ),
+        ));
     }
     Ok(card)
 }
@@ -106,10 +123,19 @@ pub fn load(dir: &Path, device: tch::Device) -> Result<Model> {
     let bytes = std::fs::read(&wpath).map_err(Error::io(&wpath))?;
     let id = sha_id(&bytes);
     if id != card.model_id {
-        return Err(bad(dir, format!("model_id {} does not match the weights (their hash is {id})", card.model_id)));
+        return Err(bad(
+            dir,
+            format!(
+                "model_id {} does not match the weights (their hash is {id})",
+                card.model_id
+            ),
+        ));
     }
     let stored: BTreeMap<String, Tensor> = Tensor::read_safetensors(&wpath)
-        .map_err(|e| Error::BadModel { path: wpath.clone(), message: e.to_string() })?
+        .map_err(|e| Error::BadModel {
+            path: wpath.clone(),
+            message: e.to_string(),
+        })?
         .into_iter()
         .collect();
     let mut vs = VarStore::new(device);
@@ -119,19 +145,37 @@ pub fn load(dir: &Path, device: tch::Device) -> Result<Model> {
     for (name, var) in &vars {
         match stored.get(name) {
             None => problems.push(format!("missing tensor {name}")),
-            Some(t) if t.size() != var.size() => {
-                problems.push(format!("{name} has shape {:?}, the card's architecture needs {:?}", t.size(), var.size()))
-            }
+            Some(t) if t.size() != var.size() => problems.push(format!(
+                "{name} has shape {:?}, the card's architecture needs {:?}",
+                t.size(),
+                var.size()
+            )),
             Some(_) => {}
         }
     }
-    problems.extend(stored.keys().filter(|k| !vars.contains_key(*k)).map(|k| format!("unexpected tensor {k}")));
+    problems.extend(
+        stored
+            .keys()
+            .filter(|k| !vars.contains_key(*k))
+            .map(|k| format!("unexpected tensor {k}")),
+    );
     if !problems.is_empty() {
         let n = problems.len();
         problems.truncate(3);
-        return Err(bad(dir, format!("weights do not match the card ({n} problems): {}", problems.join("; "))));
+        return Err(bad(
+            dir,
+            format!(
+                "weights do not match the card ({n} problems): {}",
+                problems.join("; ")
+            ),
+        ));
     }
     vs.load(&wpath)?;
     vs.freeze();
-    Ok(Model { dir: dir.to_path_buf(), card, vs, net })
+    Ok(Model {
+        dir: dir.to_path_buf(),
+        card,
+        vs,
+        net,
+    })
 }

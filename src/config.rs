@@ -16,7 +16,12 @@ pub enum Method {
 }
 
 impl Method {
-    pub const ALL: [Method; 4] = [Method::Dvib, Method::Center, Method::Sphereface, Method::Dvsp];
+    pub const ALL: [Method; 4] = [
+        Method::Dvib,
+        Method::Center,
+        Method::Sphereface,
+        Method::Dvsp,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -91,7 +96,11 @@ pub struct TrainConfig {
 impl TrainConfig {
     /// The backbone used: the explicit one, else the default for the data's image shape.
     pub fn backbone_for(&self, shape: [i64; 3]) -> Backbone {
-        self.backbone.unwrap_or(if shape == [1, 28, 28] { Backbone::Small } else { Backbone::Sphere20 })
+        self.backbone.unwrap_or(if shape == [1, 28, 28] {
+            Backbone::Small
+        } else {
+            Backbone::Sphere20
+        })
     }
 }
 

@@ -17,15 +17,23 @@ use crate::{Error, Result};
 pub fn progress_bar(len: u64, what: &str) -> ProgressBar {
     let pb = ProgressBar::new(len);
     pb.set_style(
-        ProgressStyle::with_template(&format!("{what} {{bar:30}} {{pos}}/{{len}} [{{elapsed_precise}}<{{eta_precise}}] {{msg}}"))
-            .expect("static template"),
+        ProgressStyle::with_template(&format!(
+            "{what} {{bar:30}} {{pos}}/{{len}} [{{elapsed_precise}}<{{eta_precise}}] {{msg}}"
+        ))
+        .expect("static template"),
     );
     pb
 }
 
 /// Builds the adversarial batch of Algorithm 1, line 4: x' = x + eps * grad_x L' / ||grad_x L'||
 /// (eq. 15), the gradient of the training loss for the batch with respect to each input.
-fn adversarial(net: &Net, x: &Tensor, y: &Tensor, cfg: &TrainConfig, iter: usize) -> Result<Tensor> {
+fn adversarial(
+    net: &Net,
+    x: &Tensor,
+    y: &Tensor,
+    cfg: &TrainConfig,
+    iter: usize,
+) -> Result<Tensor> {
     let xg = x.detach().set_requires_grad(true);
     let out = net.loss(&xg, y, cfg, iter)?;
     let grad = Tensor::f_run_backward(&[&out.loss], &[&xg], false, false)?.remove(0);
@@ -33,14 +41,29 @@ fn adversarial(net: &Net, x: &Tensor, y: &Tensor, cfg: &TrainConfig, iter: usize
 }
 
 /// Trains a model on `split.train` and writes it to `out` (weights + card). Returns the card.
-pub fn train(cfg: &TrainConfig, data: &DataSpec, split: &Split, out: &Path, device: Device) -> Result<ModelCard> {
-    let train = if cfg.limit > 0 { split.train.head(cfg.limit) } else { split.train.head(usize::MAX) };
+pub fn train(
+    cfg: &TrainConfig,
+    data: &DataSpec,
+    split: &Split,
+    out: &Path,
+    device: Device,
+) -> Result<ModelCard> {
+    let train = if cfg.limit > 0 {
+        split.train.head(cfg.limit)
+    } else {
+        split.train.head(usize::MAX)
+    };
     let n = train.len();
     if n < cfg.batch_size || cfg.batch_size == 0 {
-        return Err(Error::Invalid(format!("{n} training images cannot fill a batch of {}", cfg.batch_size)));
+        return Err(Error::Invalid(format!(
+            "{n} training images cannot fill a batch of {}",
+            cfg.batch_size
+        )));
     }
     if cfg.epochs == 0 || cfg.samples < 1 || cfg.feature_dim < 2 {
-        return Err(Error::Invalid("epochs and samples must be >= 1, feature_dim >= 2".into()));
+        return Err(Error::Invalid(
+            "epochs and samples must be >= 1, feature_dim >= 2".into(),
+        ));
     }
     tch::manual_seed(cfg.seed as i64);
     let shape = train.shape();
@@ -56,7 +79,10 @@ pub fn train(cfg: &TrainConfig, data: &DataSpec, split: &Split, out: &Path, devi
     let mut net = Net::new(&vs.root(), spec.clone());
     let mut opt = nn::Adam::default().build(&vs, cfg.lr)?;
     let batches = n / cfg.batch_size;
-    let pb = progress_bar((batches * cfg.epochs) as u64, &format!("train {}", cfg.method.name()));
+    let pb = progress_bar(
+        (batches * cfg.epochs) as u64,
+        &format!("train {}", cfg.method.name()),
+    );
     let start = Instant::now();
     let (mut iter, mut last_loss, mut last_acc) = (0usize, f64::NAN, 0.0);
     for epoch in 0..cfg.epochs {
@@ -76,10 +102,18 @@ pub fn train(cfg: &TrainConfig, data: &DataSpec, split: &Split, out: &Path, devi
             net.after_step(&step, &y, cfg);
             let l = step.loss.double_value(&[]);
             if !l.is_finite() {
-                return Err(Error::Invalid(format!("loss became {l} at epoch {epoch} step {b}; lower --lr")));
+                return Err(Error::Invalid(format!(
+                    "loss became {l} at epoch {epoch} step {b}; lower --lr"
+                )));
             }
             sum_loss += l;
-            correct += step.scores.argmax(-1, false).eq_tensor(&y).to_kind(Kind::Float).sum(Kind::Float).double_value(&[]);
+            correct += step
+                .scores
+                .argmax(-1, false)
+                .eq_tensor(&y)
+                .to_kind(Kind::Float)
+                .sum(Kind::Float)
+                .double_value(&[]);
             seen += y.size()[0] as usize;
             iter += 1;
             pb.inc(1);
@@ -93,7 +127,12 @@ pub fn train(cfg: &TrainConfig, data: &DataSpec, split: &Split, out: &Path, devi
         }
         last_loss = sum_loss / batches as f64;
         last_acc = correct / seen as f64;
-        tracing::info!(epoch = epoch + 1, loss = last_loss, accuracy = last_acc, "epoch done");
+        tracing::info!(
+            epoch = epoch + 1,
+            loss = last_loss,
+            accuracy = last_acc,
+            "epoch done"
+        );
     }
     pb.finish_and_clear();
     let seconds = start.elapsed().as_secs_f64();

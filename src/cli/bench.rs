@@ -28,7 +28,11 @@ pub struct Args {
 fn peak_mib() -> f64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("VmHWM:")).and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok()))
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
+        })
         .map_or(f64::NAN, |kb| kb / 1024.0)
 }
 
@@ -47,7 +51,11 @@ struct Case {
 
 fn run_case(c: &Case, steps: usize) -> anyhow::Result<(f64, f64)> {
     let device = crate::device();
-    let cfg = TrainConfig { method: c.method, batch_size: c.batch as usize, ..TrainConfig::default() };
+    let cfg = TrainConfig {
+        method: c.method,
+        batch_size: c.batch as usize,
+        ..TrainConfig::default()
+    };
     let vs = nn::VarStore::new(device);
     let mut net = Net::new(
         &vs.root(),
@@ -68,7 +76,9 @@ fn run_case(c: &Case, steps: usize) -> anyhow::Result<(f64, f64)> {
     let mut step = |x: &Tensor| -> anyhow::Result<()> {
         let (x, y) = if c.method == Method::Dvsp {
             let xg = x.detach().set_requires_grad(true);
-            let g = Tensor::f_run_backward(&[&net.loss(&xg, &y, &cfg, 0)?.loss], &[&xg], false, false)?.remove(0);
+            let g =
+                Tensor::f_run_backward(&[&net.loss(&xg, &y, &cfg, 0)?.loss], &[&xg], false, false)?
+                    .remove(0);
             let xa = crate::loss::dvsp::adversarial_step(x, &g, cfg.eps).detach();
             (Tensor::cat(&[x, &xa], 0), Tensor::cat(&[&y, &y], 0))
         } else {
@@ -84,24 +94,58 @@ fn run_case(c: &Case, steps: usize) -> anyhow::Result<(f64, f64)> {
     for _ in 0..steps {
         step(&x)?;
     }
-    Ok(((steps as i64 * c.batch) as f64 / t.elapsed().as_secs_f64(), peak_mib()))
+    Ok((
+        (steps as i64 * c.batch) as f64 / t.elapsed().as_secs_f64(),
+        peak_mib(),
+    ))
 }
 
 pub fn run(a: Args) -> anyhow::Result<()> {
     let What::Train = a.what;
     let cases = [
-        Case { name: "small 1x28x28, dvib (reference)", backbone: Backbone::Small, method: Method::Dvib, shape: [1, 28, 28], batch: 128 },
-        Case { name: "small 1x28x28, dvsp (+eq. 15 adversarial)", backbone: Backbone::Small, method: Method::Dvsp, shape: [1, 28, 28], batch: 128 },
-        Case { name: "sphere20 3x112x96, dvib", backbone: Backbone::Sphere20, method: Method::Dvib, shape: [3, 112, 96], batch: 16 },
+        Case {
+            name: "small 1x28x28, dvib (reference)",
+            backbone: Backbone::Small,
+            method: Method::Dvib,
+            shape: [1, 28, 28],
+            batch: 128,
+        },
+        Case {
+            name: "small 1x28x28, dvsp (+eq. 15 adversarial)",
+            backbone: Backbone::Small,
+            method: Method::Dvsp,
+            shape: [1, 28, 28],
+            batch: 128,
+        },
+        Case {
+            name: "sphere20 3x112x96, dvib",
+            backbone: Backbone::Sphere20,
+            method: Method::Dvib,
+            shape: [3, 112, 96],
+            batch: 16,
+        },
     ];
-    println!("training throughput, {} threads, {} steps per case", tch::get_num_threads(), a.steps);
+    println!(
+        "training throughput, {} threads, {} steps per case",
+        tch::get_num_threads(),
+        a.steps
+    );
     println!("| case | batch | img/s | ratio to reference | peak RSS MiB |\n|---|---|---|---|---|");
     let mut reference = None;
     for c in &cases {
-        let steps = if c.backbone == Backbone::Sphere20 { a.steps.div_ceil(4) } else { a.steps };
+        let steps = if c.backbone == Backbone::Sphere20 {
+            a.steps.div_ceil(4)
+        } else {
+            a.steps
+        };
         let (ips, mib) = run_case(c, steps)?;
         let r = *reference.get_or_insert(ips);
-        println!("| {} | {} | {ips:.1} | {:.4} | {mib:.0} |", c.name, c.batch, ips / r);
+        println!(
+            "| {} | {} | {ips:.1} | {:.4} | {mib:.0} |",
+            c.name,
+            c.batch,
+            ips / r
+        );
     }
     Ok(())
 }

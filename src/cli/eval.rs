@@ -29,7 +29,9 @@ pub fn evaluate(dir: &Path, data: &DataArgs) -> anyhow::Result<ModelCard> {
     };
     let input = &model.card.net.input;
     let size = Some((input.height as u32, input.width as u32));
-    let split = spec.load(&data.root(), size).with_context(|| format!("loading {spec}"))?;
+    let split = spec
+        .load(&data.root(), size)
+        .with_context(|| format!("loading {spec}"))?;
     anyhow::ensure!(
         split.test.shape() == input.shape(),
         "{spec} has images of shape {:?} but the model takes {:?}",
@@ -42,7 +44,8 @@ pub fn evaluate(dir: &Path, data: &DataArgs) -> anyhow::Result<ModelCard> {
     }
     let mut curves = Vec::new();
     for (name, set) in sets {
-        let pb = crate::train::progress_bar(1, &format!("eval {name}: embedding and scoring all pairs"));
+        let pb =
+            crate::train::progress_bar(1, &format!("eval {name}: embedding and scoring all pairs"));
         pb.tick();
         let scores = score_set(&model.net, set, device)?;
         pb.finish_and_clear();
@@ -56,9 +59,18 @@ pub fn evaluate(dir: &Path, data: &DataArgs) -> anyhow::Result<ModelCard> {
             report.impostor_pairs
         );
         for p in &report.at_fmr {
-            println!("    FMR {:.0e}: FNMR {:.3}% at T = {:.4} (FMR measured {:.2e})", p.target, p.fnmr * 100.0, p.threshold, p.fmr);
+            println!(
+                "    FMR {:.0e}: FNMR {:.3}% at T = {:.4} (FMR measured {:.2e})",
+                p.target,
+                p.fnmr * 100.0,
+                p.threshold,
+                p.fmr
+            );
         }
-        curves.push((format!("{name} (EER {:.2}%)", report.eer * 100.0), scores.det(400)));
+        curves.push((
+            format!("{name} (EER {:.2}%)", report.eer * 100.0),
+            scores.det(400),
+        ));
         model.card.metrics.insert(name, report);
     }
     let title = format!("DET: {} on {}", model.card.net.method.name(), spec);
@@ -69,6 +81,9 @@ pub fn evaluate(dir: &Path, data: &DataArgs) -> anyhow::Result<ModelCard> {
 
 pub fn run(a: Args) -> anyhow::Result<()> {
     evaluate(&a.model, &a.data)?;
-    println!("wrote {} and det.png / det.svg", a.model.join(artifact::CARD).display());
+    println!(
+        "wrote {} and det.png / det.svg",
+        a.model.join(artifact::CARD).display()
+    );
     Ok(())
 }

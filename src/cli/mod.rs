@@ -11,7 +11,11 @@ use clap::{Parser, Subcommand};
 use crate::data::DataSpec;
 
 #[derive(Debug, Parser)]
-#[command(name = "dvsp", version, about = "Biometric verification with adversarially robust features (DVSP)")]
+#[command(
+    name = "dvsp",
+    version,
+    about = "Biometric verification with adversarially robust features (DVSP)"
+)]
 pub struct Cli {
     /// Intra-op threads for libtorch (default: all cores).
     #[arg(long, global = true, env = "DVSP_THREADS")]
@@ -45,7 +49,9 @@ pub struct DataArgs {
 
 impl DataArgs {
     pub fn root(&self) -> PathBuf {
-        self.data_dir.clone().unwrap_or_else(crate::data::default_root)
+        self.data_dir
+            .clone()
+            .unwrap_or_else(crate::data::default_root)
     }
 }
 

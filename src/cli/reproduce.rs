@@ -61,11 +61,20 @@ struct Row {
 
 pub fn run(a: Args) -> anyhow::Result<()> {
     let Table::Table1 = a.table;
-    let data = DataArgs { data: Some(DataSpec::Mnist), data_dir: a.data.data_dir.clone() };
+    let data = DataArgs {
+        data: Some(DataSpec::Mnist),
+        data_dir: a.data.data_dir.clone(),
+    };
     let split = DataSpec::Mnist.load(&data.root(), None)?;
     let mut rows = Vec::new();
     for method in Method::ALL {
-        let cfg = TrainConfig { method, epochs: a.epochs, limit: a.limit, seed: a.seed, ..TrainConfig::default() };
+        let cfg = TrainConfig {
+            method,
+            epochs: a.epochs,
+            limit: a.limit,
+            seed: a.seed,
+            ..TrainConfig::default()
+        };
         let dir = a.out.join(method.name());
         let reuse = !a.retrain && artifact::read_card(&dir).is_ok_and(|c| c.training.config == cfg);
         if !reuse {
@@ -80,24 +89,45 @@ pub fn run(a: Args) -> anyhow::Result<()> {
             paper_eer_percent: paper_eer(method),
             eer_percent: test.eer * 100.0,
             eer_t10k_percent: card.metrics.get("t10k").map(|r| r.eer * 100.0),
-            fnmr_at_fmr_1e3_percent: test.at_fmr.iter().find(|p| p.target == 1e-3).map_or(f64::NAN, |p| p.fnmr * 100.0),
+            fnmr_at_fmr_1e3_percent: test
+                .at_fmr
+                .iter()
+                .find(|p| p.target == 1e-3)
+                .map_or(f64::NAN, |p| p.fnmr * 100.0),
             train_seconds: card.training.seconds,
             eval_seconds: t.elapsed().as_secs_f64(),
         });
     }
-    let mut md = String::from("| | DVIB | Center-loss | SphereFace | DVSP |\n|---|---|---|---|---|\n");
+    let mut md =
+        String::from("| | DVIB | Center-loss | SphereFace | DVSP |\n|---|---|---|---|---|\n");
     let line = |name: &str, f: &dyn Fn(&Row) -> String| {
-        format!("| {name} | {} |\n", rows.iter().map(f).collect::<Vec<_>>().join(" | "))
+        format!(
+            "| {name} | {} |\n",
+            rows.iter().map(f).collect::<Vec<_>>().join(" | ")
+        )
     };
-    md += &line("EER (x0.01), paper", &|r| format!("{:.3}", r.paper_eer_percent));
-    md += &line("EER (x0.01), measured", &|r| format!("{:.3}", r.eer_percent));
-    md += &line("EER (x0.01), official t10k", &|r| r.eer_t10k_percent.map_or("-".into(), |e| format!("{e:.3}")));
-    md += &line("FNMR at FMR 1e-3 (%)", &|r| format!("{:.3}", r.fnmr_at_fmr_1e3_percent));
-    md += &line("train wall time (s)", &|r| format!("{:.0}", r.train_seconds));
+    md += &line("EER (x0.01), paper", &|r| {
+        format!("{:.3}", r.paper_eer_percent)
+    });
+    md += &line("EER (x0.01), measured", &|r| {
+        format!("{:.3}", r.eer_percent)
+    });
+    md += &line("EER (x0.01), official t10k", &|r| {
+        r.eer_t10k_percent.map_or("-".into(), |e| format!("{e:.3}"))
+    });
+    md += &line("FNMR at FMR 1e-3 (%)", &|r| {
+        format!("{:.3}", r.fnmr_at_fmr_1e3_percent)
+    });
+    md += &line("train wall time (s)", &|r| {
+        format!("{:.0}", r.train_seconds)
+    });
     print!("{md}");
     std::fs::create_dir_all(&a.out)?;
     std::fs::write(a.out.join("table1.md"), &md)?;
-    std::fs::write(a.out.join("table1.json"), serde_json::to_string_pretty(&rows)?)?;
+    std::fs::write(
+        a.out.join("table1.json"),
+        serde_json::to_string_pretty(&rows)?,
+    )?;
     println!("wrote {}", a.out.join("table1.md").display());
     Ok(())
 }

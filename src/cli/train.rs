@@ -20,7 +20,9 @@ pub struct Args {
 
 pub fn run(a: Args) -> anyhow::Result<()> {
     let spec = a.data.data.clone().unwrap_or(DataSpec::Mnist);
-    let split = spec.load(&a.data.root(), None).with_context(|| format!("loading {spec}"))?;
+    let split = spec
+        .load(&a.data.root(), None)
+        .with_context(|| format!("loading {spec}"))?;
     let card = crate::train::train(&a.config, &spec, &split, &a.out, crate::device())?;
     println!(
         "trained {} on {} ({} images, {} epochs) in {:.1}s, {:.0} img/s, final loss {:.4}, accuracy {:.4}\nmodel: {}",

@@ -34,7 +34,10 @@ pub fn list(root: &Path) -> Result<Vec<(String, Vec<PathBuf>)>> {
     if ids.len() < 2 {
         return Err(Error::BadData {
             path: root.to_path_buf(),
-            message: format!("found {} identity folders with images; need at least 2", ids.len()),
+            message: format!(
+                "found {} identity folders with images; need at least 2",
+                ids.len()
+            ),
         });
     }
     Ok(ids)
@@ -42,9 +45,16 @@ pub fn list(root: &Path) -> Result<Vec<(String, Vec<PathBuf>)>> {
 
 /// Decodes one image to RGB `[3, H, W]` `u8`, resized to `h` x `w`.
 pub fn load_image(path: &Path, h: u32, w: u32) -> Result<Tensor> {
-    let img = image::open(path).map_err(|e| Error::BadData { path: path.to_path_buf(), message: e.to_string() })?;
-    let rgb = img.resize_exact(w, h, image::imageops::FilterType::Triangle).to_rgb8();
-    Ok(Tensor::from_slice(rgb.as_raw()).reshape([h as i64, w as i64, 3]).permute([2, 0, 1]))
+    let img = image::open(path).map_err(|e| Error::BadData {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    })?;
+    let rgb = img
+        .resize_exact(w, h, image::imageops::FilterType::Triangle)
+        .to_rgb8();
+    Ok(Tensor::from_slice(rgb.as_raw())
+        .reshape([h as i64, w as i64, 3])
+        .permute([2, 0, 1]))
 }
 
 fn load_ids(ids: &[(String, Vec<PathBuf>)], first_label: usize, h: u32, w: u32) -> Result<Dataset> {
@@ -56,7 +66,11 @@ fn load_ids(ids: &[(String, Vec<PathBuf>)], first_label: usize, h: u32, w: u32) 
             labels.push((first_label + i) as i64);
         }
     }
-    Ok(Dataset { images: Tensor::stack(&images, 0), labels: Tensor::from_slice(&labels).to_kind(Kind::Int64), classes: ids.len() })
+    Ok(Dataset {
+        images: Tensor::stack(&images, 0),
+        labels: Tensor::from_slice(&labels).to_kind(Kind::Int64),
+        classes: ids.len(),
+    })
 }
 
 /// Train on the first four fifths of identities (sorted by name), test on the rest.

@@ -111,7 +111,9 @@ pub fn default_root() -> PathBuf {
     if let Some(d) = std::env::var_os("DVSP_DATA") {
         return PathBuf::from(d);
     }
-    let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("."));
+    let home = std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("."));
     home.join(".cache/dvsp/data")
 }
 
@@ -177,10 +179,16 @@ pub fn load_idx_pair(dir: &Path, prefix: &str) -> Result<Dataset> {
     let images = idx::read(&ipath)?;
     let labels = idx::read(&lpath)?;
     if images.dims.len() != 3 {
-        return Err(Error::BadData { path: ipath, message: format!("images must have 3 dimensions, found {:?}", images.dims) });
+        return Err(Error::BadData {
+            path: ipath,
+            message: format!("images must have 3 dimensions, found {:?}", images.dims),
+        });
     }
     if labels.dims.len() != 1 {
-        return Err(Error::BadData { path: lpath, message: format!("labels must have 1 dimension, found {:?}", labels.dims) });
+        return Err(Error::BadData {
+            path: lpath,
+            message: format!("labels must have 1 dimension, found {:?}", labels.dims),
+        });
     }
     if labels.dims[0] != images.dims[0] {
         return Err(Error::BadData {
@@ -189,9 +197,16 @@ pub fn load_idx_pair(dir: &Path, prefix: &str) -> Result<Dataset> {
         });
     }
     if let Some(bad) = labels.data.iter().find(|&&l| l > 9) {
-        return Err(Error::BadData { path: lpath, message: format!("label {bad} outside 0..=9") });
+        return Err(Error::BadData {
+            path: lpath,
+            message: format!("label {bad} outside 0..=9"),
+        });
     }
-    let (n, h, w) = (images.dims[0] as i64, images.dims[1] as i64, images.dims[2] as i64);
+    let (n, h, w) = (
+        images.dims[0] as i64,
+        images.dims[1] as i64,
+        images.dims[2] as i64,
+    );
     Ok(Dataset {
         images: Tensor::from_slice(&images.data).reshape([n, 1, h, w]),
         labels: Tensor::from_slice(&labels.data).to_kind(Kind::Int64),

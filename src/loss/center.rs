@@ -8,11 +8,20 @@ use super::expect_2d;
 use crate::Result;
 
 /// lambda/2 * mean_i ||f_i - c_{y_i}||^2. `features`: `[B, k]`, `centers`: `[C, k]`, `labels`: `[B]`.
-pub fn center_loss(features: &Tensor, centers: &Tensor, labels: &Tensor, lambda: f64) -> Result<Tensor> {
+pub fn center_loss(
+    features: &Tensor,
+    centers: &Tensor,
+    labels: &Tensor,
+    lambda: f64,
+) -> Result<Tensor> {
     expect_2d("center features", features, None, None)?;
     expect_2d("centers", centers, None, Some(features.size()[1]))?;
     let c = centers.index_select(0, labels);
-    Ok((features - c).square().sum_dim_intlist(-1, false, None).mean(None) * (lambda / 2.0))
+    Ok((features - c)
+        .square()
+        .sum_dim_intlist(-1, false, None)
+        .mean(None)
+        * (lambda / 2.0))
 }
 
 /// The centre update of Wen et al. eq. 4, applied in place without gradients.

@@ -28,7 +28,14 @@ pub struct LossOut {
 }
 
 /// Negative bound (6). `mu`, `lambda`: `[B, k]`; `labels`: `[B]`; `m` samples.
-pub fn loss(mu: &Tensor, lambda: &Tensor, decoder: &nn::Linear, labels: &Tensor, beta: f64, m: i64) -> Result<LossOut> {
+pub fn loss(
+    mu: &Tensor,
+    lambda: &Tensor,
+    decoder: &nn::Linear,
+    labels: &Tensor,
+    beta: f64,
+    m: i64,
+) -> Result<LossOut> {
     let kl = kl_standard_normal(mu, lambda)?;
     let eps = Tensor::randn([m, mu.size()[0], mu.size()[1]], (mu.kind(), mu.device()));
     let z = mu.unsqueeze(0) + lambda.sqrt().unsqueeze(0) * eps;

@@ -19,7 +19,12 @@ pub fn project(z: &Tensor, radius: f64) -> Tensor {
 /// Shell centre c(x) (eq. 11 applied to mu) `[B, k]` and radius r(x) (eq. 14) `[B]`.
 pub fn shell(mu: &Tensor, lambda: &Tensor, radius: f64) -> Result<(Tensor, Tensor)> {
     expect_2d("shell mu", mu, None, None)?;
-    expect_2d("shell lambda", lambda, Some(mu.size()[0]), Some(mu.size()[1]))?;
+    expect_2d(
+        "shell lambda",
+        lambda,
+        Some(mu.size()[0]),
+        Some(mu.size()[1]),
+    )?;
     Ok((project(mu, radius), lambda.mean_dim(-1, false, None)))
 }
 
@@ -55,7 +60,10 @@ pub fn loss(
 /// per sample over all of its pixels. `x`, `grad`: `[B, ...]` of the same shape.
 pub fn adversarial_step(x: &Tensor, grad: &Tensor, eps: f64) -> Tensor {
     let b = grad.size()[0];
-    let norm = grad.reshape([b, -1]).norm_scalaropt_dim(2, [1], false).clamp_min(1e-12);
+    let norm = grad
+        .reshape([b, -1])
+        .norm_scalaropt_dim(2, [1], false)
+        .clamp_min(1e-12);
     let mut shape = vec![b];
     shape.resize(grad.dim(), 1);
     x + grad / norm.view(shape.as_slice()) * eps

@@ -10,7 +10,12 @@ use tch::Tensor;
 use crate::{Error, Result};
 
 /// Refuses `t` unless it is `[rows, cols]` (`None` = any size on that axis).
-pub(crate) fn expect_2d(name: &str, t: &Tensor, rows: Option<i64>, cols: Option<i64>) -> Result<()> {
+pub(crate) fn expect_2d(
+    name: &str,
+    t: &Tensor,
+    rows: Option<i64>,
+    cols: Option<i64>,
+) -> Result<()> {
     let s = t.size();
     let ok = s.len() == 2 && rows.is_none_or(|r| s[0] == r) && cols.is_none_or(|c| s[1] == c);
     if ok {
@@ -29,5 +34,7 @@ pub(crate) fn expect_2d(name: &str, t: &Tensor, rows: Option<i64>, cols: Option<
 pub fn sampled_cross_entropy(logits: &Tensor, labels: &Tensor) -> Tensor {
     let s = logits.size();
     let (m, b, c) = (s[0], s[1], s[2]);
-    logits.reshape([m * b, c]).cross_entropy_for_logits(&labels.repeat([m]))
+    logits
+        .reshape([m * b, c])
+        .cross_entropy_for_logits(&labels.repeat([m]))
 }

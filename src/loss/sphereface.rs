@@ -36,13 +36,23 @@ fn cos_m_theta(cos: &Tensor, m: i64) -> Tensor {
 pub fn psi(cos: &Tensor, m: i64) -> Tensor {
     let cos = cos.clamp(-1.0, 1.0);
     // k = floor(m theta / pi), clamped to m - 1 so that theta = pi stays in the last piece.
-    let k = tch::no_grad(|| (cos.acos() * (m as f64) / std::f64::consts::PI).floor().clamp(0.0, (m - 1) as f64));
+    let k = tch::no_grad(|| {
+        (cos.acos() * (m as f64) / std::f64::consts::PI)
+            .floor()
+            .clamp(0.0, (m - 1) as f64)
+    });
     let sign = 1.0 - k.remainder(2.0) * 2.0; // (-1)^k
     cos_m_theta(&cos, m) * sign - k * 2.0
 }
 
 /// A-Softmax loss and logits. `features`: `[B, k]`, `weight`: `[C, k]`, `labels`: `[B]`.
-pub fn loss(features: &Tensor, weight: &Tensor, labels: &Tensor, m: i64, lambda: f64) -> Result<(Tensor, Tensor)> {
+pub fn loss(
+    features: &Tensor,
+    weight: &Tensor,
+    labels: &Tensor,
+    m: i64,
+    lambda: f64,
+) -> Result<(Tensor, Tensor)> {
     expect_2d("a-softmax features", features, None, None)?;
     expect_2d("a-softmax weight", weight, None, Some(features.size()[1]))?;
     let xnorm = features.norm_scalaropt_dim(2, [-1], true).clamp_min(1e-12); // [B, 1]

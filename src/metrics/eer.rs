@@ -61,7 +61,8 @@ impl Scores {
     /// FMR and FNMR at threshold `t`.
     pub fn rates(&self, t: f32) -> (f64, f64) {
         let fmr = Self::count_le(&self.impostor, t) as f64 / self.impostor.len() as f64;
-        let fnmr = (self.genuine.len() - Self::count_le(&self.genuine, t)) as f64 / self.genuine.len() as f64;
+        let fnmr = (self.genuine.len() - Self::count_le(&self.genuine, t)) as f64
+            / self.genuine.len() as f64;
         (fmr, fnmr)
     }
 
@@ -95,16 +96,30 @@ impl Scores {
             candidate(t, ig, ii);
         }
         let (_, t, fmr, fnmr) = best;
-        OperatingPoint { target: (fmr + fnmr) / 2.0, threshold: t as f64, fmr, fnmr }
+        OperatingPoint {
+            target: (fmr + fnmr) / 2.0,
+            threshold: t as f64,
+            fmr,
+            fnmr,
+        }
     }
 
     /// The largest threshold whose FMR does not exceed `target`, and the FNMR there.
     pub fn at_fmr(&self, target: f64) -> OperatingPoint {
         let ni = self.impostor.len();
         let allowed = ((target * ni as f64) + 1e-9).floor() as usize;
-        let t = if allowed >= ni { f32::MAX } else { self.impostor[allowed].next_down() };
+        let t = if allowed >= ni {
+            f32::MAX
+        } else {
+            self.impostor[allowed].next_down()
+        };
         let (fmr, fnmr) = self.rates(t);
-        OperatingPoint { target, threshold: t as f64, fmr, fnmr }
+        OperatingPoint {
+            target,
+            threshold: t as f64,
+            fmr,
+            fnmr,
+        }
     }
 
     /// EER and the operating points at `targets`.

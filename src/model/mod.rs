@@ -34,8 +34,18 @@ impl InputSpec {
     /// SphereFace's preprocessing, in [0, 1] units).
     pub fn for_shape(shape: [i64; 3]) -> InputSpec {
         let [channels, height, width] = shape;
-        let (mean, std) = if channels == 1 { (0.1307, 0.3081) } else { (127.5 / 255.0, 128.0 / 255.0) };
-        InputSpec { channels, height, width, mean, std }
+        let (mean, std) = if channels == 1 {
+            (0.1307, 0.3081)
+        } else {
+            (127.5 / 255.0, 128.0 / 255.0)
+        };
+        InputSpec {
+            channels,
+            height,
+            width,
+            mean,
+            std,
+        }
     }
 
     pub fn shape(&self) -> [i64; 3] {
@@ -57,16 +67,24 @@ pub struct NetSpec {
 
 #[derive(Debug)]
 enum Trunk {
-    Small(small::Small),
+    Small(Box<small::Small>),
     Sphere20(sphere20::Sphere20),
 }
 
 #[derive(Debug)]
 enum Head {
     /// dvsp and dvib: encoder outputs mu(x) and diagonal Lambda(x) (eq. 9); decoder g (eq. 10).
-    Variational { mu: nn::Linear, lambda: nn::Linear, decoder: nn::Linear },
+    Variational {
+        mu: nn::Linear,
+        lambda: nn::Linear,
+        decoder: nn::Linear,
+    },
     /// center: feature layer, softmax classifier and class centres (not trained by Adam).
-    Center { fc: nn::Linear, classifier: nn::Linear, centers: Tensor },
+    Center {
+        fc: nn::Linear,
+        classifier: nn::Linear,
+        centers: Tensor,
+    },
     /// sphereface: feature layer and bias-free class weights.
     Sphere { fc: nn::Linear, weight: Tensor },
 }
@@ -90,8 +108,14 @@ impl Net {
     pub fn new(p: &nn::Path, spec: NetSpec) -> Net {
         let c = spec.input.channels;
         let (trunk, hidden) = match spec.backbone {
-            Backbone::Small => (Trunk::Small(small::Small::new(&(p / "backbone"), c)), small::HIDDEN),
-            Backbone::Sphere20 => (Trunk::Sphere20(sphere20::Sphere20::new(&(p / "backbone"), c)), sphere20::HIDDEN),
+            Backbone::Small => (
+                Trunk::Small(Box::new(small::Small::new(&(p / "backbone"), c))),
+                small::HIDDEN,
+            ),
+            Backbone::Sphere20 => (
+                Trunk::Sphere20(sphere20::Sphere20::new(&(p / "backbone"), c)),
+                sphere20::HIDDEN,
+            ),
         };
         let h = p / "head";
         let (k, classes) = (spec.feature_dim, spec.classes);
@@ -108,7 +132,14 @@ impl Net {
             },
             Method::Sphereface => Head::Sphere {
                 fc: nn::linear(&h / "fc", hidden, k, Default::default()),
-                weight: h.var("weight", &[classes, k], nn::Init::Randn { mean: 0.0, stdev: 0.01 }),
+                weight: h.var(
+                    "weight",
+                    &[classes, k],
+                    nn::Init::Randn {
+                        mean: 0.0,
+                        stdev: 0.01,
+                    },
+                ),
             },
         };
         Net { spec, trunk, head }
@@ -156,28 +187,63 @@ impl Net {
 
     /// The training loss of one batch. `xs`: `[B, C, H, W]` in [0, 1]; `labels`: `[B]`;
     /// `iter`: the optimiser step (for SphereFace's lambda annealing).
-    pub fn loss(&self, xs: &Tensor, labels: &Tensor, cfg: &TrainConfig, iter: usize) -> Result<StepOut> {
+    pub fn loss(
+        &self,
+        xs: &Tensor,
+        labels: &Tensor,
+        cfg: &TrainConfig,
+        iter: usize,
+    ) -> Result<StepOut> {
         match &self.head {
             Head::Variational { decoder, .. } => {
                 let (mu, lambda) = self.posterior(xs).expect("variational head");
                 let out = match self.spec.method {
-                    Method::Dvsp => loss::dvsp::loss(&mu, &lambda, decoder, labels, cfg.beta, self.spec.radius, cfg.samples)?,
+                    Method::Dvsp => loss::dvsp::loss(
+                        &mu,
+                        &lambda,
+                        decoder,
+                        labels,
+                        cfg.beta,
+                        self.spec.radius,
+                        cfg.samples,
+                    )?,
                     _ => loss::dvib::loss(&mu, &lambda, decoder, labels, cfg.beta, cfg.samples)?,
                 };
-                Ok(StepOut { loss: out.loss, scores: out.logits.mean_dim(0, false, None), features: mu })
+                Ok(StepOut {
+                    loss: out.loss,
+                    scores: out.logits.mean_dim(0, false, None),
+                    features: mu,
+                })
             }
-            Head::Center { fc, classifier, centers } => {
+            Head::Center {
+                fc,
+                classifier,
+                centers,
+            } => {
                 let f = fc.forward(&self.hidden(xs));
                 let scores = classifier.forward(&f);
                 let loss = scores.cross_entropy_for_logits(labels)
                     + loss::center::center_loss(&f, centers, labels, cfg.center_lambda)?;
-                Ok(StepOut { loss, scores, features: f })
+                Ok(StepOut {
+                    loss,
+                    scores,
+                    features: f,
+                })
             }
             Head::Sphere { fc, weight } => {
                 let f = fc.forward(&self.hidden(xs));
-                let (loss, scores) =
-                    loss::sphereface::loss(&f, weight, labels, cfg.margin, loss::sphereface::lambda_at(iter))?;
-                Ok(StepOut { loss, scores, features: f })
+                let (loss, scores) = loss::sphereface::loss(
+                    &f,
+                    weight,
+                    labels,
+                    cfg.margin,
+                    loss::sphereface::lambda_at(iter),
+                )?;
+                Ok(StepOut {
+                    loss,
+                    scores,
+                    features: f,
+                })
             }
         }
     }

@@ -33,7 +33,10 @@ impl Small {
     }
 
     pub fn forward(&self, xs: &Tensor) -> Tensor {
-        let x = xs.apply(&self.conv1).prelu(&self.act1).max_pool2d_default(2);
+        let x = xs
+            .apply(&self.conv1)
+            .prelu(&self.act1)
+            .max_pool2d_default(2);
         let x = x.apply(&self.conv2).prelu(&self.act2).max_pool2d_default(2);
         self.fc.forward(&x.flatten(1, -1)).prelu(&self.act3)
     }

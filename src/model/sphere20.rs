@@ -19,8 +19,15 @@ struct ConvAct {
 
 impl ConvAct {
     fn new(p: nn::Path, c_in: i64, c_out: i64, stride: i64) -> ConvAct {
-        let cfg = nn::ConvConfig { stride, padding: 1, ..Default::default() };
-        ConvAct { conv: nn::conv2d(&p / "conv", c_in, c_out, 3, cfg), act: prelu(&(&p / "act"), c_out) }
+        let cfg = nn::ConvConfig {
+            stride,
+            padding: 1,
+            ..Default::default()
+        };
+        ConvAct {
+            conv: nn::conv2d(&p / "conv", c_in, c_out, 3, cfg),
+            act: prelu(&(&p / "act"), c_out),
+        }
     }
 
     fn forward(&self, xs: &Tensor) -> Tensor {
@@ -42,7 +49,10 @@ impl Stage {
             units: (0..units)
                 .map(|i| {
                     let u = &p / format!("unit{i}");
-                    (ConvAct::new(&u / "a", c_out, c_out, 1), ConvAct::new(&u / "b", c_out, c_out, 1))
+                    (
+                        ConvAct::new(&u / "a", c_out, c_out, 1),
+                        ConvAct::new(&u / "b", c_out, c_out, 1),
+                    )
                 })
                 .collect(),
         }
@@ -65,7 +75,12 @@ pub struct Sphere20 {
 
 impl Sphere20 {
     pub fn new(p: &nn::Path, channels: i64) -> Sphere20 {
-        let spec = [(channels, 64, 1), (64, 128, 2), (128, 256, 4), (256, 512, 1)];
+        let spec = [
+            (channels, 64, 1),
+            (64, 128, 2),
+            (128, 256, 4),
+            (256, 512, 1),
+        ];
         Sphere20 {
             stages: spec
                 .iter()
@@ -77,7 +92,10 @@ impl Sphere20 {
     }
 
     pub fn forward(&self, xs: &Tensor) -> Tensor {
-        let x = self.stages.iter().fold(xs.shallow_clone(), |x, s| s.forward(&x));
+        let x = self
+            .stages
+            .iter()
+            .fold(xs.shallow_clone(), |x, s| s.forward(&x));
         self.fc5.forward(&x.flatten(1, -1))
     }
 }

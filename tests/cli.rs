@@ -1,0 +1,105 @@
+//! The `dvsp` binary: bad input gives a one-line error and a non-zero exit, never a panic.
+use std::process::Command;
+
+fn dvsp(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_dvsp"))
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into(),
+        String::from_utf8_lossy(&out.stderr).into(),
+    )
+}
+
+fn one_line_error(args: &[&str], needle: &str) {
+    let (code, _, err) = dvsp(args);
+    assert_ne!(code, 0, "{args:?} succeeded");
+    assert!(!err.contains("panicked"), "{args:?} panicked: {err}");
+    let line = err
+        .lines()
+        .find(|l| l.starts_with("error"))
+        .unwrap_or_else(|| panic!("{args:?}: no error line in {err}"));
+    assert!(err.contains(needle), "{args:?}: {line:?} lacks {needle:?}");
+}
+
+#[test]
+fn clap_definition_is_consistent() {
+    use clap::CommandFactory;
+    dvsp::cli::Cli::command().debug_assert();
+}
+
+#[test]
+fn bad_input_gives_a_clear_error() {
+    one_line_error(
+        &["eval", "--model", "/nonexistent/model"],
+        "/nonexistent/model/model.json",
+    );
+    one_line_error(
+        &["train", "--data", "cifar", "--out", "/tmp/x"],
+        "unknown data set",
+    );
+    one_line_error(
+        &[
+            "train",
+            "--data",
+            "mnist",
+            "--data-dir",
+            "/nonexistent",
+            "--out",
+            "/tmp/x",
+        ],
+        "make setup",
+    );
+    one_line_error(
+        &[
+            "train",
+            "--batch-size",
+            "0",
+            "--out",
+            "/tmp/x",
+            "--limit",
+            "10",
+        ],
+        "batch",
+    );
+    one_line_error(&["--threads", "0", "bench", "train"], "--threads");
+    one_line_error(&["eval"], "--model");
+}
+
+#[test]
+fn a_model_evaluated_on_the_wrong_data_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("m");
+    let (code, _, err) = dvsp(&[
+        "train",
+        "--method",
+        "dvib",
+        "--epochs",
+        "1",
+        "--limit",
+        "256",
+        "--out",
+        model.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{err}");
+    // A face-style folder: RGB images, not 1x28x28 digits.
+    let faces = dir.path().join("faces");
+    for id in ["a", "b"] {
+        std::fs::create_dir_all(faces.join(id)).unwrap();
+        image::RgbImage::new(8, 8)
+            .save(faces.join(id).join("1.png"))
+            .unwrap();
+    }
+    let data = format!("folder:{}", faces.display());
+    one_line_error(
+        &["eval", "--model", model.to_str().unwrap(), "--data", &data],
+        "shape",
+    );
+    std::fs::write(model.join("model.safetensors"), b"junk").unwrap();
+    one_line_error(
+        &["eval", "--model", model.to_str().unwrap()],
+        "does not match the weights",
+    );
+}

@@ -1,0 +1,198 @@
+//! Backbones, heads and the model directory (weights + card) round trip.
+use dvsp::artifact;
+use dvsp::config::{Backbone, Method, TrainConfig};
+use dvsp::data::{DataSpec, Dataset, Split};
+use dvsp::model::{InputSpec, Net, NetSpec};
+use tch::{nn, Device, Kind, Tensor};
+
+fn spec(method: Method, backbone: Backbone, shape: [i64; 3]) -> NetSpec {
+    NetSpec {
+        method,
+        backbone,
+        input: InputSpec::for_shape(shape),
+        feature_dim: 16,
+        classes: 10,
+        radius: 5.0,
+    }
+}
+
+#[test]
+fn sphere20_maps_112x96_faces_to_features() {
+    let vs = nn::VarStore::new(Device::Cpu);
+    let net = Net::new(
+        &vs.root(),
+        spec(Method::Sphereface, Backbone::Sphere20, [3, 112, 96]),
+    );
+    let x = Tensor::rand([2, 3, 112, 96], (Kind::Float, Device::Cpu));
+    let f = tch::no_grad(|| net.features(&x));
+    assert_eq!(f.size(), [2, 16]);
+    // 20 weight layers: 19 convolutions (1+2, 1+4, 1+8, 1+2) and fc5, each with a PReLU but fc5.
+    let convs = vs
+        .variables()
+        .keys()
+        .filter(|k| k.contains("conv.weight"))
+        .count();
+    assert_eq!(convs, 19);
+    assert_eq!(
+        vs.variables()["backbone.fc5.weight"].size(),
+        [512, 512 * 7 * 6]
+    );
+}
+
+#[test]
+fn dvsp_features_lie_on_the_radius_r_sphere_and_spread_is_positive() {
+    let vs = nn::VarStore::new(Device::Cpu);
+    let net = Net::new(&vs.root(), spec(Method::Dvsp, Backbone::Small, [1, 28, 28]));
+    let x = Tensor::rand([5, 1, 28, 28], (Kind::Float, Device::Cpu));
+    let f = tch::no_grad(|| net.features(&x));
+    let n = f.norm_scalaropt_dim(2, [-1], false);
+    assert!((n - 5.0).abs().max().double_value(&[]) < 1e-4);
+    let r = tch::no_grad(|| net.spread(&x)).unwrap();
+    assert_eq!(r.size(), [5]);
+    assert!(r.min().double_value(&[]) > 0.0);
+    let center = Net::new(
+        &nn::VarStore::new(Device::Cpu).root(),
+        spec(Method::Center, Backbone::Small, [1, 28, 28]),
+    );
+    assert!(center.spread(&x).is_none());
+}
+
+fn tiny_split() -> Split {
+    tch::manual_seed(0);
+    let images =
+        (Tensor::rand([64, 1, 28, 28], (Kind::Float, Device::Cpu)) * 255.0).to_kind(Kind::Uint8);
+    let labels = Tensor::arange(64, (Kind::Int64, Device::Cpu)).remainder(10);
+    let d = || Dataset {
+        images: images.shallow_clone(),
+        labels: labels.shallow_clone(),
+        classes: 10,
+    };
+    Split {
+        train: d(),
+        test: d(),
+        extra_test: None,
+        description: "random".into(),
+    }
+}
+
+#[test]
+fn every_method_trains_saves_and_loads_back_identically() {
+    for method in Method::ALL {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = TrainConfig {
+            method,
+            epochs: 1,
+            batch_size: 32,
+            feature_dim: 8,
+            ..TrainConfig::default()
+        };
+        let card = dvsp::train::train(
+            &cfg,
+            &DataSpec::Mnist,
+            &tiny_split(),
+            dir.path(),
+            Device::Cpu,
+        )
+        .unwrap();
+        assert_eq!(card.model_id.len(), 16);
+        let m = artifact::load(dir.path(), Device::Cpu).unwrap();
+        assert_eq!(m.card, card);
+        let x = Tensor::rand([3, 1, 28, 28], (Kind::Float, Device::Cpu));
+        let a = tch::no_grad(|| m.net.features(&x));
+        let b = tch::no_grad(|| {
+            artifact::load(dir.path(), Device::Cpu)
+                .unwrap()
+                .net
+                .features(&x)
+        });
+        assert!(a.allclose(&b, 0.0, 0.0, false), "{method:?}");
+        assert_eq!(a.size(), [3, 8]);
+    }
+}
+
+#[test]
+fn training_is_deterministic_with_a_seed() {
+    let cfg = TrainConfig {
+        method: Method::Dvsp,
+        epochs: 1,
+        batch_size: 16,
+        feature_dim: 8,
+        seed: 7,
+        ..TrainConfig::default()
+    };
+    let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let ca =
+        dvsp::train::train(&cfg, &DataSpec::Mnist, &tiny_split(), a.path(), Device::Cpu).unwrap();
+    let cb =
+        dvsp::train::train(&cfg, &DataSpec::Mnist, &tiny_split(), b.path(), Device::Cpu).unwrap();
+    assert_eq!(ca.model_id, cb.model_id);
+    let other = TrainConfig { seed: 8, ..cfg };
+    let c = tempfile::tempdir().unwrap();
+    let cc = dvsp::train::train(
+        &other,
+        &DataSpec::Mnist,
+        &tiny_split(),
+        c.path(),
+        Device::Cpu,
+    )
+    .unwrap();
+    assert_ne!(ca.model_id, cc.model_id);
+}
+
+#[test]
+fn a_card_that_does_not_match_its_weights_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = TrainConfig {
+        method: Method::Dvib,
+        epochs: 1,
+        batch_size: 32,
+        feature_dim: 8,
+        ..TrainConfig::default()
+    };
+    let mut card = dvsp::train::train(
+        &cfg,
+        &DataSpec::Mnist,
+        &tiny_split(),
+        dir.path(),
+        Device::Cpu,
+    )
+    .unwrap();
+    // Architecture changed in the card: shapes no longer match.
+    card.net.feature_dim = 12;
+    artifact::write_card(dir.path(), &card).unwrap();
+    let e = artifact::load(dir.path(), Device::Cpu)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        e.contains("head.mu.weight") && e.contains("[8, 256]"),
+        "{e}"
+    );
+    // Method changed: tensor names differ.
+    card.net.feature_dim = 8;
+    card.net.method = Method::Sphereface;
+    artifact::write_card(dir.path(), &card).unwrap();
+    let e = artifact::load(dir.path(), Device::Cpu)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        e.contains("missing tensor") || e.contains("unexpected tensor"),
+        "{e}"
+    );
+    // Weights replaced: the hash no longer matches the card.
+    card.net.method = Method::Dvib;
+    artifact::write_card(dir.path(), &card).unwrap();
+    std::fs::write(dir.path().join(artifact::WEIGHTS), b"garbage").unwrap();
+    assert!(artifact::load(dir.path(), Device::Cpu)
+        .err()
+        .unwrap()
+        .to_string()
+        .contains("does not match the weights"));
+    std::fs::write(dir.path().join(artifact::CARD), b"{}").unwrap();
+    assert!(artifact::load(dir.path(), Device::Cpu)
+        .err()
+        .unwrap()
+        .to_string()
+        .contains("not a dvsp model card"));
+}
