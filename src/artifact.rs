@@ -48,6 +48,20 @@ pub struct ModelCard {
     /// Verification metrics by test set name (written by `dvsp eval`).
     #[serde(default)]
     pub metrics: BTreeMap<String, VerificationReport>,
+    /// The robustness audit's summary (written by `dvsp audit`; details in `audit.json`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub robustness: Option<RobustnessSummary>,
+}
+
+/// RI (eq. 17) and how it was measured.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RobustnessSummary {
+    pub ri: Option<f64>,
+    pub success_rate: f64,
+    pub threshold: f64,
+    pub threshold_at: String,
+    pub pairs_per_class_pair: usize,
+    pub seconds: f64,
 }
 
 /// A loaded model: card, weights and the net built from them.

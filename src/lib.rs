@@ -8,6 +8,8 @@
 //! Errors: library code returns [`Error`]; the CLI wraps it with `anyhow` context.
 
 pub mod artifact;
+pub mod attack;
+pub mod audit;
 pub mod cli;
 pub mod config;
 pub mod data;

@@ -156,6 +156,7 @@ pub fn train(
         dvsp_version: env!("CARGO_PKG_VERSION").to_string(),
         created: chrono::Utc::now().to_rfc3339(),
         metrics: Default::default(),
+        robustness: None,
     };
     artifact::save(out, &mut card, &vs)?;
     Ok(card)

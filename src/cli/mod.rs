@@ -1,4 +1,5 @@
 //! The `dvsp` command line: one module per subcommand, each with `Args` and `run`.
+pub mod audit;
 pub mod bench;
 pub mod eval;
 pub mod reproduce;
@@ -30,6 +31,8 @@ pub enum Command {
     Train(train::Args),
     /// EER, FNMR at FMR targets and the DET curve of a trained model.
     Eval(eval::Args),
+    /// Feature-space CW-L2 robustness audit: RI (eq. 17), heat map, adversarial samples.
+    Audit(audit::Args),
     /// Reproduce the paper's tables end to end.
     Reproduce(reproduce::Args),
     /// Benchmarks, reported as ratios against a reference run in the same command.
@@ -63,6 +66,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Train(a) => train::run(a),
         Command::Eval(a) => eval::run(a),
+        Command::Audit(a) => audit::run(a),
         Command::Reproduce(a) => reproduce::run(a),
         Command::Bench(a) => bench::run(a),
     }

@@ -1,2 +1,3 @@
 //! Metrics as pure functions over scores.
 pub mod eer;
+pub mod robustness;
