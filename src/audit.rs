@@ -31,7 +31,9 @@ impl std::str::FromStr for ThresholdAt {
         }
         match s.strip_prefix("fmr=").map(str::parse::<f64>) {
             Some(Ok(f)) if f > 0.0 && f < 1.0 => Ok(ThresholdAt::Fmr(f)),
-            _ => Err(Error::Invalid(format!("threshold {s:?}: use eer or fmr=X with 0 < X < 1"))),
+            _ => Err(Error::Invalid(format!(
+                "threshold {s:?}: use eer or fmr=X with 0 < X < 1"
+            ))),
         }
     }
 }
@@ -62,14 +64,25 @@ impl ThresholdAt {
     /// The threshold from the card's test-set metrics (written by `dvsp eval`).
     pub fn from_card(self, card: &ModelCard) -> Result<f64> {
         let m = card.metrics.get("test").ok_or_else(|| {
-            Error::Invalid("the model card has no test metrics: run `dvsp eval --model DIR` first".into())
+            Error::Invalid(
+                "the model card has no test metrics: run `dvsp eval --model DIR` first".into(),
+            )
         })?;
         match self {
             ThresholdAt::Eer => Ok(m.eer_threshold),
-            ThresholdAt::Fmr(f) => m.at_fmr.iter().find(|p| (p.target - f).abs() <= 1e-12 * f).map(|p| p.threshold).ok_or_else(|| {
-                let have: Vec<String> = m.at_fmr.iter().map(|p| format!("{:e}", p.target)).collect();
-                Error::Invalid(format!("no threshold at FMR {f:e} in the card (it has {})", have.join(", ")))
-            }),
+            ThresholdAt::Fmr(f) => m
+                .at_fmr
+                .iter()
+                .find(|p| (p.target - f).abs() <= 1e-12 * f)
+                .map(|p| p.threshold)
+                .ok_or_else(|| {
+                    let have: Vec<String> =
+                        m.at_fmr.iter().map(|p| format!("{:e}", p.target)).collect();
+                    Error::Invalid(format!(
+                        "no threshold at FMR {f:e} in the card (it has {})",
+                        have.join(", ")
+                    ))
+                }),
         }
     }
 }
@@ -125,10 +138,23 @@ pub struct AuditReport {
 }
 
 /// Samples `n` (source, target) index pairs for every ordered class pair k != l, seeded.
-pub fn sample_pairs(labels: &[i64], classes: usize, n: usize, seed: u64) -> Vec<(usize, usize, usize, usize)> {
+pub fn sample_pairs(
+    labels: &[i64],
+    classes: usize,
+    n: usize,
+    seed: u64,
+) -> Vec<(usize, usize, usize, usize)> {
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
-    let by_class: Vec<Vec<usize>> =
-        (0..classes).map(|c| labels.iter().enumerate().filter(|(_, &l)| l == c as i64).map(|(i, _)| i).collect()).collect();
+    let by_class: Vec<Vec<usize>> = (0..classes)
+        .map(|c| {
+            labels
+                .iter()
+                .enumerate()
+                .filter(|(_, &l)| l == c as i64)
+                .map(|(i, _)| i)
+                .collect()
+        })
+        .collect();
     let mut out = Vec::new();
     for k in 0..classes {
         for l in 0..classes {
@@ -136,7 +162,12 @@ pub fn sample_pairs(labels: &[i64], classes: usize, n: usize, seed: u64) -> Vec<
                 continue;
             }
             for _ in 0..n {
-                out.push((k, l, *by_class[k].choose(&mut rng).unwrap(), *by_class[l].choose(&mut rng).unwrap()));
+                out.push((
+                    k,
+                    l,
+                    *by_class[k].choose(&mut rng).unwrap(),
+                    *by_class[l].choose(&mut rng).unwrap(),
+                ));
             }
         }
     }
@@ -154,7 +185,9 @@ pub fn run(
     device: Device,
 ) -> Result<(AuditReport, Tensor)> {
     if cfg.pairs == 0 || cfg.batch == 0 {
-        return Err(Error::Invalid("--pairs and the batch size must be at least 1".into()));
+        return Err(Error::Invalid(
+            "--pairs and the batch size must be at least 1".into(),
+        ));
     }
     let labels: Vec<i64> = Vec::<i64>::try_from(&test.labels)?;
     let sampled = sample_pairs(&labels, test.classes, cfg.pairs, cfg.seed);
@@ -168,7 +201,9 @@ pub fn run(
         let src = Tensor::from_slice(&chunk.iter().map(|c| c.2 as i64).collect::<Vec<_>>());
         let dst = Tensor::from_slice(&chunk.iter().map(|c| c.3 as i64).collect::<Vec<_>>());
         let x1 = to_input(&test.images.index_select(0, &src), device);
-        let target = tch::no_grad(|| unit(&net.features(&to_input(&test.images.index_select(0, &dst), device))));
+        let target = tch::no_grad(|| {
+            unit(&net.features(&to_input(&test.images.index_select(0, &dst), device)))
+        });
         let t0 = Instant::now();
         let out = cw::attack(net, &x1, &target, threshold, &cfg.cw);
         cw_seconds += t0.elapsed().as_secs_f64();
@@ -186,24 +221,46 @@ pub fn run(
         advs.push(out.adversarial.to_device(Device::Cpu));
         for (b, &eps) in cfg.budgets.iter().enumerate() {
             let fg = attack::pgd::fgsm(net, &x1, &target, eps);
-            let pg = attack::pgd::attack(net, &x1, &target, eps, cfg.pgd_steps, 2.5 * eps / cfg.pgd_steps as f64);
+            let pg = attack::pgd::attack(
+                net,
+                &x1,
+                &target,
+                eps,
+                cfg.pgd_steps,
+                2.5 * eps / cfg.pgd_steps as f64,
+            );
             for (j, x) in [fg, pg].iter().enumerate() {
-                let hit = tch::no_grad(|| attack::distance(net, x, &target).le(threshold).sum(Kind::Int64).int64_value(&[]));
+                let hit = tch::no_grad(|| {
+                    attack::distance(net, x, &target)
+                        .le(threshold)
+                        .sum(Kind::Int64)
+                        .int64_value(&[])
+                });
                 budget_hits[b][j] += hit as usize;
             }
         }
         pb.inc(chunk.len() as u64);
     }
     pb.finish_and_clear();
-    let results: Vec<(usize, usize, Option<f64>)> = records.iter().map(|r| (r.source_class, r.target_class, r.l2)).collect();
+    let results: Vec<(usize, usize, Option<f64>)> = records
+        .iter()
+        .map(|r| (r.source_class, r.target_class, r.l2))
+        .collect();
     let n = records.len() as f64;
     let baselines = cfg
         .budgets
         .iter()
         .zip(&budget_hits)
         .flat_map(|(&eps, hits)| {
-            [("fgsm", hits[0]), (&*format!("pgd-l2/{}", cfg.pgd_steps), hits[1])]
-                .map(|(a, h)| BudgetResult { attack: a.to_string(), eps, success_rate: h as f64 / n })
+            [
+                ("fgsm", hits[0]),
+                (&*format!("pgd-l2/{}", cfg.pgd_steps), hits[1]),
+            ]
+            .map(|(a, h)| BudgetResult {
+                attack: a.to_string(),
+                eps,
+                success_rate: h as f64 / n,
+            })
         })
         .collect();
     let report = AuditReport {

@@ -80,7 +80,13 @@ pub fn det(stem: &Path, title: &str, curves: &[Curve]) -> Result<()> {
 
 /// Viridis-like colour for `t` in [0, 1] (dark = small, bright = large, as the paper's Figure 4).
 fn viridis(t: f64) -> RGBColor {
-    const STOPS: [(f64, f64, f64); 5] = [(68.0, 1.0, 84.0), (59.0, 82.0, 139.0), (33.0, 145.0, 140.0), (94.0, 201.0, 98.0), (253.0, 231.0, 37.0)];
+    const STOPS: [(f64, f64, f64); 5] = [
+        (68.0, 1.0, 84.0),
+        (59.0, 82.0, 139.0),
+        (33.0, 145.0, 140.0),
+        (94.0, 201.0, 98.0),
+        (253.0, 231.0, 37.0),
+    ];
     let x = t.clamp(0.0, 1.0) * 4.0;
     let i = (x.floor() as usize).min(3);
     let f = x - i as f64;
@@ -99,7 +105,11 @@ where
 {
     let err = |e: DrawingAreaErrorKind<DB::ErrorType>| Error::Plot(e.to_string());
     root.fill(&WHITE).map_err(err)?;
-    let vmax = panels.iter().flat_map(|p| p.1.iter().flatten().flatten()).fold(0.0f64, |a, &b| a.max(b)).max(1e-9);
+    let vmax = panels
+        .iter()
+        .flat_map(|p| p.1.iter().flatten().flatten())
+        .fold(0.0f64, |a, &b| a.max(b))
+        .max(1e-9);
     for (area, (title, h)) in root.split_evenly((1, panels.len())).into_iter().zip(panels) {
         let n = h.len() as i32;
         let mut chart = ChartBuilder::on(&area)
@@ -129,27 +139,47 @@ where
                     None if k == l => RGBColor(255, 255, 255),
                     None => RGBColor(200, 200, 200),
                 };
-                chart.draw_series(std::iter::once(Rectangle::new([(l, y), (l + 1, y + 1)], fill.filled()))).map_err(err)?;
+                chart
+                    .draw_series(std::iter::once(Rectangle::new(
+                        [(l, y), (l + 1, y + 1)],
+                        fill.filled(),
+                    )))
+                    .map_err(err)?;
                 let text = match v {
                     Some(v) => format!("{v:.2}"),
                     None if k == l => String::new(),
                     None => "x".into(),
                 };
-                let color = if v.is_some_and(|v| v / vmax > 0.6) { BLACK } else { WHITE };
-                let style = ("sans-serif", 11).into_font().color(&color).pos(Pos::new(HPos::Center, VPos::Center));
+                let color = if v.is_some_and(|v| v / vmax > 0.6) {
+                    BLACK
+                } else {
+                    WHITE
+                };
+                let style = ("sans-serif", 11)
+                    .into_font()
+                    .color(&color)
+                    .pos(Pos::new(HPos::Center, VPos::Center));
                 let (px, py) = chart.backend_coord(&(l, y + 1));
                 let (qx, qy) = chart.backend_coord(&(l + 1, y));
-                area.draw(&Text::new(text, ((px + qx) / 2, (py + qy) / 2), style)).map_err(err)?;
+                area.draw(&Text::new(text, ((px + qx) / 2, (py + qy) / 2), style))
+                    .map_err(err)?;
             }
         }
         for i in 0..n {
-            let label = TextStyle::from(("sans-serif", 12).into_font()).pos(Pos::new(HPos::Center, VPos::Center));
+            let label = TextStyle::from(("sans-serif", 12).into_font())
+                .pos(Pos::new(HPos::Center, VPos::Center));
             let (x0, y0) = chart.backend_coord(&(i, 0));
             let (x1, _) = chart.backend_coord(&(i + 1, 0));
-            area.draw(&Text::new(i.to_string(), ((x0 + x1) / 2, y0 + 10), label.clone())).map_err(err)?;
+            area.draw(&Text::new(
+                i.to_string(),
+                ((x0 + x1) / 2, y0 + 10),
+                label.clone(),
+            ))
+            .map_err(err)?;
             let (cx, cy0) = chart.backend_coord(&(0, n - 1 - i));
             let (_, cy1) = chart.backend_coord(&(0, n - i));
-            area.draw(&Text::new(i.to_string(), (cx - 10, (cy0 + cy1) / 2), label)).map_err(err)?;
+            area.draw(&Text::new(i.to_string(), (cx - 10, (cy0 + cy1) / 2), label))
+                .map_err(err)?;
         }
     }
     root.present().map_err(err)
@@ -158,8 +188,14 @@ where
 /// Writes the robustness heat map(s) of H_{k,l} (eq. 4) to `stem.png` and `stem.svg`.
 pub fn heatmap(stem: &Path, panels: &[Panel]) -> Result<()> {
     let size = (520 * panels.len() as u32, 540);
-    heatmap_chart(BitMapBackend::new(&stem.with_extension("png"), size).into_drawing_area(), panels)?;
-    heatmap_chart(SVGBackend::new(&stem.with_extension("svg"), size).into_drawing_area(), panels)
+    heatmap_chart(
+        BitMapBackend::new(&stem.with_extension("png"), size).into_drawing_area(),
+        panels,
+    )?;
+    heatmap_chart(
+        SVGBackend::new(&stem.with_extension("svg"), size).into_drawing_area(),
+        panels,
+    )
 }
 
 /// A Figure-5-style grid with columns original, adversarial, perturbation, target: one row
@@ -172,14 +208,21 @@ pub fn attack_grid(path: &Path, rows: &[[tch::Tensor; 3]], scale: u32) -> Result
     let s = first[0].size();
     let (h, w) = (s[1] as u32, s[2] as u32);
     let (cw, ch, gap) = (w * scale, h * scale, 4);
-    let mut img = image::RgbImage::from_pixel(4 * cw + 5 * gap, rows.len() as u32 * (ch + gap) + gap, image::Rgb([255, 255, 255]));
+    let mut img = image::RgbImage::from_pixel(
+        4 * cw + 5 * gap,
+        rows.len() as u32 * (ch + gap) + gap,
+        image::Rgb([255, 255, 255]),
+    );
     for (r, [orig, adv, target]) in rows.iter().enumerate() {
         let delta = adv - orig;
         let amp = 0.5 / delta.abs().max().double_value(&[]).max(1e-12);
         let pert = delta * amp + 0.5;
         for (col, t) in [orig, adv, &pert, target].into_iter().enumerate() {
-            let t = (t.clamp(0.0, 1.0) * 255.0).to_kind(tch::Kind::Uint8).expand([3, h as i64, w as i64], false);
-            let px: Vec<u8> = Vec::<u8>::try_from(t.permute([1, 2, 0]).contiguous().flatten(0, -1)).map_err(|e| Error::Plot(e.to_string()))?;
+            let t = (t.clamp(0.0, 1.0) * 255.0)
+                .to_kind(tch::Kind::Uint8)
+                .expand([3, h as i64, w as i64], false);
+            let px: Vec<u8> = Vec::<u8>::try_from(t.permute([1, 2, 0]).contiguous().flatten(0, -1))
+                .map_err(|e| Error::Plot(e.to_string()))?;
             for y in 0..ch {
                 for x in 0..cw {
                     let i = (((y / scale) * w + x / scale) * 3) as usize;
@@ -189,5 +232,6 @@ pub fn attack_grid(path: &Path, rows: &[[tch::Tensor; 3]], scale: u32) -> Result
             }
         }
     }
-    img.save(path).map_err(|e| Error::Plot(format!("{}: {e}", path.display())))
+    img.save(path)
+        .map_err(|e| Error::Plot(format!("{}: {e}", path.display())))
 }

@@ -27,7 +27,14 @@ pub struct CwConfig {
 
 impl Default for CwConfig {
     fn default() -> Self {
-        CwConfig { steps: 100, search: 5, lr: 0.05, c0: 10.0, kappa: 0.0, refine: 12 }
+        CwConfig {
+            steps: 100,
+            search: 5,
+            lr: 0.05,
+            c0: 10.0,
+            kappa: 0.0,
+            refine: 12,
+        }
     }
 }
 
@@ -45,7 +52,13 @@ pub struct CwOutcome {
 
 /// Runs the attack for the pairs (`x1[i]`, target feature `target[i]`) at threshold `t`.
 /// `x1`: `[P, ...]` in [0, 1]; `target`: `[P, k]` unit-norm features of the x2.
-pub fn attack(f: &impl FeatureMap, x1: &Tensor, target: &Tensor, t: f64, cfg: &CwConfig) -> CwOutcome {
+pub fn attack(
+    f: &impl FeatureMap,
+    x1: &Tensor,
+    target: &Tensor,
+    t: f64,
+    cfg: &CwConfig,
+) -> CwOutcome {
     let p = x1.size()[0] as usize;
     let x1 = x1.detach();
     let target = target.detach();
@@ -62,12 +75,17 @@ pub fn attack(f: &impl FeatureMap, x1: &Tensor, target: &Tensor, t: f64, cfg: &C
     for _ in 0..cfg.search {
         let mut w = w0.copy().set_requires_grad(true);
         let (mut m, mut v) = (w0.zeros_like(), w0.zeros_like());
-        let ct = Tensor::from_slice(&c).to_kind(Kind::Float).to_device(x1.device());
+        let ct = Tensor::from_slice(&c)
+            .to_kind(Kind::Float)
+            .to_device(x1.device());
         let mut succeeded = Tensor::zeros([p as i64], (Kind::Bool, x1.device()));
         for step in 1..=cfg.steps {
             let x = (w.tanh() + 1.0) / 2.0;
             let d = distance(f, &x, &target);
-            let l2sq = (&x - &x1).flatten(1, -1).square().sum_dim_intlist(1, false, None);
+            let l2sq = (&x - &x1)
+                .flatten(1, -1)
+                .square()
+                .sum_dim_intlist(1, false, None);
             let loss = (&l2sq + &ct * (&d - t + cfg.kappa).clamp_min(0.0)).sum(Kind::Float);
             let g = Tensor::run_backward(&[&loss], &[&w], false, false).remove(0);
             let _guard = tch::no_grad_guard();
@@ -91,7 +109,11 @@ pub fn attack(f: &impl FeatureMap, x1: &Tensor, target: &Tensor, t: f64, cfg: &C
                 c[i] = (lower[i] + upper[i]) / 2.0;
             } else {
                 lower[i] = lower[i].max(c[i]);
-                c[i] = if upper[i].is_finite() { (lower[i] + upper[i]) / 2.0 } else { c[i] * 10.0 };
+                c[i] = if upper[i].is_finite() {
+                    (lower[i] + upper[i]) / 2.0
+                } else {
+                    c[i] * 10.0
+                };
             }
         }
     }
@@ -109,11 +131,17 @@ pub fn attack(f: &impl FeatureMap, x1: &Tensor, target: &Tensor, t: f64, cfg: &C
     let adversarial = (&x1 + &delta * bshape(&hi)).where_self(&bshape(&found), &x1);
     let final_d = distance(f, &adversarial, &target);
     let final_l2 = l2(&(&adversarial - &x1));
-    let found: Vec<bool> = Vec::<bool>::try_from(&found.logical_and(&final_d.le(t))).expect("bool vector");
-    let final_l2: Vec<f64> = Vec::<f64>::try_from(final_l2.to_kind(Kind::Double)).expect("f64 vector");
+    let found: Vec<bool> =
+        Vec::<bool>::try_from(&found.logical_and(&final_d.le(t))).expect("bool vector");
+    let final_l2: Vec<f64> =
+        Vec::<f64>::try_from(final_l2.to_kind(Kind::Double)).expect("f64 vector");
     CwOutcome {
         adversarial,
-        l2: found.iter().zip(&final_l2).map(|(&ok, &n)| ok.then_some(n)).collect(),
+        l2: found
+            .iter()
+            .zip(&final_l2)
+            .map(|(&ok, &n)| ok.then_some(n))
+            .collect(),
         distance: Vec::<f64>::try_from(final_d.to_kind(Kind::Double)).expect("f64 vector"),
         c,
     }

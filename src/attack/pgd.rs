@@ -7,7 +7,14 @@ use tch::Tensor;
 use super::{distance, l2, FeatureMap};
 
 /// Returns x~ `[P, ...]` after `steps` steps of size `step` within L2 budget `eps`.
-pub fn attack(f: &impl FeatureMap, x1: &Tensor, target: &Tensor, eps: f64, steps: usize, step: f64) -> Tensor {
+pub fn attack(
+    f: &impl FeatureMap,
+    x1: &Tensor,
+    target: &Tensor,
+    eps: f64,
+    steps: usize,
+    step: f64,
+) -> Tensor {
     let x1 = x1.detach();
     let mut x = x1.copy();
     let p = x1.size()[0];

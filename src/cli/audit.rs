@@ -39,7 +39,11 @@ impl AuditArgs {
         AuditConfig {
             pairs: self.pairs,
             threshold_at: self.threshold_at,
-            cw: CwConfig { steps: self.steps, search: self.search, ..CwConfig::default() },
+            cw: CwConfig {
+                steps: self.steps,
+                search: self.search,
+                ..CwConfig::default()
+            },
             budgets: self.budgets.clone(),
             pgd_steps: 10,
             batch: self.batch,
@@ -71,17 +75,51 @@ pub fn audit(dir: &Path, data: &DataArgs, args: &AuditArgs) -> anyhow::Result<Au
         None => model.card.training.dataset.parse()?,
     };
     let input = &model.card.net.input;
-    let split = spec.load(&data.root(), Some((input.height as u32, input.width as u32))).with_context(|| format!("loading {spec}"))?;
-    anyhow::ensure!(split.test.shape() == input.shape(), "{spec} has images of shape {:?} but the model takes {:?}", split.test.shape(), input.shape());
-    let (report, adv) = crate::audit::run(&model.net, &model.card.model_id, threshold, &split.test, &cfg, device)?;
-    artifact::write_atomic(&dir.join("audit.json"), serde_json::to_string_pretty(&report)?.as_bytes())?;
-    let title = format!("{}: H(k,l), RI {}", model.card.net.method.name(), report.robustness.ri.map_or("-".into(), |r| format!("{r:.3}")));
+    let split = spec
+        .load(
+            &data.root(),
+            Some((input.height as u32, input.width as u32)),
+        )
+        .with_context(|| format!("loading {spec}"))?;
+    anyhow::ensure!(
+        split.test.shape() == input.shape(),
+        "{spec} has images of shape {:?} but the model takes {:?}",
+        split.test.shape(),
+        input.shape()
+    );
+    let (report, adv) = crate::audit::run(
+        &model.net,
+        &model.card.model_id,
+        threshold,
+        &split.test,
+        &cfg,
+        device,
+    )?;
+    artifact::write_atomic(
+        &dir.join("audit.json"),
+        serde_json::to_string_pretty(&report)?.as_bytes(),
+    )?;
+    let title = format!(
+        "{}: H(k,l), RI {}",
+        model.card.net.method.name(),
+        report
+            .robustness
+            .ri
+            .map_or("-".into(), |r| format!("{r:.3}"))
+    );
     crate::plot::heatmap(&dir.join("heatmap"), &[(title, &report.robustness.h)])?;
     // Figure 5: the first successful pair from each source class.
     let mut rows = Vec::new();
     for k in 0..split.test.classes {
-        if let Some((i, r)) = report.pairs.iter().enumerate().find(|(_, r)| r.source_class == k && r.l2.is_some()) {
-            let img = |j: usize| crate::data::to_input(&split.test.images.get(j as i64), tch::Device::Cpu);
+        if let Some((i, r)) = report
+            .pairs
+            .iter()
+            .enumerate()
+            .find(|(_, r)| r.source_class == k && r.l2.is_some())
+        {
+            let img = |j: usize| {
+                crate::data::to_input(&split.test.images.get(j as i64), tch::Device::Cpu)
+            };
             rows.push([img(r.source_index), adv.get(i as i64), img(r.target_index)]);
         }
     }
@@ -119,8 +157,16 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         r.pair_steps_per_second
     );
     for b in &r.baselines {
-        println!("    {} at eps {}: success {:.1}%", b.attack, b.eps, b.success_rate * 100.0);
+        println!(
+            "    {} at eps {}: success {:.1}%",
+            b.attack,
+            b.eps,
+            b.success_rate * 100.0
+        );
     }
-    println!("wrote audit.json, heatmap.png/svg, adversarial.png in {}", a.model.display());
+    println!(
+        "wrote audit.json, heatmap.png/svg, adversarial.png in {}",
+        a.model.display()
+    );
     Ok(())
 }

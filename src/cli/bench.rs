@@ -1,6 +1,8 @@
-//! `dvsp bench train`: training throughput (images/s) and peak memory of each backbone on
-//! random input, reported as ratios against the reference run (small CNN, dvib) of the same
-//! command.
+//! Benchmarks, each reported as ratios against a reference run of the same command:
+//! `dvsp bench train`: training images/s and peak memory per backbone on random input
+//! (reference: small CNN, dvib); `dvsp bench attack --model DIR`: CW-L2 pair-steps/s batched
+//! vs one pair at a time (reference: one at a time) on test pairs of the model's data.
+use std::path::PathBuf;
 use std::time::Instant;
 
 use tch::nn::{self, OptimizerConfig};
@@ -13,6 +15,8 @@ use crate::model::{InputSpec, Net, NetSpec};
 pub enum What {
     /// Training images/s and peak resident memory per backbone.
     Train,
+    /// CW-L2 attack throughput, batched vs one pair at a time (needs --model).
+    Attack,
 }
 
 #[derive(Debug, clap::Args)]
@@ -22,6 +26,12 @@ pub struct Args {
     /// Timed optimiser steps per case (after one warm-up step).
     #[arg(long, default_value_t = 10)]
     pub steps: usize,
+    /// Model directory (for `attack`).
+    #[arg(long)]
+    pub model: Option<PathBuf>,
+    /// Pairs in the batched attack run (`attack`); the one-at-a-time run uses a sixteenth.
+    #[arg(long, default_value_t = 512)]
+    pub pairs: usize,
 }
 
 /// Peak resident set size (VmHWM) in MiB, reset beforehand by `reset_peak`.
@@ -100,8 +110,85 @@ fn run_case(c: &Case, steps: usize) -> anyhow::Result<(f64, f64)> {
     ))
 }
 
+fn attack(a: &Args) -> anyhow::Result<()> {
+    let dir = a
+        .model
+        .as_ref()
+        .ok_or_else(|| anyhow::anyhow!("bench attack needs --model DIR"))?;
+    let device = crate::device();
+    let model = crate::artifact::load(dir, device)?;
+    let input = &model.card.net.input;
+    let spec: crate::data::DataSpec = model.card.training.dataset.parse()?;
+    let split = spec.load(
+        &crate::data::default_root(),
+        Some((input.height as u32, input.width as u32)),
+    )?;
+    let labels: Vec<i64> = Vec::<i64>::try_from(&split.test.labels)?;
+    let per_class_pair = a
+        .pairs
+        .div_ceil(split.test.classes * (split.test.classes - 1));
+    let pairs = crate::audit::sample_pairs(&labels, split.test.classes, per_class_pair, 0);
+    let cfg = crate::attack::cw::CwConfig {
+        steps: a.steps,
+        search: 1,
+        refine: 0,
+        ..Default::default()
+    };
+    let take = |n: usize| -> (Tensor, Tensor) {
+        let idx = |f: fn(&(usize, usize, usize, usize)) -> usize| {
+            Tensor::from_slice(
+                &pairs
+                    .iter()
+                    .take(n)
+                    .map(|p| f(p) as i64)
+                    .collect::<Vec<_>>(),
+            )
+        };
+        let x1 = crate::data::to_input(&split.test.images.index_select(0, &idx(|p| p.2)), device);
+        let x2 = crate::data::to_input(&split.test.images.index_select(0, &idx(|p| p.3)), device);
+        (
+            x1,
+            tch::no_grad(|| crate::model::unit(&model.net.features(&x2))),
+        )
+    };
+    let t = crate::audit::ThresholdAt::Eer.from_card(&model.card)?;
+    let single = (a.pairs / 16).max(1);
+    let (x1, target) = take(single);
+    let t0 = Instant::now();
+    for i in 0..single as i64 {
+        crate::attack::cw::attack(
+            &model.net,
+            &x1.narrow(0, i, 1),
+            &target.narrow(0, i, 1),
+            t,
+            &cfg,
+        );
+    }
+    let one = (single * a.steps) as f64 / t0.elapsed().as_secs_f64();
+    let (x1, target) = take(a.pairs);
+    let t0 = Instant::now();
+    crate::attack::cw::attack(&model.net, &x1, &target, t, &cfg);
+    let batched = (a.pairs.min(pairs.len()) * a.steps) as f64 / t0.elapsed().as_secs_f64();
+    println!(
+        "CW-L2 attack throughput on {} ({} threads, {} steps)",
+        dir.display(),
+        tch::get_num_threads(),
+        a.steps
+    );
+    println!("| mode | pairs | pair-steps/s | ratio to reference |\n|---|---|---|---|");
+    println!("| one pair at a time (reference) | {single} | {one:.1} | 1.00 |");
+    println!(
+        "| batched | {} | {batched:.1} | {:.2} |",
+        a.pairs.min(pairs.len()),
+        batched / one
+    );
+    Ok(())
+}
+
 pub fn run(a: Args) -> anyhow::Result<()> {
-    let What::Train = a.what;
+    if let What::Attack = a.what {
+        return attack(&a);
+    }
     let cases = [
         Case {
             name: "small 1x28x28, dvib (reference)",

@@ -4,14 +4,16 @@ use std::path::PathBuf;
 
 use serde::Serialize;
 
+use super::audit::AuditArgs;
 use super::DataArgs;
 use crate::artifact;
+use crate::audit::AuditReport;
 use crate::config::{Method, TrainConfig};
 use crate::data::DataSpec;
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
 pub enum Table {
-    /// MNIST: EER of DVIB, Center-loss, SphereFace, DVSP (paper Table 1).
+    /// MNIST: EER and RI of DVIB, Center-loss, SphereFace, DVSP (paper Table 1).
     Table1,
 }
 
@@ -35,15 +37,17 @@ pub struct Args {
     pub retrain: bool,
     #[command(flatten)]
     pub data: DataArgs,
+    #[command(flatten)]
+    pub audit: AuditArgs,
 }
 
-/// The paper's Table 1 EER (x 0.01) for each method.
-pub fn paper_eer(m: Method) -> f64 {
+/// The paper's Table 1: EER (x 0.01) and RI for each method.
+pub fn paper(m: Method) -> (f64, f64) {
     match m {
-        Method::Dvib => 1.267,
-        Method::Center => 1.562,
-        Method::Sphereface => 2.146,
-        Method::Dvsp => 0.725,
+        Method::Dvib => (1.267, 1.111),
+        Method::Center => (1.562, 1.245),
+        Method::Sphereface => (2.146, 1.299),
+        Method::Dvsp => (0.725, 2.292),
     }
 }
 
@@ -53,6 +57,10 @@ struct Row {
     model: PathBuf,
     paper_eer_percent: f64,
     eer_percent: f64,
+    paper_ri: f64,
+    ri: Option<f64>,
+    attack_success_rate: f64,
+    audit_seconds: f64,
     eer_t10k_percent: Option<f64>,
     fnmr_at_fmr_1e3_percent: f64,
     train_seconds: f64,
@@ -67,6 +75,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     };
     let split = DataSpec::Mnist.load(&data.root(), None)?;
     let mut rows = Vec::new();
+    let mut audits = Vec::new();
     for method in Method::ALL {
         let cfg = TrainConfig {
             method,
@@ -82,12 +91,26 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         }
         let t = std::time::Instant::now();
         let card = super::eval::evaluate(&dir, &data)?;
+        let eval_seconds = t.elapsed().as_secs_f64();
+        let previous: Option<AuditReport> = std::fs::read(dir.join("audit.json"))
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok());
+        let audit = match previous {
+            Some(r) if r.model_id == card.model_id && r.config == a.audit.config() => r,
+            _ => super::audit::audit(&dir, &data, &a.audit)?,
+        };
         let test = &card.metrics["test"];
+        let (paper_eer, paper_ri) = paper(method);
+        audits.push((method, audit.robustness.h.clone()));
         rows.push(Row {
             method,
             model: dir,
-            paper_eer_percent: paper_eer(method),
+            paper_eer_percent: paper_eer,
             eer_percent: test.eer * 100.0,
+            paper_ri,
+            ri: audit.robustness.ri,
+            attack_success_rate: audit.robustness.success_rate,
+            audit_seconds: audit.seconds,
             eer_t10k_percent: card.metrics.get("t10k").map(|r| r.eer * 100.0),
             fnmr_at_fmr_1e3_percent: test
                 .at_fmr
@@ -95,7 +118,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
                 .find(|p| p.target == 1e-3)
                 .map_or(f64::NAN, |p| p.fnmr * 100.0),
             train_seconds: card.training.seconds,
-            eval_seconds: t.elapsed().as_secs_f64(),
+            eval_seconds,
         });
     }
     let mut md =
@@ -123,6 +146,11 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     });
     print!("{md}");
     std::fs::create_dir_all(&a.out)?;
+    let panels: Vec<(String, &[Vec<Option<f64>>])> = audits
+        .iter()
+        .map(|(m, h)| (m.name().to_string(), h.as_slice()))
+        .collect();
+    crate::plot::heatmap(&a.out.join("heatmaps"), &panels)?;
     std::fs::write(a.out.join("table1.md"), &md)?;
     std::fs::write(
         a.out.join("table1.json"),

@@ -63,7 +63,11 @@ pub fn summarize(classes: usize, results: &[(usize, usize, Option<f64>)]) -> Rob
     });
     Robustness {
         classes,
-        success_rate: if results.is_empty() { 0.0 } else { l2s.len() as f64 / results.len() as f64 },
+        success_rate: if results.is_empty() {
+            0.0
+        } else {
+            l2s.len() as f64 / results.len() as f64
+        },
         mean_l2: (!l2s.is_empty()).then(|| l2s.iter().sum::<f64>() / l2s.len() as f64),
         median_l2,
         h,
