@@ -19,6 +19,8 @@ pub mod loss;
 pub mod metrics;
 pub mod model;
 pub mod plot;
+pub mod server;
+pub mod store;
 pub mod train;
 
 pub use error::{Error, Result};

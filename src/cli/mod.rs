@@ -2,7 +2,9 @@
 pub mod audit;
 pub mod bench;
 pub mod eval;
+pub mod keys;
 pub mod reproduce;
+pub mod serve;
 pub mod train;
 
 use std::path::PathBuf;
@@ -37,6 +39,12 @@ pub enum Command {
     Reproduce(reproduce::Args),
     /// Benchmarks, reported as ratios against a reference run in the same command.
     Bench(bench::Args),
+    /// The HTTP verification service (enroll, verify, identify).
+    Serve(serve::Args),
+    /// API keys for the service.
+    Keys(keys::KeysArgs),
+    /// Database administration.
+    Db(keys::DbArgs),
 }
 
 /// Where the data comes from (shared by the subcommands that read data).
@@ -69,5 +77,8 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Audit(a) => audit::run(a),
         Command::Reproduce(a) => reproduce::run(a),
         Command::Bench(a) => bench::run(a),
+        Command::Serve(a) => serve::run(a),
+        Command::Keys(a) => keys::keys(a),
+        Command::Db(a) => keys::db(a),
     }
 }

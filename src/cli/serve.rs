@@ -1,0 +1,104 @@
+//! `dvsp serve`: the HTTP verification service.
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+
+use crate::audit::ThresholdAt;
+use crate::server::{self, Batching, Limits};
+use crate::store::Store;
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct Args {
+    /// Model directory (evaluated: thresholds come from its card).
+    #[arg(long, env = "DVSP_MODEL")]
+    pub model: PathBuf,
+    /// Template store: sqlite://PATH (embedded, default) or postgres://...
+    #[arg(long, env = "DVSP_DB", default_value = "sqlite://dvsp.db")]
+    pub db: String,
+    #[arg(long, env = "DVSP_BIND", default_value = "127.0.0.1:8080")]
+    pub bind: String,
+    /// Operating point: the card's threshold at this false match rate.
+    #[arg(long, env = "DVSP_FMR", default_value_t = 1e-3)]
+    pub fmr: f64,
+    /// An explicit cosine-distance threshold T (overrides --fmr).
+    #[arg(long, env = "DVSP_THRESHOLD")]
+    pub threshold: Option<f64>,
+    /// Refuse probes whose posterior spread r(x) (eq. 14) exceeds this (dvsp/dvib models).
+    #[arg(long, env = "DVSP_MAX_UNCERTAINTY")]
+    pub max_uncertainty: Option<f64>,
+    /// Largest micro-batch of the inference worker (1 = no batching).
+    #[arg(long, env = "DVSP_MAX_BATCH", default_value_t = 32)]
+    pub max_batch: usize,
+    /// Longest wait for more work before running a micro-batch, in milliseconds.
+    #[arg(long, env = "DVSP_MAX_WAIT_MS", default_value_t = 2)]
+    pub max_wait_ms: u64,
+    /// Inference jobs allowed to wait; beyond it requests get 503 with Retry-After.
+    #[arg(long, env = "DVSP_QUEUE", default_value_t = 256)]
+    pub queue: usize,
+    #[arg(long, env = "DVSP_MAX_BODY_BYTES", default_value_t = 8 * 1024 * 1024)]
+    pub max_body_bytes: usize,
+    /// Largest image accepted, in pixels (checked from the header before decoding).
+    #[arg(long, env = "DVSP_MAX_PIXELS", default_value_t = 4096 * 4096)]
+    pub max_pixels: u64,
+    /// Verify attempts per subject per window before 429.
+    #[arg(long, env = "DVSP_MAX_ATTEMPTS", default_value_t = 30)]
+    pub max_attempts: i64,
+    #[arg(long, env = "DVSP_ATTEMPT_WINDOW_SECS", default_value_t = 60)]
+    pub attempt_window_secs: u64,
+    #[arg(long, env = "DVSP_TIMEOUT_SECS", default_value_t = 30)]
+    pub timeout_secs: u64,
+}
+
+impl Args {
+    /// Loads the model and store and starts the inference worker.
+    pub async fn state(&self) -> anyhow::Result<server::AppState> {
+        let model = crate::artifact::load(&self.model, crate::device())?;
+        let (threshold, op) = match self.threshold {
+            Some(t) => (t, "explicit".to_string()),
+            None => (
+                ThresholdAt::Fmr(self.fmr).from_card(&model.card)?,
+                format!("fmr={:e}", self.fmr),
+            ),
+        };
+        let store = Store::connect(&self.db)
+            .await
+            .with_context(|| format!("opening the store {}", redact(&self.db)))?;
+        let limits = Limits {
+            max_body_bytes: self.max_body_bytes,
+            max_pixels: self.max_pixels,
+            max_uncertainty: self.max_uncertainty,
+            max_attempts: self.max_attempts,
+            attempt_window: Duration::from_secs(self.attempt_window_secs),
+            timeout: Duration::from_secs(self.timeout_secs),
+        };
+        let batching = Batching {
+            max_batch: self.max_batch,
+            max_wait: Duration::from_millis(self.max_wait_ms),
+            queue: self.queue,
+        };
+        Ok(server::App::new(
+            model, store, threshold, op, limits, batching,
+        ))
+    }
+}
+
+/// The URL without its password, for messages.
+pub fn redact(url: &str) -> String {
+    match (url.find("://"), url.find('@')) {
+        (Some(s), Some(at)) if at > s => format!("{}://***@{}", &url[..s], &url[at + 1..]),
+        _ => url.to_string(),
+    }
+}
+
+pub fn run(a: Args) -> anyhow::Result<()> {
+    let rt = tokio::runtime::Runtime::new()?;
+    rt.block_on(async {
+        let state = a.state().await?;
+        let listener = tokio::net::TcpListener::bind(&a.bind).await.with_context(|| format!("binding {}", a.bind))?;
+        tracing::info!(addr = %listener.local_addr()?, model = %state.card.model_id, threshold = state.threshold, "serving");
+        println!("dvsp serving model {} on http://{} (T = {:.4}, {})", state.card.model_id, listener.local_addr()?, state.threshold, state.operating_point);
+        server::serve(listener, state, server::shutdown_signal()).await?;
+        Ok(())
+    })
+}

@@ -1,0 +1,141 @@
+//! Prometheus metrics with conventional names, and the middleware that records requests by
+//! matched route.
+use std::time::Instant;
+
+use axum::extract::{MatchedPath, Request, State};
+use axum::middleware::Next;
+use axum::response::Response;
+use prometheus::{Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry};
+
+use super::AppState;
+
+pub struct Metrics {
+    pub registry: Registry,
+    pub requests: IntCounterVec,
+    pub latency: HistogramVec,
+    pub batch_size: Histogram,
+    pub inference_seconds: Histogram,
+    pub queue_depth: IntGauge,
+    pub templates: IntGauge,
+    pub decisions: IntCounterVec,
+    pub auth_failures: IntCounterVec,
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let registry = Registry::new();
+        let requests = IntCounterVec::new(
+            Opts::new(
+                "dvsp_http_requests_total",
+                "HTTP requests by route, method and status",
+            ),
+            &["route", "method", "status"],
+        )
+        .expect("metric");
+        let latency = HistogramVec::new(
+            HistogramOpts::new(
+                "dvsp_http_request_duration_seconds",
+                "HTTP request latency by route",
+            )
+            .buckets(vec![
+                0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+            ]),
+            &["route", "method"],
+        )
+        .expect("metric");
+        let batch_size = Histogram::with_opts(
+            HistogramOpts::new(
+                "dvsp_inference_batch_size",
+                "Images per inference micro-batch",
+            )
+            .buckets(vec![1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0]),
+        )
+        .expect("metric");
+        let inference_seconds = Histogram::with_opts(
+            HistogramOpts::new(
+                "dvsp_inference_duration_seconds",
+                "Time of one inference micro-batch",
+            )
+            .buckets(vec![
+                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0,
+            ]),
+        )
+        .expect("metric");
+        let queue_depth = IntGauge::new(
+            "dvsp_inference_queue_depth",
+            "Inference jobs waiting for the worker",
+        )
+        .expect("metric");
+        let templates =
+            IntGauge::new("dvsp_templates_stored", "Templates in the store").expect("metric");
+        let decisions = IntCounterVec::new(
+            Opts::new(
+                "dvsp_decisions_total",
+                "Verification and identification decisions by outcome",
+            ),
+            &["kind", "outcome"],
+        )
+        .expect("metric");
+        let auth_failures = IntCounterVec::new(
+            Opts::new("dvsp_auth_failures_total", "Rejected API keys by reason"),
+            &["reason"],
+        )
+        .expect("metric");
+        for c in [
+            Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(latency.clone()),
+            Box::new(batch_size.clone()),
+            Box::new(inference_seconds.clone()),
+            Box::new(queue_depth.clone()),
+            Box::new(templates.clone()),
+            Box::new(decisions.clone()),
+            Box::new(auth_failures.clone()),
+        ] {
+            registry.register(c).expect("unique metric");
+        }
+        Metrics {
+            registry,
+            requests,
+            latency,
+            batch_size,
+            inference_seconds,
+            queue_depth,
+            templates,
+            decisions,
+            auth_failures,
+        }
+    }
+
+    pub fn encode(&self) -> String {
+        prometheus::TextEncoder::new()
+            .encode_to_string(&self.registry.gather())
+            .unwrap_or_default()
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
+
+/// Records every request by its matched route (not the raw path, so ids do not explode the
+/// label set).
+pub async fn track(State(app): State<AppState>, req: Request, next: Next) -> Response {
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or("unmatched".to_string(), |p| p.as_str().to_string());
+    let method = req.method().to_string();
+    let start = Instant::now();
+    let res = next.run(req).await;
+    app.metrics
+        .latency
+        .with_label_values(&[&route, &method])
+        .observe(start.elapsed().as_secs_f64());
+    app.metrics
+        .requests
+        .with_label_values(&[&route, &method, res.status().as_str()])
+        .inc();
+    res
+}

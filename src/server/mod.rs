@@ -1,0 +1,166 @@
+//! The verification service: `fn app(state) -> Router` plus the pieces it is built from.
+//!
+//! Routes (all JSON; see `openapi.rs`, served at /openapi.json):
+//! subjects CRUD, enroll, verify 1:1 against a subject or between two images, identify 1:N,
+//! model card, health, readiness and Prometheus metrics.
+pub mod auth;
+pub mod error;
+pub mod input;
+pub mod metrics;
+pub mod openapi;
+mod routes;
+pub mod worker;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{delete, get, post};
+use axum::Router;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::timeout::TimeoutLayer;
+use tower_http::trace::TraceLayer;
+
+use crate::artifact::{Model, ModelCard};
+use crate::store::Store;
+
+/// Request limits and the brute-force guard.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    pub max_body_bytes: usize,
+    pub max_pixels: u64,
+    /// Probes whose posterior spread r(x) (eq. 14) exceeds this are refused.
+    pub max_uncertainty: Option<f64>,
+    /// Verify attempts per subject per window before 429.
+    pub max_attempts: i64,
+    pub attempt_window: Duration,
+    pub timeout: Duration,
+}
+
+/// Everything a handler needs.
+pub struct App {
+    /// Templates and API keys (the only state).
+    pub store: Store,
+    /// The inference thread.
+    pub worker: worker::Worker,
+    /// The served model's card.
+    pub card: ModelCard,
+    /// Decision threshold T on the cosine distance (match when D <= T, eq. 1).
+    pub threshold: f64,
+    /// Where T comes from, e.g. "fmr=1e-3" or "explicit".
+    pub operating_point: String,
+    pub metrics: Arc<metrics::Metrics>,
+    pub limits: Limits,
+}
+
+pub type AppState = Arc<App>;
+
+/// Micro-batching of the inference worker.
+#[derive(Debug, Clone, Copy)]
+pub struct Batching {
+    pub max_batch: usize,
+    pub max_wait: Duration,
+    pub queue: usize,
+}
+
+impl App {
+    pub fn new(
+        model: Model,
+        store: Store,
+        threshold: f64,
+        operating_point: String,
+        limits: Limits,
+        batching: Batching,
+    ) -> AppState {
+        let metrics = Arc::new(metrics::Metrics::new());
+        let card = model.card.clone();
+        let worker = worker::Worker::start(
+            model,
+            batching.max_batch.max(1),
+            batching.max_wait,
+            batching.queue.max(1),
+            metrics.clone(),
+        );
+        Arc::new(App {
+            store,
+            worker,
+            card,
+            threshold,
+            operating_point,
+            metrics,
+            limits,
+        })
+    }
+}
+
+pub fn app(state: AppState) -> Router {
+    let limits = state.limits.clone();
+    let api = Router::new()
+        .route(
+            "/v1/subjects",
+            post(routes::create_subject).get(routes::list_subjects),
+        )
+        .route(
+            "/v1/subjects/{id}",
+            get(routes::get_subject).delete(routes::delete_subject),
+        )
+        .route("/v1/subjects/{id}/templates", post(routes::enroll))
+        .route(
+            "/v1/subjects/{id}/templates/{template_id}",
+            delete(routes::delete_template),
+        )
+        .route("/v1/subjects/{id}/verify", post(routes::verify_subject))
+        .route("/v1/verify", post(routes::verify_pair))
+        .route("/v1/identify", post(routes::identify))
+        .route("/v1/model", get(routes::model))
+        .route("/healthz", get(routes::healthz))
+        .route("/readyz", get(routes::readyz))
+        .route("/metrics", get(routes::metrics))
+        .route("/openapi.json", get(routes::openapi))
+        .fallback(routes::no_route)
+        .method_not_allowed_fallback(routes::method_not_allowed);
+    api.layer(axum::middleware::from_fn_with_state(
+        state.clone(),
+        metrics::track,
+    ))
+    .layer(DefaultBodyLimit::max(limits.max_body_bytes))
+    .layer(TimeoutLayer::with_status_code(
+        axum::http::StatusCode::REQUEST_TIMEOUT,
+        limits.timeout,
+    ))
+    .layer(PropagateRequestIdLayer::x_request_id())
+    .layer(TraceLayer::new_for_http())
+    .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+    .with_state(state)
+}
+
+/// Serves until `shutdown` resolves; in-flight requests finish first.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    state: AppState,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, app(state))
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+    tracing::info!("shutting down: finishing in-flight requests");
+}

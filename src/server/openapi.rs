@@ -1,0 +1,126 @@
+//! The OpenAPI 3 description of the REST API, served at /openapi.json. A test checks every
+//! operation here against the real router.
+use serde_json::{json, Value};
+
+fn error_ref() -> Value {
+    json!({ "description": "error", "content": { "application/json": { "schema": { "$ref": "#/components/schemas/Error" } } } })
+}
+
+fn image_body(fields: &[&str]) -> Value {
+    let props: serde_json::Map<String, Value> = fields
+        .iter()
+        .map(|f| {
+            (
+                f.to_string(),
+                json!({ "type": "string", "format": "binary" }),
+            )
+        })
+        .collect();
+    let b64: serde_json::Map<String, Value> = fields
+        .iter()
+        .map(|f| {
+            (
+                format!("{f}_base64"),
+                json!({ "type": "string", "format": "byte" }),
+            )
+        })
+        .collect();
+    let mut content = json!({
+        "multipart/form-data": { "schema": { "type": "object", "properties": props, "required": fields } },
+        "application/json": { "schema": { "type": "object", "properties": b64 } },
+    });
+    if fields == ["image"] {
+        for t in ["image/png", "image/jpeg", "image/bmp", "image/webp"] {
+            content[t] = json!({ "schema": { "type": "string", "format": "binary" } });
+        }
+    }
+    json!({ "required": true, "content": content })
+}
+
+fn op(summary: &str, role: &str, ok: (&str, &str), body: Option<Value>, errors: &[&str]) -> Value {
+    let mut responses = json!({ ok.0: { "description": ok.1 } });
+    for e in errors {
+        responses[*e] = error_ref();
+    }
+    let mut o = json!({ "summary": summary, "description": format!("Needs an API key with role {role} or higher."), "responses": responses });
+    if let Some(b) = body {
+        o["requestBody"] = b;
+    }
+    o
+}
+
+fn id_param(name: &str) -> Value {
+    json!({ "name": name, "in": "path", "required": true, "schema": { "type": "string" } })
+}
+
+/// The document.
+pub fn document() -> Value {
+    let common = ["401", "403"];
+    let with = |extra: &[&'static str]| -> Vec<&'static str> {
+        common
+            .iter()
+            .copied()
+            .chain(extra.iter().copied())
+            .collect()
+    };
+    let image_errors = with(&["400", "404", "413", "415", "422", "503"]);
+    json!({
+        "openapi": "3.0.3",
+        "info": { "title": "dvsp verification service", "version": env!("CARGO_PKG_VERSION"),
+            "description": "Enroll, verify (1:1) and identify (1:N) with DVSP features. Decisions: match when the cosine distance D <= T, T from the model card at the configured FMR. Verify against a subject uses the best (closest) template." },
+        "components": {
+            "securitySchemes": {
+                "bearer": { "type": "http", "scheme": "bearer" },
+                "apiKey": { "type": "apiKey", "in": "header", "name": "x-api-key" }
+            },
+            "schemas": { "Error": { "type": "object", "required": ["error", "message"],
+                "properties": { "error": { "type": "string" }, "message": { "type": "string" } } } }
+        },
+        "security": [{ "bearer": [] }, { "apiKey": [] }],
+        "paths": {
+            "/v1/subjects": {
+                "post": op("Create a subject ({id?, name?})", "enroll", ("201", "created"),
+                    Some(json!({ "required": true, "content": { "application/json": { "schema": { "type": "object",
+                        "properties": { "id": { "type": "string" }, "name": { "type": "string" } } } } } })),
+                    &with(&["400", "409", "415", "422"])),
+                "get": {
+                    "parameters": [
+                        { "name": "limit", "in": "query", "schema": { "type": "integer", "minimum": 1, "maximum": 1000 } },
+                        { "name": "after", "in": "query", "schema": { "type": "string" } }
+                    ],
+                    "summary": "List subjects by id (keyset pagination: pass next_after as after)",
+                    "responses": { "200": { "description": "a page" }, "401": error_ref(), "422": error_ref() }
+                }
+            },
+            "/v1/subjects/{id}": {
+                "parameters": [id_param("id")],
+                "get": op("A subject and its templates", "verify", ("200", "the subject"), None, &with(&["404"])),
+                "delete": op("Delete a subject and its templates", "admin", ("204", "deleted"), None, &with(&["404"]))
+            },
+            "/v1/subjects/{id}/templates": {
+                "parameters": [id_param("id")],
+                "post": op("Enroll an image as a template; returns template id and quality r(x)", "enroll", ("201", "enrolled"), Some(image_body(&["image"])), &image_errors)
+            },
+            "/v1/subjects/{id}/templates/{template_id}": {
+                "parameters": [id_param("id"), id_param("template_id")],
+                "delete": op("Delete one template", "admin", ("204", "deleted"), None, &with(&["404"]))
+            },
+            "/v1/subjects/{id}/verify": {
+                "parameters": [id_param("id")],
+                "post": op("1:1 verify a probe against a subject (best template): {match, similarity, distance, threshold, quality, model_id}", "verify", ("200", "decision"), Some(image_body(&["image"])), &with(&["400", "404", "409", "413", "415", "422", "429", "503"]))
+            },
+            "/v1/verify": {
+                "post": op("Verify two images against each other; nothing is stored", "verify", ("200", "decision"), Some(image_body(&["image_a", "image_b"])), &image_errors)
+            },
+            "/v1/identify": {
+                "parameters": [{ "name": "top_k", "in": "query", "schema": { "type": "integer", "minimum": 1, "maximum": 100 } }],
+                "post": op("1:N identify: subjects ranked by their best template distance", "verify", ("200", "ranked candidates"), Some(image_body(&["image"])), &image_errors)
+            },
+            "/v1/model": { "get": op("The served model card, threshold and operating point", "verify", ("200", "model"), None, &common) },
+            "/healthz": { "get": { "summary": "Liveness", "security": [], "responses": { "200": { "description": "alive" } } } },
+            "/readyz": { "get": { "summary": "Readiness (store reachable)", "security": [], "responses": { "200": { "description": "ready" }, "503": error_ref() } } },
+            "/metrics": { "get": { "summary": "Prometheus metrics", "security": [], "responses": { "200": { "description": "text exposition format" } } } },
+            "/openapi.json": { "get": { "summary": "This document", "security": [], "responses": { "200": { "description": "OpenAPI 3" } } } }
+        }
+    })
+}
