@@ -1,7 +1,10 @@
 //! Benchmarks, each reported as ratios against a reference run of the same command:
 //! `dvsp bench train`: training images/s and peak memory per backbone on random input
 //! (reference: small CNN, dvib); `dvsp bench attack --model DIR`: CW-L2 pair-steps/s batched
-//! vs one pair at a time (reference: one at a time) on test pairs of the model's data.
+//! vs one pair at a time (reference: one at a time) on test pairs of the model's data;
+//! `dvsp bench serve --model DIR`: a bounded load generator on loopback against two real
+//! servers (micro-batching on and off) sharing a temporary SQLite store: verify requests/s
+//! and p50/p99 latency at concurrency 1, 8, 32, 128 (reference: batching off, concurrency 1).
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -17,6 +20,8 @@ pub enum What {
     Train,
     /// CW-L2 attack throughput, batched vs one pair at a time (needs --model).
     Attack,
+    /// Verify throughput and latency of the HTTP service, micro-batching on vs off (needs --model).
+    Serve,
 }
 
 #[derive(Debug, clap::Args)]
@@ -32,6 +37,137 @@ pub struct Args {
     /// Pairs in the batched attack run (`attack`); the one-at-a-time run uses a sixteenth.
     #[arg(long, default_value_t = 512)]
     pub pairs: usize,
+    /// Verify requests per concurrency level and mode (`serve`).
+    #[arg(long, default_value_t = 1000)]
+    pub requests: usize,
+}
+
+/// PNG bytes of the first `n` test-split images of `data`.
+fn test_pngs(
+    spec: &crate::data::DataSpec,
+    input: &crate::model::InputSpec,
+    n: usize,
+) -> anyhow::Result<Vec<Vec<u8>>> {
+    let split = spec.load(
+        &crate::data::default_root(),
+        Some((input.height as u32, input.width as u32)),
+    )?;
+    let test = split.test.head(n);
+    let [c, h, w] = test.shape();
+    (0..test.len() as i64)
+        .map(|i| {
+            let px = Vec::<u8>::try_from(
+                test.images
+                    .get(i)
+                    .permute([1, 2, 0])
+                    .contiguous()
+                    .flatten(0, -1),
+            )?;
+            let mut out = std::io::Cursor::new(Vec::new());
+            let color = if c == 1 {
+                image::ExtendedColorType::L8
+            } else {
+                image::ExtendedColorType::Rgb8
+            };
+            image::write_buffer_with_format(
+                &mut out,
+                &px,
+                w as u32,
+                h as u32,
+                color,
+                image::ImageFormat::Png,
+            )?;
+            Ok(out.into_inner())
+        })
+        .collect()
+}
+
+fn serve(a: &Args) -> anyhow::Result<()> {
+    use clap::Parser;
+    #[derive(clap::Parser)]
+    struct ServeCli {
+        #[command(flatten)]
+        args: super::serve::Args,
+    }
+    let dir = a
+        .model
+        .as_ref()
+        .ok_or_else(|| anyhow::anyhow!("bench serve needs --model DIR"))?;
+    let card = crate::artifact::read_card(dir)?;
+    let pngs = test_pngs(&card.training.dataset.parse()?, &card.net.input, 64)?;
+    let tmp = std::env::temp_dir().join(format!("dvsp-bench-{}.db", std::process::id()));
+    let db = format!("sqlite://{}", tmp.display());
+    let rt = tokio::runtime::Runtime::new()?;
+    let result = rt.block_on(async {
+        let key = {
+            let store = crate::store::Store::connect(&db).await?;
+            let k = crate::server::auth::generate();
+            store.insert_key(&k.id, &k.hash, "admin").await?;
+            store.create_subject("bench", None).await?;
+            k.key
+        };
+        let client = reqwest::Client::builder().pool_max_idle_per_host(256).build()?;
+        println!("verify throughput on {} ({} threads), {} requests per cell", dir.display(), tch::get_num_threads(), a.requests);
+        println!("| micro-batching | concurrency | requests/s | p50 ms | p99 ms | mean batch | ratio to reference |\n|---|---|---|---|---|---|---|");
+        let mut reference = None;
+        for (mode, batch) in [("off", "1"), ("on", "32")] {
+            let m = dir.to_str().unwrap_or_default();
+            let args = ServeCli::parse_from(["serve", "--model", m, "--db", &db, "--max-batch", batch, "--max-wait-ms", "2", "--max-attempts", "1000000000", "--queue", "1024"]).args;
+            let state = args.state().await?;
+            let metrics = state.metrics.clone();
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+            let base = format!("http://{}", listener.local_addr()?);
+            let (stop, rx) = tokio::sync::oneshot::channel::<()>();
+            let server = tokio::spawn(crate::server::serve(listener, state, async {
+                let _ = rx.await;
+            }));
+            let enroll = client.post(format!("{base}/v1/subjects/bench/templates")).bearer_auth(&key).header("content-type", "image/png").body(pngs[0].clone()).send().await?;
+            anyhow::ensure!(enroll.status().is_success(), "enroll failed: {}", enroll.status());
+            for conc in [1usize, 8, 32, 128] {
+                let (b0, n0) = (metrics.batch_size.get_sample_sum(), metrics.batch_size.get_sample_count());
+                let next = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+                let start = Instant::now();
+                let tasks: Vec<_> = (0..conc)
+                    .map(|_| {
+                        let (client, next, pngs, key, url) = (client.clone(), next.clone(), pngs.clone(), key.clone(), format!("{base}/v1/subjects/bench/verify"));
+                        let total = a.requests;
+                        tokio::spawn(async move {
+                            let mut lat = Vec::new();
+                            loop {
+                                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                                if i >= total {
+                                    break;
+                                }
+                                let t = Instant::now();
+                                let r = client.post(&url).bearer_auth(&key).header("content-type", "image/png").body(pngs[i % pngs.len()].clone()).send().await?;
+                                anyhow::ensure!(r.status().is_success(), "verify failed: {}", r.status());
+                                r.bytes().await?;
+                                lat.push(t.elapsed().as_secs_f64() * 1e3);
+                            }
+                            Ok(lat)
+                        })
+                    })
+                    .collect();
+                let mut lat = Vec::new();
+                for t in tasks {
+                    lat.extend(t.await??);
+                }
+                let rps = lat.len() as f64 / start.elapsed().as_secs_f64();
+                lat.sort_by(f64::total_cmp);
+                let q = |p: f64| lat[((lat.len() - 1) as f64 * p).round() as usize];
+                let mean_batch = (metrics.batch_size.get_sample_sum() - b0) / (metrics.batch_size.get_sample_count() - n0).max(1) as f64;
+                let r = *reference.get_or_insert(rps);
+                println!("| {mode} | {conc} | {rps:.0} | {:.2} | {:.2} | {mean_batch:.1} | {:.2} |", q(0.5), q(0.99), rps / r);
+            }
+            let _ = stop.send(());
+            server.await??;
+        }
+        Ok(())
+    });
+    for ext in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{}{ext}", tmp.display()));
+    }
+    result
 }
 
 /// Peak resident set size (VmHWM) in MiB, reset beforehand by `reset_peak`.
@@ -186,8 +322,10 @@ fn attack(a: &Args) -> anyhow::Result<()> {
 }
 
 pub fn run(a: Args) -> anyhow::Result<()> {
-    if let What::Attack = a.what {
-        return attack(&a);
+    match a.what {
+        What::Attack => return attack(&a),
+        What::Serve => return serve(&a),
+        What::Train => {}
     }
     let cases = [
         Case {

@@ -1,0 +1,700 @@
+//! The service end to end: a real server on a loopback port, a real SQLite file and the real
+//! PostgreSQL (127.0.0.1:5432, database `test`; each run gets its own fresh database), a real
+//! (small, trained once and cached) DVSP model, real MNIST digits as PNG.
+use std::io::Cursor;
+use std::path::PathBuf;
+use std::sync::OnceLock;
+use std::time::Instant;
+
+use clap::Parser;
+use dvsp::cli::serve;
+use dvsp::server::auth;
+use dvsp::store::Store;
+use reqwest::{multipart, Client, StatusCode};
+use serde_json::{json, Value};
+use tokio::sync::oneshot;
+
+/// A DVSP model trained on 20,000 MNIST images for 3 epochs and evaluated (thresholds in
+/// its card), cached in cargo's test tmpdir across runs. Servers run at FMR 1e-2.
+fn model() -> PathBuf {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!(
+            "server-model-dvsp-e3-n20000-{}",
+            env!("CARGO_PKG_VERSION")
+        ));
+        let ok = dvsp::artifact::load(&dir, tch::Device::Cpu)
+            .is_ok_and(|m| m.card.metrics.contains_key("test"));
+        if !ok {
+            let split = dvsp::data::DataSpec::Mnist
+                .load(&dvsp::data::default_root(), None)
+                .expect("MNIST from `make setup`");
+            let cfg = dvsp::config::TrainConfig {
+                epochs: 3,
+                limit: 20_000,
+                ..Default::default()
+            };
+            dvsp::train::train(
+                &cfg,
+                &dvsp::data::DataSpec::Mnist,
+                &split,
+                &dir,
+                tch::Device::Cpu,
+            )
+            .unwrap();
+            dvsp::cli::eval::evaluate(
+                &dir,
+                &dvsp::cli::DataArgs {
+                    data: None,
+                    data_dir: None,
+                },
+            )
+            .unwrap();
+        }
+        dir
+    })
+    .clone()
+}
+
+/// PNG bytes of test-split digits: `digits(3, 4)` = four different '3's.
+fn digits(d: i64, n: usize) -> Vec<Vec<u8>> {
+    static TEST: OnceLock<(Vec<u8>, Vec<i64>)> = OnceLock::new();
+    let (px, labels) = TEST.get_or_init(|| {
+        let split = dvsp::data::DataSpec::Mnist
+            .load(&dvsp::data::default_root(), None)
+            .unwrap();
+        (
+            Vec::<u8>::try_from(split.test.images.flatten(0, -1)).unwrap(),
+            Vec::<i64>::try_from(&split.test.labels).unwrap(),
+        )
+    });
+    labels
+        .iter()
+        .enumerate()
+        .filter(|(_, &l)| l == d)
+        .take(n)
+        .map(|(i, _)| {
+            let img =
+                image::GrayImage::from_raw(28, 28, px[i * 784..(i + 1) * 784].to_vec()).unwrap();
+            let mut out = Vec::new();
+            img.write_to(&mut Cursor::new(&mut out), image::ImageFormat::Png)
+                .unwrap();
+            out
+        })
+        .collect()
+}
+
+#[derive(Parser)]
+struct ServeCli {
+    #[command(flatten)]
+    args: serve::Args,
+}
+
+struct Server {
+    base: String,
+    stop: Option<oneshot::Sender<()>>,
+    handle: tokio::task::JoinHandle<()>,
+}
+
+impl Server {
+    async fn start(db: &str, extra: &[&str]) -> Server {
+        let model = model();
+        let mut argv = vec![
+            "serve",
+            "--model",
+            model.to_str().unwrap(),
+            "--db",
+            db,
+            "--max-body-bytes",
+            "200000",
+            "--fmr",
+            "1e-2",
+        ];
+        argv.extend_from_slice(extra);
+        let args = ServeCli::parse_from(argv).args;
+        let state = args.state().await.unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let (stop, rx) = oneshot::channel();
+        let handle = tokio::spawn(async move {
+            dvsp::server::serve(listener, state, async {
+                let _ = rx.await;
+            })
+            .await
+            .unwrap();
+        });
+        Server {
+            base,
+            stop: Some(stop),
+            handle,
+        }
+    }
+
+    async fn stop(mut self) {
+        let _ = self.stop.take().unwrap().send(());
+        self.handle.await.unwrap();
+    }
+
+    fn url(&self, p: &str) -> String {
+        format!("{}{p}", self.base)
+    }
+}
+
+struct Keys {
+    admin: String,
+    enroll: String,
+    verify: String,
+}
+
+async fn keys(db: &str) -> Keys {
+    let store = Store::connect(db).await.unwrap();
+    let make = async |role: auth::Role| {
+        let k = auth::generate();
+        store.insert_key(&k.id, &k.hash, role.name()).await.unwrap();
+        k.key
+    };
+    Keys {
+        admin: make(auth::Role::Admin).await,
+        enroll: make(auth::Role::Enroll).await,
+        verify: make(auth::Role::Verify).await,
+    }
+}
+
+async fn send(req: reqwest::RequestBuilder) -> (StatusCode, Value) {
+    let res = req.send().await.unwrap();
+    let status = res.status();
+    let text = res.text().await.unwrap();
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(Value::String(text)),
+    )
+}
+
+fn png_body(c: &Client, url: &str, key: &str, png: &[u8]) -> reqwest::RequestBuilder {
+    c.post(url)
+        .bearer_auth(key)
+        .header("content-type", "image/png")
+        .body(png.to_vec())
+}
+
+fn assert_error(r: &(StatusCode, Value), status: u16) {
+    assert_eq!(r.0.as_u16(), status, "{:?}", r.1);
+    assert!(
+        r.1["error"].is_string() && r.1["message"].is_string(),
+        "not a JSON error: {:?}",
+        r.1
+    );
+}
+
+/// A fresh PostgreSQL database for this run, dropped afterwards.
+struct PgDb {
+    url: String,
+    name: String,
+}
+
+impl PgDb {
+    const ADMIN: &str = "postgres://postgres@127.0.0.1:5432/test";
+
+    async fn new() -> PgDb {
+        let admin = std::env::var("DVSP_TEST_PG").unwrap_or(Self::ADMIN.into());
+        let name = format!("dvsp_test_{}", uuid::Uuid::new_v4().simple());
+        let pool = sqlx::PgPool::connect(&admin)
+            .await
+            .expect("PostgreSQL on 127.0.0.1:5432 (see README)");
+        sqlx::query(&format!("CREATE DATABASE {name}"))
+            .execute(&pool)
+            .await
+            .unwrap();
+        let url = match admin.rfind('/') {
+            Some(i) => format!("{}/{name}", &admin[..i]),
+            None => unreachable!(),
+        };
+        PgDb { url, name }
+    }
+
+    async fn drop_db(self) {
+        let admin = std::env::var("DVSP_TEST_PG").unwrap_or(Self::ADMIN.into());
+        let pool = sqlx::PgPool::connect(&admin).await.unwrap();
+        let _ = sqlx::query(&format!(
+            "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+            self.name
+        ))
+        .execute(&pool)
+        .await;
+    }
+}
+
+/// Every flow of the API against one store.
+async fn flows(db: &str) {
+    let k = keys(db).await;
+    let c = Client::new();
+    let s = Server::start(db, &["--max-attempts", "6"]).await;
+
+    // Authentication and roles.
+    assert_error(
+        &send(c.post(s.url("/v1/subjects")).json(&json!({"id": "three"}))).await,
+        401,
+    );
+    assert_error(
+        &send(
+            c.post(s.url("/v1/subjects"))
+                .bearer_auth("dvsp_000000000000_nope")
+                .json(&json!({"id": "three"})),
+        )
+        .await,
+        401,
+    );
+    assert_error(
+        &send(
+            c.post(s.url("/v1/subjects"))
+                .bearer_auth(&k.verify)
+                .json(&json!({"id": "three"})),
+        )
+        .await,
+        403,
+    );
+    let r = send(
+        c.post(s.url("/v1/subjects"))
+            .header("x-api-key", &k.enroll)
+            .json(&json!({"id": "three", "name": "Three"})),
+    )
+    .await;
+    assert_eq!(r.0, StatusCode::CREATED, "{:?}", r.1);
+    assert_error(
+        &send(
+            c.post(s.url("/v1/subjects"))
+                .bearer_auth(&k.enroll)
+                .json(&json!({"id": "three"})),
+        )
+        .await,
+        409,
+    );
+    assert_eq!(
+        send(
+            c.post(s.url("/v1/subjects"))
+                .bearer_auth(&k.enroll)
+                .json(&json!({"id": "seven"}))
+        )
+        .await
+        .0,
+        StatusCode::CREATED
+    );
+
+    // Enroll two '3's (multipart and base64 JSON) and one '7' (raw body).
+    let threes = digits(3, 5);
+    let sevens = digits(7, 3);
+    let form = multipart::Form::new().part(
+        "image",
+        multipart::Part::bytes(threes[0].clone()).file_name("a.png"),
+    );
+    let r = send(
+        c.post(s.url("/v1/subjects/three/templates"))
+            .bearer_auth(&k.enroll)
+            .multipart(form),
+    )
+    .await;
+    assert_eq!(r.0, StatusCode::CREATED, "{:?}", r.1);
+    assert!(r.1["quality"].as_f64().unwrap() > 0.0 && r.1["template_id"].is_string());
+    use base64::Engine;
+    let b64 = base64::engine::general_purpose::STANDARD.encode(&threes[1]);
+    let r = send(
+        c.post(s.url("/v1/subjects/three/templates"))
+            .bearer_auth(&k.enroll)
+            .json(&json!({"image_base64": b64})),
+    )
+    .await;
+    assert_eq!(r.0, StatusCode::CREATED, "{:?}", r.1);
+    assert_eq!(
+        send(png_body(
+            &c,
+            &s.url("/v1/subjects/seven/templates"),
+            &k.enroll,
+            &sevens[0]
+        ))
+        .await
+        .0,
+        StatusCode::CREATED
+    );
+
+    // Verify: another '3' matches, a '7' does not.
+    let r = send(png_body(
+        &c,
+        &s.url("/v1/subjects/three/verify"),
+        &k.verify,
+        &threes[2],
+    ))
+    .await;
+    assert_eq!(r.0, StatusCode::OK, "{:?}", r.1);
+    assert_eq!(r.1["match"], json!(true), "{:?}", r.1);
+    assert!(r.1["distance"].as_f64().unwrap() <= r.1["threshold"].as_f64().unwrap());
+    assert_eq!(r.1["templates_compared"], json!(2));
+    let r = send(png_body(
+        &c,
+        &s.url("/v1/subjects/three/verify"),
+        &k.verify,
+        &sevens[1],
+    ))
+    .await;
+    assert_eq!(r.1["match"], json!(false), "{:?}", r.1);
+    // Two images, nothing stored.
+    let form = multipart::Form::new()
+        .part("image_a", multipart::Part::bytes(threes[3].clone()))
+        .part("image_b", multipart::Part::bytes(threes[4].clone()));
+    let r = send(
+        c.post(s.url("/v1/verify"))
+            .bearer_auth(&k.verify)
+            .multipart(form),
+    )
+    .await;
+    assert_eq!(r.1["match"], json!(true), "{:?}", r.1);
+
+    // Identify ranks the right subject first.
+    let r = send(png_body(
+        &c,
+        &s.url("/v1/identify?top_k=2"),
+        &k.verify,
+        &threes[3],
+    ))
+    .await;
+    assert_eq!(
+        r.1["candidates"][0]["subject_id"],
+        json!("three"),
+        "{:?}",
+        r.1
+    );
+    assert_eq!(r.1["candidates"].as_array().unwrap().len(), 2);
+    let r = send(png_body(&c, &s.url("/v1/identify"), &k.verify, &sevens[2])).await;
+    assert_eq!(
+        r.1["candidates"][0]["subject_id"],
+        json!("seven"),
+        "{:?}",
+        r.1
+    );
+
+    // Bad input: 4xx JSON errors, never 500.
+    assert_error(
+        &send(png_body(
+            &c,
+            &s.url("/v1/subjects/three/templates"),
+            &k.enroll,
+            b"these are not image bytes",
+        ))
+        .await,
+        422,
+    );
+    let truncated = &threes[0][..threes[0].len() / 2];
+    assert_error(
+        &send(png_body(
+            &c,
+            &s.url("/v1/subjects/three/templates"),
+            &k.enroll,
+            truncated,
+        ))
+        .await,
+        422,
+    );
+    let bomb = png_header(50_000, 50_000);
+    let t = Instant::now();
+    let r = send(png_body(
+        &c,
+        &s.url("/v1/subjects/three/templates"),
+        &k.enroll,
+        &bomb,
+    ))
+    .await;
+    assert_error(&r, 422);
+    assert!(
+        r.1["message"].as_str().unwrap().contains("50000x50000"),
+        "{:?}",
+        r.1
+    );
+    assert!(
+        t.elapsed().as_millis() < 2000,
+        "the bomb took {:?}",
+        t.elapsed()
+    );
+    assert_error(
+        &send(png_body(
+            &c,
+            &s.url("/v1/subjects/three/templates"),
+            &k.enroll,
+            &vec![0u8; 300_000],
+        ))
+        .await,
+        413,
+    );
+    assert_error(
+        &send(
+            c.post(s.url("/v1/subjects"))
+                .bearer_auth(&k.enroll)
+                .header("content-type", "application/json")
+                .body("{\"id\": "),
+        )
+        .await,
+        400,
+    );
+    assert_error(
+        &send(
+            c.post(s.url("/v1/identify"))
+                .bearer_auth(&k.verify)
+                .header("content-type", "application/json")
+                .body("[1,"),
+        )
+        .await,
+        400,
+    );
+    assert_error(
+        &send(
+            c.post(s.url("/v1/subjects"))
+                .bearer_auth(&k.enroll)
+                .json(&json!({"id": "bad id!"})),
+        )
+        .await,
+        422,
+    );
+    assert_error(
+        &send(
+            c.post(s.url("/v1/identify"))
+                .bearer_auth(&k.verify)
+                .body("x"),
+        )
+        .await,
+        415,
+    );
+    assert_error(
+        &send(png_body(
+            &c,
+            &s.url("/v1/subjects/nobody/verify"),
+            &k.verify,
+            &threes[2],
+        ))
+        .await,
+        404,
+    );
+    assert_error(
+        &send(c.get(s.url("/v1/subjects/nobody")).bearer_auth(&k.verify)).await,
+        404,
+    );
+    assert_error(&send(c.get(s.url("/v1/no/such/route"))).await, 404);
+
+    // Brute-force guard: attempts 1 and 2 were above; 3..=6 pass, the 7th is refused.
+    for _ in 0..4 {
+        assert_eq!(
+            send(png_body(
+                &c,
+                &s.url("/v1/subjects/three/verify"),
+                &k.verify,
+                &threes[2]
+            ))
+            .await
+            .0,
+            StatusCode::OK
+        );
+    }
+    let res = png_body(
+        &c,
+        &s.url("/v1/subjects/three/verify"),
+        &k.verify,
+        &threes[2],
+    )
+    .send()
+    .await
+    .unwrap();
+    assert_eq!(res.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert!(res.headers().contains_key("retry-after"));
+
+    // Templates of another model are refused with 409.
+    let store = Store::connect(db).await.unwrap();
+    store.create_subject("legacy", None).await.unwrap();
+    store
+        .add_template("legacy-t", "legacy", "0000000000000000", &[1.0; 32], None)
+        .await
+        .unwrap();
+    let r = send(png_body(
+        &c,
+        &s.url("/v1/subjects/legacy/verify"),
+        &k.verify,
+        &threes[2],
+    ))
+    .await;
+    assert_error(&r, 409);
+    assert!(r.1["message"].as_str().unwrap().contains("re-enroll"));
+
+    // Delete: admin only; then 404.
+    assert_error(
+        &send(c.delete(s.url("/v1/subjects/seven")).bearer_auth(&k.enroll)).await,
+        403,
+    );
+    assert_eq!(
+        send(c.delete(s.url("/v1/subjects/seven")).bearer_auth(&k.admin))
+            .await
+            .0,
+        StatusCode::NO_CONTENT
+    );
+    assert_error(
+        &send(c.get(s.url("/v1/subjects/seven")).bearer_auth(&k.verify)).await,
+        404,
+    );
+    assert_error(
+        &send(c.delete(s.url("/v1/subjects/seven")).bearer_auth(&k.admin)).await,
+        404,
+    );
+
+    // Restart: the templates are still there and still match.
+    s.stop().await;
+    let s = Server::start(db, &[]).await;
+    let r = send(c.get(s.url("/v1/subjects/three")).bearer_auth(&k.verify)).await;
+    assert_eq!(r.1["templates"].as_array().unwrap().len(), 2, "{:?}", r.1);
+    let r = send(png_body(&c, &s.url("/v1/identify"), &k.verify, &threes[4])).await;
+    assert_eq!(
+        r.1["candidates"][0]["subject_id"],
+        json!("three"),
+        "{:?}",
+        r.1
+    );
+
+    // 200 concurrent enrolls: all stored, each exactly once.
+    assert_eq!(
+        send(
+            c.post(s.url("/v1/subjects"))
+                .bearer_auth(&k.enroll)
+                .json(&json!({"id": "crowd"}))
+        )
+        .await
+        .0,
+        StatusCode::CREATED
+    );
+    let pngs = digits(1, 20);
+    let tasks: Vec<_> = (0..200)
+        .map(|i| {
+            let req = png_body(
+                &c,
+                &s.url("/v1/subjects/crowd/templates"),
+                &k.enroll,
+                &pngs[i % 20],
+            );
+            tokio::spawn(send(req))
+        })
+        .collect();
+    let mut ids = std::collections::BTreeSet::new();
+    for t in tasks {
+        let r = t.await.unwrap();
+        assert_eq!(r.0, StatusCode::CREATED, "{:?}", r.1);
+        assert!(ids.insert(r.1["template_id"].as_str().unwrap().to_string()));
+    }
+    let r = send(c.get(s.url("/v1/subjects/crowd")).bearer_auth(&k.verify)).await;
+    let stored: std::collections::BTreeSet<String> = r.1["templates"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["id"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(stored, ids);
+
+    // Pagination walks every subject once.
+    let (mut seen, mut after) = (Vec::new(), None::<String>);
+    loop {
+        let q = after
+            .as_ref()
+            .map_or(String::new(), |a| format!("&after={a}"));
+        let r = send(
+            c.get(s.url(&format!("/v1/subjects?limit=2{q}")))
+                .bearer_auth(&k.verify),
+        )
+        .await;
+        seen.extend(
+            r.1["subjects"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|s| s["id"].as_str().unwrap().to_string()),
+        );
+        match r.1["next_after"].as_str() {
+            Some(a) => after = Some(a.to_string()),
+            None => break,
+        }
+    }
+    assert_eq!(seen, ["crowd", "legacy", "three"]);
+    s.stop().await;
+}
+
+/// A PNG signature and IHDR chunk claiming `w` x `h` pixels, and nothing else.
+fn png_header(w: u32, h: u32) -> Vec<u8> {
+    let mut ihdr = b"IHDR".to_vec();
+    ihdr.extend_from_slice(&w.to_be_bytes());
+    ihdr.extend_from_slice(&h.to_be_bytes());
+    ihdr.extend_from_slice(&[8, 0, 0, 0, 0]);
+    let mut crc = flate2::Crc::new();
+    crc.update(&ihdr);
+    let mut out = b"\x89PNG\r\n\x1a\n".to_vec();
+    out.extend_from_slice(&13u32.to_be_bytes());
+    out.extend_from_slice(&ihdr);
+    out.extend_from_slice(&crc.sum().to_be_bytes());
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_flow_on_a_sqlite_file() {
+    let dir = tempfile::tempdir().unwrap();
+    flows(&format!(
+        "sqlite://{}",
+        dir.path().join("dvsp.db").display()
+    ))
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_flow_on_postgres() {
+    let db = PgDb::new().await;
+    flows(&db.url).await;
+    db.drop_db().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn openapi_documents_the_real_routes_and_metrics_are_exported() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!("sqlite://{}", dir.path().join("o.db").display());
+    let s = Server::start(&db, &[]).await;
+    let c = Client::new();
+    let (status, doc) = send(c.get(s.url("/openapi.json"))).await;
+    assert_eq!(status, StatusCode::OK);
+    let paths = doc["paths"].as_object().unwrap();
+    assert!(paths.len() >= 12);
+    for (path, item) in paths {
+        for (method, _) in item
+            .as_object()
+            .unwrap()
+            .iter()
+            .filter(|(m, _)| *m != "parameters")
+        {
+            let url = s.url(&path.replace("{id}", "x").replace("{template_id}", "y"));
+            let req = c.request(method.to_uppercase().parse().unwrap(), url);
+            let (st, body) = send(req).await;
+            assert_ne!(st, StatusCode::METHOD_NOT_ALLOWED, "{method} {path}");
+            let unrouted = body["message"]
+                .as_str()
+                .is_some_and(|m| m.starts_with("no such route"));
+            assert!(!unrouted, "{method} {path} is documented but not routed");
+        }
+    }
+    assert_eq!(send(c.get(s.url("/healthz"))).await.0, StatusCode::OK);
+    assert_eq!(send(c.get(s.url("/readyz"))).await.0, StatusCode::OK);
+    let text = c
+        .get(s.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for name in [
+        "dvsp_http_requests_total",
+        "dvsp_http_request_duration_seconds",
+        "dvsp_auth_failures_total",
+        "dvsp_templates_stored",
+        "dvsp_inference_queue_depth",
+    ] {
+        assert!(text.contains(name), "{name} missing from /metrics");
+    }
+    s.stop().await;
+}
