@@ -4,17 +4,23 @@ export CARGO_TARGET_DIR ?= $(HOME)/.cache/dvsp/target
 BIN := $(CARGO_TARGET_DIR)/debug/dvsp
 DEMO := runs/demo
 
-.PHONY: setup build demo test lint table1 bench
+.PHONY: setup build demo serve test lint table1 bench
 setup:
 	@bash scripts/setup.sh
 
 build: setup
 	cargo build
 
-# The main job on the embedded defaults: train a DVSP model on MNIST and evaluate it.
+# The main job on the embedded defaults: train a DVSP model on MNIST, evaluate it, then run
+# the service on it (SQLite) through a curl session: enroll, verify, identify, metrics.
 demo: build
 	$(BIN) train --data mnist --method dvsp --epochs 3 --out $(DEMO)
 	$(BIN) eval --model $(DEMO)
+	bash scripts/demo_session.sh $(BIN) $(DEMO)
+
+# The service on the demo model, for your own requests (Ctrl-C stops it).
+serve: build
+	$(BIN) serve --model $(DEMO) --db sqlite://runs/dvsp.db --fmr 1e-2
 
 test: setup
 	cargo test -- --test-threads 2
