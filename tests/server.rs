@@ -19,21 +19,18 @@ use tokio::sync::oneshot;
 fn model() -> PathBuf {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
-        let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!(
-            "server-model-dvsp-e3-n20000-{}",
-            env!("CARGO_PKG_VERSION")
-        ));
-        let ok = dvsp::artifact::load(&dir, tch::Device::Cpu)
-            .is_ok_and(|m| m.card.metrics.contains_key("test"));
-        if !ok {
+        let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("server-model");
+        let cfg = dvsp::config::TrainConfig {
+            epochs: 3,
+            limit: 20_000,
+            ..Default::default()
+        };
+        let cached = dvsp::artifact::load(&dir, tch::Device::Cpu)
+            .is_ok_and(|m| m.card.training.config == cfg && m.card.metrics.contains_key("test"));
+        if !cached {
             let split = dvsp::data::DataSpec::Mnist
                 .load(&dvsp::data::default_root(), None)
                 .expect("MNIST from `make setup`");
-            let cfg = dvsp::config::TrainConfig {
-                epochs: 3,
-                limit: 20_000,
-                ..Default::default()
-            };
             dvsp::train::train(
                 &cfg,
                 &dvsp::data::DataSpec::Mnist,

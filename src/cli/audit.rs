@@ -30,8 +30,9 @@ pub struct AuditArgs {
     /// Pairs optimised at once.
     #[arg(long, default_value_t = 600)]
     pub batch: usize,
+    /// Seed for sampling the attacked pairs.
     #[arg(long, default_value_t = 0)]
-    pub seed: u64,
+    pub audit_seed: u64,
 }
 
 impl AuditArgs {
@@ -47,7 +48,7 @@ impl AuditArgs {
             budgets: self.budgets.clone(),
             pgd_steps: 10,
             batch: self.batch,
-            seed: self.seed,
+            seed: self.audit_seed,
         }
     }
 }
