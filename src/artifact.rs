@@ -174,6 +174,7 @@ pub fn load(dir: &Path, device: tch::Device) -> Result<Model> {
             .map(|k| format!("unexpected tensor {k}")),
     );
     if !problems.is_empty() {
+        problems.sort();
         let n = problems.len();
         problems.truncate(3);
         return Err(bad(

@@ -103,3 +103,34 @@ fn a_model_evaluated_on_the_wrong_data_is_refused() {
         "does not match the weights",
     );
 }
+
+#[test]
+fn training_is_deterministic_with_a_seed() {
+    // Separate processes: libtorch's generator is global, so in-process tests running in
+    // parallel would interleave draws.
+    let dir = tempfile::tempdir().unwrap();
+    let id = |name: &str, seed: &str| {
+        let out = dir.path().join(name);
+        let args = [
+            "train",
+            "--method",
+            "dvsp",
+            "--epochs",
+            "1",
+            "--limit",
+            "512",
+            "--batch-size",
+            "64",
+            "--seed",
+            seed,
+            "--out",
+            out.to_str().unwrap(),
+        ];
+        let (code, _, err) = dvsp(&args);
+        assert_eq!(code, 0, "{err}");
+        dvsp::artifact::read_card(&out).unwrap().model_id
+    };
+    let (a, b, c) = (id("a", "7"), id("b", "7"), id("c", "8"));
+    assert_eq!(a, b, "same seed, different weights");
+    assert_ne!(a, c, "different seeds, same weights");
+}

@@ -3,7 +3,8 @@
 //!
 //! `[B, 3, 112, 96]` -> four stages, each a stride-2 3x3 conv + PReLU followed by 1, 2, 4, 1
 //! residual units (two 3x3 convs + PReLU each) with 64, 128, 256, 512 channels
-//! -> `[B, 512, 7, 6]` -> fc5 (21504 -> 512) -> `[B, 512]`.
+//! -> `[B, 512, 7, 6]` -> fc5 (21504 -> 512) -> `[B, 512]`. The 20 layers are the 20
+//! convolutions (3 + 5 + 9 + 3), as SphereFace counts them; fc5 follows.
 use tch::nn::{self, Module};
 use tch::Tensor;
 
