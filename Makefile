@@ -1,6 +1,9 @@
 # dvsp: every target provisions what it needs first (`setup` is idempotent and cached in
 # ~/.cache/dvsp, outside git). The cargo target dir lives there too, so CI reuses builds.
 export CARGO_TARGET_DIR ?= $(HOME)/.cache/dvsp/target
+# One LIBTORCH path for every checkout, so clones share the cached build (a GPU user sets
+# LIBTORCH to a CUDA libtorch 2.11 instead). Plain `cargo` uses .cargo/config.toml's .libtorch.
+export LIBTORCH ?= $(HOME)/.cache/dvsp/libtorch
 BIN := $(CARGO_TARGET_DIR)/debug/dvsp
 DEMO := runs/demo
 
@@ -23,6 +26,7 @@ serve: build
 	$(BIN) serve --model $(DEMO) --db sqlite://runs/dvsp.db --fmr 1e-2
 
 test: setup
+	bash scripts/postgres.sh
 	cargo test -- --test-threads 2
 
 lint: setup
