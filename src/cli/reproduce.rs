@@ -138,6 +138,16 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     md += &line("EER (x0.01), official t10k", &|r| {
         r.eer_t10k_percent.map_or("-".into(), |e| format!("{e:.3}"))
     });
+    md += &line("RI, paper", &|r| format!("{:.3}", r.paper_ri));
+    md += &line("RI, measured", &|r| {
+        r.ri.map_or("-".into(), |v| format!("{v:.3}"))
+    });
+    md += &line("CW success rate", &|r| {
+        format!("{:.1}%", r.attack_success_rate * 100.0)
+    });
+    md += &line("audit wall time (s)", &|r| {
+        format!("{:.0}", r.audit_seconds)
+    });
     md += &line("FNMR at FMR 1e-3 (%)", &|r| {
         format!("{:.3}", r.fnmr_at_fmr_1e3_percent)
     });
