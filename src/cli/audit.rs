@@ -2,13 +2,10 @@
 //! heat map of H_{k,l} (Figure 4) and a grid of adversarial samples (Figure 5).
 use std::path::{Path, PathBuf};
 
-use anyhow::Context;
-
 use super::DataArgs;
 use crate::artifact::{self, RobustnessSummary};
 use crate::attack::cw::CwConfig;
 use crate::audit::{AuditConfig, AuditReport, ThresholdAt};
-use crate::data::DataSpec;
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct AuditArgs {
@@ -71,23 +68,7 @@ pub fn audit(dir: &Path, data: &DataArgs, args: &AuditArgs) -> anyhow::Result<Au
     let mut model = artifact::load(dir, device)?;
     let cfg = args.config();
     let threshold = cfg.threshold_at.from_card(&model.card)?;
-    let spec: DataSpec = match &data.data {
-        Some(d) => d.clone(),
-        None => model.card.training.dataset.parse()?,
-    };
-    let input = &model.card.net.input;
-    let split = spec
-        .load(
-            &data.root(),
-            Some((input.height as u32, input.width as u32)),
-        )
-        .with_context(|| format!("loading {spec}"))?;
-    anyhow::ensure!(
-        split.test.shape() == input.shape(),
-        "{spec} has images of shape {:?} but the model takes {:?}",
-        split.test.shape(),
-        input.shape()
-    );
+    let (_, split) = data.load_for(&model.card)?;
     let (report, adv) = crate::audit::run(
         &model.net,
         &model.card.model_id,

@@ -2,11 +2,8 @@
 //! and the DET curve as det.png / det.svg in the model directory.
 use std::path::{Path, PathBuf};
 
-use anyhow::Context;
-
 use super::DataArgs;
 use crate::artifact::{self, ModelCard};
-use crate::data::DataSpec;
 use crate::eval::{score_set, FMR_TARGETS};
 
 #[derive(Debug, clap::Args)]
@@ -23,21 +20,7 @@ pub struct Args {
 pub fn evaluate(dir: &Path, data: &DataArgs) -> anyhow::Result<ModelCard> {
     let device = crate::device();
     let mut model = artifact::load(dir, device)?;
-    let spec: DataSpec = match &data.data {
-        Some(d) => d.clone(),
-        None => model.card.training.dataset.parse()?,
-    };
-    let input = &model.card.net.input;
-    let size = Some((input.height as u32, input.width as u32));
-    let split = spec
-        .load(&data.root(), size)
-        .with_context(|| format!("loading {spec}"))?;
-    anyhow::ensure!(
-        split.test.shape() == input.shape(),
-        "{spec} has images of shape {:?} but the model takes {:?}",
-        split.test.shape(),
-        input.shape()
-    );
+    let (spec, split) = data.load_for(&model.card)?;
     let mut sets = vec![("test".to_string(), &split.test)];
     if let Some((name, set)) = &split.extra_test {
         sets.push((name.clone(), set));

@@ -64,6 +64,31 @@ impl DataArgs {
             .clone()
             .unwrap_or_else(crate::data::default_root)
     }
+
+    /// Loads the data a model is evaluated on (`--data`, else the card's data set) at the
+    /// model's input size, refusing data whose images do not fit the model.
+    pub fn load_for(
+        &self,
+        card: &crate::artifact::ModelCard,
+    ) -> anyhow::Result<(DataSpec, crate::data::Split)> {
+        use anyhow::Context;
+        let spec: DataSpec = match &self.data {
+            Some(d) => d.clone(),
+            None => card.training.dataset.parse()?,
+        };
+        let input = &card.net.input;
+        let size = Some((input.height as u32, input.width as u32));
+        let split = spec
+            .load(&self.root(), size)
+            .with_context(|| format!("loading {spec}"))?;
+        anyhow::ensure!(
+            split.test.shape() == input.shape(),
+            "{spec} has images of shape {:?} but the model takes {:?}",
+            split.test.shape(),
+            input.shape()
+        );
+        Ok((spec, split))
+    }
 }
 
 pub fn run(cli: Cli) -> anyhow::Result<()> {
