@@ -31,6 +31,11 @@ impl Method {
             Method::Sphereface => "sphereface",
         }
     }
+
+    /// Methods with a variational head: their posterior spread r(x) (eq. 14) is defined.
+    pub fn variational(self) -> bool {
+        matches!(self, Method::Dvsp | Method::Dvib)
+    }
 }
 
 /// The feature-extractor network (`--backbone`).

@@ -12,7 +12,6 @@ use dvsp::server::auth;
 use dvsp::store::Store;
 use reqwest::{multipart, Client, StatusCode};
 use serde_json::{json, Value};
-use tokio::sync::oneshot;
 
 /// A DVSP model trained on 20,000 MNIST images for 3 epochs and evaluated (thresholds in
 /// its card), cached in cargo's test tmpdir across runs. Servers run at FMR 1e-2.
@@ -87,10 +86,12 @@ struct ServeCli {
     args: serve::Args,
 }
 
+/// A real server: HTTP and gRPC on loopback ports, sharing one state.
 struct Server {
     base: String,
-    stop: Option<oneshot::Sender<()>>,
-    handle: tokio::task::JoinHandle<()>,
+    grpc: String,
+    stop: Option<tokio::sync::watch::Sender<bool>>,
+    handles: Vec<tokio::task::JoinHandle<()>>,
 }
 
 impl Server {
@@ -111,25 +112,39 @@ impl Server {
         let args = ServeCli::parse_from(argv).args;
         let state = args.state().await.unwrap();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let grpc_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
-        let (stop, rx) = oneshot::channel();
-        let handle = tokio::spawn(async move {
-            dvsp::server::serve(listener, state, async {
-                let _ = rx.await;
-            })
-            .await
-            .unwrap();
-        });
+        let grpc = format!("http://{}", grpc_listener.local_addr().unwrap());
+        let (stop, rx) = tokio::sync::watch::channel(false);
+        let until = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+            let _ = rx.wait_for(|s| *s).await;
+        };
+        let (grpc_state, grpc_rx) = (state.clone(), rx.clone());
+        let handles = vec![
+            tokio::spawn(async move {
+                dvsp::server::grpc::serve(grpc_listener, grpc_state, until(grpc_rx))
+                    .await
+                    .unwrap()
+            }),
+            tokio::spawn(async move {
+                dvsp::server::serve(listener, state, until(rx))
+                    .await
+                    .unwrap()
+            }),
+        ];
         Server {
             base,
+            grpc,
             stop: Some(stop),
-            handle,
+            handles,
         }
     }
 
     async fn stop(mut self) {
-        let _ = self.stop.take().unwrap().send(());
-        self.handle.await.unwrap();
+        let _ = self.stop.take().unwrap().send(true);
+        for h in self.handles.drain(..) {
+            h.await.unwrap();
+        }
     }
 
     fn url(&self, p: &str) -> String {
@@ -612,7 +627,269 @@ async fn flows(db: &str) {
         }
     }
     assert_eq!(seen, ["crowd", "legacy", "three"]);
+
+    grpc_flows(&s, &k, &c).await;
     s.stop().await;
+}
+
+/// `msg` with an API key in the metadata (`x-api-key`, or `authorization: Bearer`).
+fn authed<T>(msg: T, key: &str, bearer: bool) -> tonic::Request<T> {
+    let mut r = tonic::Request::new(msg);
+    if bearer {
+        r.metadata_mut()
+            .insert("authorization", format!("Bearer {key}").parse().unwrap());
+    } else {
+        r.metadata_mut().insert("x-api-key", key.parse().unwrap());
+    }
+    r
+}
+
+/// The gRPC API against the same server, store and keys as the REST flows above.
+async fn grpc_flows(s: &Server, k: &Keys, c: &Client) {
+    use dvsp::server::grpc::proto;
+    use tonic::Code;
+    let mut g = proto::verification_client::VerificationClient::connect(s.grpc.clone())
+        .await
+        .unwrap();
+    let new = |id: &str| proto::CreateSubjectRequest {
+        id: id.into(),
+        name: Some("Four".into()),
+    };
+
+    // Authentication, roles, conflicts.
+    let e = g.create_subject(new("four")).await.unwrap_err();
+    assert_eq!(e.code(), Code::Unauthenticated, "{e:?}");
+    let e = g
+        .create_subject(authed(new("four"), "dvsp_000000000000_nope", false))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::Unauthenticated, "{e:?}");
+    let e = g
+        .create_subject(authed(new("four"), &k.verify, false))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::PermissionDenied, "{e:?}");
+    let made = g
+        .create_subject(authed(new("four"), &k.enroll, true))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        (made.id.as_str(), made.name.as_deref()),
+        ("four", Some("Four"))
+    );
+    let e = g
+        .create_subject(authed(new("four"), &k.enroll, false))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::AlreadyExists, "{e:?}");
+    let e = g
+        .create_subject(authed(new("bad id!"), &k.enroll, false))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
+
+    // Enroll two '4's; junk bytes are INVALID_ARGUMENT.
+    let fours = digits(4, 5);
+    let nines = digits(9, 1);
+    for png in &fours[..2] {
+        let t = g
+            .enroll(authed(
+                proto::EnrollRequest {
+                    subject_id: "four".into(),
+                    image: png.clone().into(),
+                },
+                &k.enroll,
+                false,
+            ))
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(t.quality.unwrap() > 0.0 && !t.id.is_empty());
+    }
+    let e = g
+        .enroll(authed(
+            proto::EnrollRequest {
+                subject_id: "four".into(),
+                image: b"these are not image bytes".to_vec().into(),
+            },
+            &k.enroll,
+            false,
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
+    assert!(e.message().contains("not an image"), "{e:?}");
+    let e = g
+        .enroll(authed(
+            proto::EnrollRequest {
+                subject_id: "nobody".into(),
+                image: fours[0].clone().into(),
+            },
+            &k.enroll,
+            false,
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::NotFound, "{e:?}");
+
+    // Verify: a third '4' matches, a '9' does not.
+    let verify = |png: &Vec<u8>| {
+        authed(
+            proto::VerifyRequest {
+                subject_id: "four".into(),
+                image: png.clone().into(),
+            },
+            &k.verify,
+            false,
+        )
+    };
+    let d = g.verify(verify(&fours[2])).await.unwrap().into_inner();
+    assert_eq!(d.templates_compared, 2);
+    let d = d.decision.unwrap();
+    assert!(d.r#match && d.distance <= d.threshold, "{d:?}");
+    let d = g.verify(verify(&nines[0])).await.unwrap().into_inner();
+    assert!(!d.decision.unwrap().r#match);
+    let e = g
+        .verify(authed(
+            proto::VerifyRequest {
+                subject_id: "legacy".into(),
+                image: fours[2].clone().into(),
+            },
+            &k.verify,
+            false,
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::FailedPrecondition, "{e:?}");
+
+    // Identify ranks the right subject first.
+    let id = g
+        .identify(authed(
+            proto::IdentifyRequest {
+                image: fours[3].clone().into(),
+                top_k: 2,
+            },
+            &k.verify,
+            false,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(id.candidates.len(), 2);
+    assert_eq!(id.candidates[0].subject_id, "four", "{id:?}");
+
+    // REST and gRPC give the same similarity for the same two images.
+    let pair = g
+        .verify_pair(authed(
+            proto::VerifyPairRequest {
+                image_a: fours[3].clone().into(),
+                image_b: fours[4].clone().into(),
+            },
+            &k.verify,
+            false,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    let form = multipart::Form::new()
+        .part("image_a", multipart::Part::bytes(fours[3].clone()))
+        .part("image_b", multipart::Part::bytes(fours[4].clone()));
+    let rest = send(
+        c.post(s.url("/v1/verify"))
+            .bearer_auth(&k.verify)
+            .multipart(form),
+    )
+    .await;
+    let rest_sim = rest.1["similarity"].as_f64().unwrap();
+    assert!(
+        (pair.similarity - rest_sim).abs() < 1e-5,
+        "gRPC {} vs REST {rest_sim}",
+        pair.similarity
+    );
+    let model = g
+        .get_model(authed(proto::GetModelRequest {}, &k.verify, false))
+        .await
+        .unwrap()
+        .into_inner();
+    let rest_model = send(c.get(s.url("/v1/model")).bearer_auth(&k.verify)).await;
+    assert_eq!(json!(model.model_id), rest_model.1["card"]["model_id"]);
+    assert_eq!(json!(model.threshold), rest_model.1["threshold"]);
+
+    // Delete: admin only, then NOT_FOUND; the REST API sees the same store.
+    let del = |key: &str| {
+        authed(
+            proto::DeleteSubjectRequest { id: "four".into() },
+            key,
+            false,
+        )
+    };
+    let e = g.delete_subject(del(&k.enroll)).await.unwrap_err();
+    assert_eq!(e.code(), Code::PermissionDenied, "{e:?}");
+    let r = send(c.get(s.url("/v1/subjects/four")).bearer_auth(&k.verify)).await;
+    assert_eq!(r.1["templates"].as_array().unwrap().len(), 2, "{:?}", r.1);
+    g.delete_subject(del(&k.admin)).await.unwrap();
+    let e = g
+        .get_subject(authed(
+            proto::GetSubjectRequest { id: "four".into() },
+            &k.verify,
+            false,
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::NotFound, "{e:?}");
+    assert_error(
+        &send(c.get(s.url("/v1/subjects/four")).bearer_auth(&k.verify)).await,
+        404,
+    );
+    let page = g
+        .list_subjects(authed(
+            proto::ListSubjectsRequest {
+                limit: 10,
+                after: String::new(),
+            },
+            &k.verify,
+            false,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    let ids: Vec<&str> = page.subjects.iter().map(|s| s.id.as_str()).collect();
+    assert_eq!(ids, ["crowd", "legacy", "three"]);
+
+    // Health checking, and the calls in /metrics.
+    let channel = tonic::transport::Endpoint::from_shared(s.grpc.clone())
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
+    let h = health
+        .check(tonic_health::pb::HealthCheckRequest {
+            service: "dvsp.v1.Verification".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        h.status(),
+        tonic_health::pb::health_check_response::ServingStatus::Serving
+    );
+    let text = c
+        .get(s.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for line in [
+        r#"dvsp_grpc_requests_total{code="Ok",method="Verify"} 2"#,
+        r#"dvsp_grpc_requests_total{code="Unauthenticated",method="CreateSubject"} 2"#,
+        r#"dvsp_grpc_requests_total{code="InvalidArgument",method="Enroll"} 1"#,
+    ] {
+        assert!(text.contains(line), "{line} missing from /metrics");
+    }
 }
 
 /// A small PNG whose header claims `w` x `h` grey pixels (a decompression bomb's shape: a

@@ -4,7 +4,8 @@
 //! vs one pair at a time (reference: one at a time) on test pairs of the model's data;
 //! `dvsp bench serve --model DIR`: a bounded load generator on loopback against two real
 //! servers (micro-batching on and off) sharing a temporary SQLite store: verify requests/s
-//! and p50/p99 latency at concurrency 1, 8, 32, 128 (reference: batching off, concurrency 1).
+//! and p50/p99 latency at concurrency 1, 8, 32, 128, then REST vs gRPC verify on one server
+//! at concurrency 32 (reference: REST, batching off, concurrency 1).
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -20,7 +21,8 @@ pub enum What {
     Train,
     /// CW-L2 attack throughput, batched vs one pair at a time (needs --model).
     Attack,
-    /// Verify throughput and latency of the HTTP service, micro-batching on vs off (needs --model).
+    /// Verify throughput and latency of the service: micro-batching on vs off, REST vs gRPC
+    /// (needs --model).
     Serve,
 }
 
@@ -82,7 +84,49 @@ fn test_pngs(
         .collect()
 }
 
+/// Runs `total` calls of `call(i)` from `conc` concurrent tasks; returns requests/s and the
+/// sorted latencies in ms.
+async fn load<F, Fut>(conc: usize, total: usize, call: F) -> anyhow::Result<(f64, Vec<f64>)>
+where
+    F: Fn(usize) -> Fut + Clone + Send + 'static,
+    Fut: std::future::Future<Output = anyhow::Result<()>> + Send,
+{
+    let next = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let start = Instant::now();
+    let tasks: Vec<_> = (0..conc)
+        .map(|_| {
+            let (next, call) = (next.clone(), call.clone());
+            tokio::spawn(async move {
+                let mut lat = Vec::new();
+                loop {
+                    let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    if i >= total {
+                        break;
+                    }
+                    let t = Instant::now();
+                    call(i).await?;
+                    lat.push(t.elapsed().as_secs_f64() * 1e3);
+                }
+                anyhow::Ok(lat)
+            })
+        })
+        .collect();
+    let mut lat = Vec::new();
+    for t in tasks {
+        lat.extend(t.await??);
+    }
+    let rps = lat.len() as f64 / start.elapsed().as_secs_f64();
+    lat.sort_by(f64::total_cmp);
+    Ok((rps, lat))
+}
+
+/// The `p` quantile of sorted values.
+fn quantile(sorted: &[f64], p: f64) -> f64 {
+    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
+}
+
 fn serve(a: &Args) -> anyhow::Result<()> {
+    use crate::server::grpc::proto;
     use clap::Parser;
     #[derive(clap::Parser)]
     struct ServeCli {
@@ -94,7 +138,11 @@ fn serve(a: &Args) -> anyhow::Result<()> {
         .as_ref()
         .ok_or_else(|| anyhow::anyhow!("bench serve needs --model DIR"))?;
     let card = crate::artifact::read_card(dir)?;
-    let pngs = test_pngs(&card.training.dataset.parse()?, &card.net.input, 64)?;
+    let pngs = std::sync::Arc::new(test_pngs(
+        &card.training.dataset.parse()?,
+        &card.net.input,
+        64,
+    )?);
     let tmp = std::env::temp_dir().join(format!("dvsp-bench-{}.db", std::process::id()));
     let db = format!("sqlite://{}", tmp.display());
     let rt = tokio::runtime::Runtime::new()?;
@@ -108,59 +156,75 @@ fn serve(a: &Args) -> anyhow::Result<()> {
         };
         let client = reqwest::Client::builder().pool_max_idle_per_host(256).build()?;
         println!("verify throughput on {} ({} threads), {} requests per cell", dir.display(), tch::get_num_threads(), a.requests);
-        println!("| micro-batching | concurrency | requests/s | p50 ms | p99 ms | mean batch | ratio to reference |\n|---|---|---|---|---|---|---|");
+        println!("| protocol | micro-batching | concurrency | requests/s | p50 ms | p99 ms | mean batch | ratio to reference |\n|---|---|---|---|---|---|---|---|");
         let mut reference = None;
-        for (mode, batch) in [("off", "1"), ("on", "32")] {
+        // REST with micro-batching off and on over four concurrencies, then REST vs gRPC on
+        // one server at concurrency 32.
+        let cells: [(&str, &str, &[usize]); 3] = [
+            ("off", "1", &[1, 8, 32, 128]),
+            ("on", "32", &[1, 8, 32, 128]),
+            ("on", "32", &[32]),
+        ];
+        for (cell, (mode, batch, concs)) in cells.into_iter().enumerate() {
             let m = dir.to_str().unwrap_or_default();
             let args = ServeCli::parse_from(["serve", "--model", m, "--db", &db, "--max-batch", batch, "--max-wait-ms", "2", "--max-attempts", "1000000000", "--queue", "1024"]).args;
             let state = args.state().await?;
             let metrics = state.metrics.clone();
             let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+            let grpc_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
             let base = format!("http://{}", listener.local_addr()?);
-            let (stop, rx) = tokio::sync::oneshot::channel::<()>();
-            let server = tokio::spawn(crate::server::serve(listener, state, async {
-                let _ = rx.await;
-            }));
-            let enroll = client.post(format!("{base}/v1/subjects/bench/templates")).bearer_auth(&key).header("content-type", "image/png").body(pngs[0].clone()).send().await?;
-            anyhow::ensure!(enroll.status().is_success(), "enroll failed: {}", enroll.status());
-            for conc in [1usize, 8, 32, 128] {
-                let (b0, n0) = (metrics.batch_size.get_sample_sum(), metrics.batch_size.get_sample_count());
-                let next = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
-                let start = Instant::now();
-                let tasks: Vec<_> = (0..conc)
-                    .map(|_| {
-                        let (client, next, pngs, key, url) = (client.clone(), next.clone(), pngs.clone(), key.clone(), format!("{base}/v1/subjects/bench/verify"));
-                        let total = a.requests;
-                        tokio::spawn(async move {
-                            let mut lat = Vec::new();
-                            loop {
-                                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                                if i >= total {
-                                    break;
-                                }
-                                let t = Instant::now();
-                                let r = client.post(&url).bearer_auth(&key).header("content-type", "image/png").body(pngs[i % pngs.len()].clone()).send().await?;
+            let grpc_url = format!("http://{}", grpc_listener.local_addr()?);
+            let (stop, stopped) = tokio::sync::watch::channel(false);
+            let until = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+                let _ = rx.wait_for(|s| *s).await;
+            };
+            let server = tokio::spawn(crate::server::serve(listener, state.clone(), until(stopped.clone())));
+            let grpc_server = tokio::spawn(crate::server::grpc::serve(grpc_listener, state, until(stopped)));
+            if cell == 0 {
+                let enroll = client.post(format!("{base}/v1/subjects/bench/templates")).bearer_auth(&key).header("content-type", "image/png").body(pngs[0].clone()).send().await?;
+                anyhow::ensure!(enroll.status().is_success(), "enroll failed: {}", enroll.status());
+            }
+            let protocols: &[&str] = if cell == 2 { &["REST", "gRPC"] } else { &["REST"] };
+            for &protocol in protocols {
+                for &conc in concs {
+                    let (b0, n0) = (metrics.batch_size.get_sample_sum(), metrics.batch_size.get_sample_count());
+                    let (rps, lat) = if protocol == "REST" {
+                        let (client, pngs, key, url) = (client.clone(), pngs.clone(), key.clone(), format!("{base}/v1/subjects/bench/verify"));
+                        load(conc, a.requests, move |i| {
+                            let req = client.post(&url).bearer_auth(&key).header("content-type", "image/png").body(pngs[i % pngs.len()].clone());
+                            async move {
+                                let r = req.send().await?;
                                 anyhow::ensure!(r.status().is_success(), "verify failed: {}", r.status());
                                 r.bytes().await?;
-                                lat.push(t.elapsed().as_secs_f64() * 1e3);
+                                Ok(())
                             }
-                            Ok(lat)
                         })
-                    })
-                    .collect();
-                let mut lat = Vec::new();
-                for t in tasks {
-                    lat.extend(t.await??);
+                        .await?
+                    } else {
+                        // One HTTP/2 connection multiplexes every call, as gRPC clients do.
+                        let channel = tonic::transport::Endpoint::from_shared(grpc_url.clone())?.connect().await?;
+                        let client = proto::verification_client::VerificationClient::new(channel);
+                        let (pngs, key) = (pngs.clone(), key.clone());
+                        load(conc, a.requests, move |i| {
+                            let mut client = client.clone();
+                            let mut req = tonic::Request::new(proto::VerifyRequest { subject_id: "bench".into(), image: pngs[i % pngs.len()].clone().into() });
+                            let auth = format!("Bearer {key}").parse();
+                            async move {
+                                req.metadata_mut().insert("authorization", auth?);
+                                client.verify(req).await?;
+                                Ok(())
+                            }
+                        })
+                        .await?
+                    };
+                    let mean_batch = (metrics.batch_size.get_sample_sum() - b0) / (metrics.batch_size.get_sample_count() - n0).max(1) as f64;
+                    let r = *reference.get_or_insert(rps);
+                    println!("| {protocol} | {mode} | {conc} | {rps:.0} | {:.2} | {:.2} | {mean_batch:.1} | {:.2} |", quantile(&lat, 0.5), quantile(&lat, 0.99), rps / r);
                 }
-                let rps = lat.len() as f64 / start.elapsed().as_secs_f64();
-                lat.sort_by(f64::total_cmp);
-                let q = |p: f64| lat[((lat.len() - 1) as f64 * p).round() as usize];
-                let mean_batch = (metrics.batch_size.get_sample_sum() - b0) / (metrics.batch_size.get_sample_count() - n0).max(1) as f64;
-                let r = *reference.get_or_insert(rps);
-                println!("| {mode} | {conc} | {rps:.0} | {:.2} | {:.2} | {mean_batch:.1} | {:.2} |", q(0.5), q(0.99), rps / r);
             }
-            let _ = stop.send(());
+            let _ = stop.send(true);
             server.await??;
+            grpc_server.await??;
         }
         Ok(())
     });

@@ -18,6 +18,9 @@ pub struct Args {
     pub db: String,
     #[arg(long, env = "DVSP_BIND", default_value = "127.0.0.1:8080")]
     pub bind: String,
+    /// Also serve the gRPC API (proto/dvsp/v1/dvsp.proto) here, e.g. 127.0.0.1:50051.
+    #[arg(long, env = "DVSP_GRPC_BIND")]
+    pub grpc_bind: Option<String>,
     /// Operating point: the card's threshold at this false match rate.
     #[arg(long, env = "DVSP_FMR", default_value_t = 1e-3)]
     pub fmr: f64,
@@ -54,6 +57,12 @@ impl Args {
     /// Loads the model and store and starts the inference worker.
     pub async fn state(&self) -> anyhow::Result<server::AppState> {
         let model = crate::artifact::load(&self.model, crate::device())?;
+        let method = model.card.training.config.method;
+        anyhow::ensure!(
+            self.max_uncertainty.is_none() || method.variational(),
+            "--max-uncertainty needs a dvsp or dvib model (its posterior spread r(x)); this model is {}",
+            method.name()
+        );
         let (threshold, op) = match self.threshold {
             Some(t) => (t, "explicit".to_string()),
             None => (
@@ -95,10 +104,50 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     let rt = tokio::runtime::Runtime::new()?;
     rt.block_on(async {
         let state = a.state().await?;
-        let listener = tokio::net::TcpListener::bind(&a.bind).await.with_context(|| format!("binding {}", a.bind))?;
+        let listener = tokio::net::TcpListener::bind(&a.bind)
+            .await
+            .with_context(|| format!("binding {}", a.bind))?;
+        let grpc = match &a.grpc_bind {
+            Some(addr) => Some(
+                tokio::net::TcpListener::bind(addr)
+                    .await
+                    .with_context(|| format!("binding {addr}"))?,
+            ),
+            None => None,
+        };
         tracing::info!(addr = %listener.local_addr()?, model = %state.card.model_id, threshold = state.threshold, "serving");
-        println!("dvsp serving model {} on http://{} (T = {:.4}, {})", state.card.model_id, listener.local_addr()?, state.threshold, state.operating_point);
-        server::serve(listener, state, server::shutdown_signal()).await?;
+        println!(
+            "dvsp serving model {} on http://{} (T = {:.4}, {})",
+            state.card.model_id,
+            listener.local_addr()?,
+            state.threshold,
+            state.operating_point
+        );
+        // One signal stops both servers; each finishes its in-flight requests.
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        tokio::spawn(async move {
+            server::shutdown_signal().await;
+            let _ = stop.send(true);
+        });
+        let until_stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+            let _ = rx.wait_for(|s| *s).await;
+        };
+        let grpc = match grpc {
+            Some(l) => {
+                println!("dvsp serving gRPC on {}", l.local_addr()?);
+                let (state, rx) = (state.clone(), stopped.clone());
+                Some(tokio::spawn(server::grpc::serve(
+                    l,
+                    state,
+                    until_stopped(rx),
+                )))
+            }
+            None => None,
+        };
+        server::serve(listener, state, until_stopped(stopped)).await?;
+        if let Some(g) = grpc {
+            g.await??;
+        }
         Ok(())
     })
 }

@@ -6,7 +6,6 @@ use axum::http::request::Parts;
 use rand::RngCore;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
-use subtle::ConstantTimeEq;
 
 use super::error::ApiError;
 use super::AppState;
@@ -79,7 +78,7 @@ pub fn generate() -> NewKey {
 }
 
 /// The key id of a well-formed key.
-fn key_id(key: &str) -> Option<&str> {
+pub(super) fn key_id(key: &str) -> Option<&str> {
     let rest = key.strip_prefix("dvsp_")?;
     let (id, secret) = rest.split_once('_')?;
     (id.len() == 12 && !secret.is_empty()).then_some(id)
@@ -113,32 +112,13 @@ impl FromRequestParts<AppState> for Caller {
         parts: &mut Parts,
         app: &AppState,
     ) -> Result<Self, Self::Rejection> {
-        let header = |name: &str| parts.headers.get(name).and_then(|v| v.to_str().ok());
-        let key = header("x-api-key")
-            .or_else(|| header("authorization").and_then(|v| v.strip_prefix("Bearer ")))
-            .map(str::trim);
-        let fail = |reason: &str, message: &str| {
-            app.metrics.auth_failures.with_label_values(&[reason]).inc();
-            ApiError::Unauthorized(message.to_string())
-        };
-        let Some(key) = key else {
-            return Err(fail(
-                "missing",
-                "missing API key: send `Authorization: Bearer <key>` or `x-api-key`",
-            ));
-        };
-        let invalid = || fail("invalid", "invalid or revoked API key");
-        let id = key_id(key).ok_or_else(invalid)?;
-        let row = app.store.get_key(id).await?.ok_or_else(invalid)?;
-        let ok: bool = hash(key).as_bytes().ct_eq(row.hash.as_bytes()).into();
-        if !ok || row.revoked {
-            return Err(invalid());
-        }
-        let role = Role::parse(&row.role)
-            .ok_or_else(|| ApiError::Internal(format!("key {id} has unknown role {}", row.role)))?;
-        Ok(Caller {
-            key_id: row.id,
-            role,
-        })
+        app.authenticate(presented_key(&parts.headers)).await
     }
+}
+
+/// The key a request presents: `x-api-key`, else `Authorization: Bearer` (HTTP headers and
+/// gRPC metadata alike).
+pub fn presented_key(headers: &axum::http::HeaderMap) -> Option<&str> {
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    header("x-api-key").or_else(|| header("authorization").and_then(|v| v.strip_prefix("Bearer ")))
 }

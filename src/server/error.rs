@@ -18,6 +18,10 @@ pub enum ApiError {
     NotFound(String),
     #[error("{0}")]
     Conflict(String),
+    /// The request is valid but the state forbids it (templates of another model, a subject
+    /// with no templates): 409 over HTTP, FAILED_PRECONDITION over gRPC.
+    #[error("{0}")]
+    Precondition(String),
     #[error("{0}")]
     PayloadTooLarge(String),
     #[error("{0}")]
@@ -40,6 +44,7 @@ impl ApiError {
             ApiError::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
             ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
             ApiError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
+            ApiError::Precondition(_) => (StatusCode::CONFLICT, "failed_precondition"),
             ApiError::PayloadTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
             ApiError::UnsupportedMediaType(_) => {
                 (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type")

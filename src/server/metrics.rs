@@ -19,6 +19,8 @@ pub struct Metrics {
     pub templates: IntGauge,
     pub decisions: IntCounterVec,
     pub auth_failures: IntCounterVec,
+    pub grpc_requests: IntCounterVec,
+    pub grpc_latency: HistogramVec,
 }
 
 impl Metrics {
@@ -32,15 +34,33 @@ impl Metrics {
             &["route", "method", "status"],
         )
         .expect("metric");
+        let latency_buckets = vec![
+            0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+        ];
         let latency = HistogramVec::new(
             HistogramOpts::new(
                 "dvsp_http_request_duration_seconds",
                 "HTTP request latency by route",
             )
-            .buckets(vec![
-                0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
-            ]),
+            .buckets(latency_buckets.clone()),
             &["route", "method"],
+        )
+        .expect("metric");
+        let grpc_requests = IntCounterVec::new(
+            Opts::new(
+                "dvsp_grpc_requests_total",
+                "gRPC calls by method and status code",
+            ),
+            &["method", "code"],
+        )
+        .expect("metric");
+        let grpc_latency = HistogramVec::new(
+            HistogramOpts::new(
+                "dvsp_grpc_request_duration_seconds",
+                "gRPC call latency by method",
+            )
+            .buckets(latency_buckets),
+            &["method"],
         )
         .expect("metric");
         let batch_size = Histogram::with_opts(
@@ -90,6 +110,8 @@ impl Metrics {
             Box::new(templates.clone()),
             Box::new(decisions.clone()),
             Box::new(auth_failures.clone()),
+            Box::new(grpc_requests.clone()),
+            Box::new(grpc_latency.clone()),
         ] {
             registry.register(c).expect("unique metric");
         }
@@ -103,6 +125,8 @@ impl Metrics {
             templates,
             decisions,
             auth_failures,
+            grpc_requests,
+            grpc_latency,
         }
     }
 

@@ -5,10 +5,12 @@
 //! model card, health, readiness and Prometheus metrics.
 pub mod auth;
 pub mod error;
+pub mod grpc;
 pub mod input;
 pub mod metrics;
 pub mod openapi;
 mod routes;
+pub mod service;
 pub mod worker;
 
 use std::sync::Arc;

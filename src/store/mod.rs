@@ -18,6 +18,9 @@ pub enum StoreError {
     Url(String),
     #[error("already exists")]
     Conflict,
+    /// A row it refers to is gone (a foreign key failed).
+    #[error("refers to a missing row")]
+    Missing,
 }
 
 pub type StoreResult<T> = Result<T, StoreError>;
@@ -86,6 +89,10 @@ fn from_bytes(b: &[u8]) -> Vec<f32> {
 
 fn unique_violation(e: &sqlx::Error) -> bool {
     matches!(e, sqlx::Error::Database(d) if d.is_unique_violation())
+}
+
+fn foreign_key_violation(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Database(d) if d.is_foreign_key_violation())
 }
 
 impl Store {
@@ -248,6 +255,13 @@ impl Store {
         .execute(p)
         .await
         .map(|_| ())
+        })
+        .map_err(|e| {
+            if foreign_key_violation(&e) {
+                StoreError::Missing
+            } else {
+                e.into()
+            }
         })?;
         Ok(t)
     }

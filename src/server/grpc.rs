@@ -1,0 +1,311 @@
+//! The gRPC front end (`proto/dvsp/v1/dvsp.proto`), served beside HTTP by
+//! `dvsp serve --grpc-bind`. It shares the REST API's state: the same store, inference
+//! worker, API keys (metadata `x-api-key` or `authorization: Bearer`), limits and metrics;
+//! every call runs the operation in `service.rs`. gRPC health checking and reflection are
+//! served too.
+use std::future::Future;
+use std::time::Instant;
+
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic::{Code, Request, Response, Status};
+
+use super::auth::{presented_key, Caller};
+use super::error::ApiError;
+use super::{service, AppState};
+
+/// The generated messages, server and client.
+pub mod proto {
+    tonic::include_proto!("dvsp.v1");
+
+    /// The encoded descriptor set, for reflection.
+    pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("dvsp_descriptor");
+}
+
+use proto::verification_server::{Verification, VerificationServer};
+
+impl From<ApiError> for Status {
+    fn from(e: ApiError) -> Status {
+        let code = match &e {
+            ApiError::BadRequest(_)
+            | ApiError::Unprocessable(_)
+            | ApiError::UnsupportedMediaType(_) => Code::InvalidArgument,
+            ApiError::Unauthorized(_) => Code::Unauthenticated,
+            ApiError::Forbidden(_) => Code::PermissionDenied,
+            ApiError::NotFound(_) => Code::NotFound,
+            ApiError::Conflict(_) => Code::AlreadyExists,
+            ApiError::Precondition(_) => Code::FailedPrecondition,
+            ApiError::PayloadTooLarge(_) | ApiError::TooManyRequests { .. } => {
+                Code::ResourceExhausted
+            }
+            ApiError::Busy => Code::Unavailable,
+            ApiError::Internal(cause) => {
+                tracing::error!(%cause, "internal error");
+                return Status::internal("internal error");
+            }
+        };
+        Status::new(code, e.to_string())
+    }
+}
+
+/// The `Verification` service over the shared state.
+pub struct Grpc {
+    app: AppState,
+}
+
+impl Grpc {
+    /// Runs one call: authenticates, runs `op`, records `dvsp_grpc_*` metrics.
+    async fn call<M, T, F, Fut>(
+        &self,
+        method: &'static str,
+        req: Request<M>,
+        op: F,
+    ) -> Result<Response<T>, Status>
+    where
+        F: FnOnce(Caller, M) -> Fut,
+        Fut: Future<Output = Result<T, ApiError>>,
+    {
+        let start = Instant::now();
+        let (meta, _, msg) = req.into_parts();
+        let result = match self.app.authenticate(presented_key(meta.as_ref())).await {
+            Ok(caller) => op(caller, msg).await,
+            Err(e) => Err(e),
+        };
+        let result = result.map(Response::new).map_err(Status::from);
+        let code = result.as_ref().map_or_else(Status::code, |_| Code::Ok);
+        let m = &self.app.metrics;
+        m.grpc_requests
+            .with_label_values(&[method, &format!("{code:?}")])
+            .inc();
+        m.grpc_latency
+            .with_label_values(&[method])
+            .observe(start.elapsed().as_secs_f64());
+        result
+    }
+}
+
+impl From<crate::store::Subject> for proto::Subject {
+    fn from(s: crate::store::Subject) -> Self {
+        proto::Subject {
+            id: s.id,
+            name: s.name,
+            created_at_ms: s.created_at,
+        }
+    }
+}
+
+impl From<service::Decision> for proto::Decision {
+    fn from(d: service::Decision) -> Self {
+        proto::Decision {
+            r#match: d.is_match,
+            similarity: d.similarity,
+            distance: d.distance,
+            threshold: d.threshold,
+            quality: d.quality,
+            model_id: d.model_id,
+        }
+    }
+}
+
+/// An empty string is "not given" in proto3.
+fn given(s: String) -> Option<String> {
+    (!s.is_empty()).then_some(s)
+}
+
+#[tonic::async_trait]
+impl Verification for Grpc {
+    async fn create_subject(
+        &self,
+        req: Request<proto::CreateSubjectRequest>,
+    ) -> Result<Response<proto::Subject>, Status> {
+        self.call("CreateSubject", req, |c, r| async move {
+            let s = self
+                .app
+                .create_subject(&c, given(r.id), r.name.as_deref())
+                .await?;
+            Ok(s.into())
+        })
+        .await
+    }
+
+    async fn get_subject(
+        &self,
+        req: Request<proto::GetSubjectRequest>,
+    ) -> Result<Response<proto::SubjectDetail>, Status> {
+        self.call("GetSubject", req, |c, r| async move {
+            let d = self.app.subject(&c, &r.id).await?;
+            let subject_id = d.subject.id.clone();
+            Ok(proto::SubjectDetail {
+                subject: Some(d.subject.into()),
+                templates: d
+                    .templates
+                    .into_iter()
+                    .map(|t| proto::Template {
+                        id: t.id,
+                        subject_id: subject_id.clone(),
+                        model_id: t.model_id,
+                        quality: t.quality,
+                        created_at_ms: t.created_at,
+                    })
+                    .collect(),
+            })
+        })
+        .await
+    }
+
+    async fn list_subjects(
+        &self,
+        req: Request<proto::ListSubjectsRequest>,
+    ) -> Result<Response<proto::ListSubjectsResponse>, Status> {
+        self.call("ListSubjects", req, |c, r| async move {
+            let limit = if r.limit == 0 { 50 } else { r.limit };
+            let after = given(r.after);
+            let page = self.app.list_subjects(&c, after.as_deref(), limit).await?;
+            Ok(proto::ListSubjectsResponse {
+                subjects: page.subjects.into_iter().map(Into::into).collect(),
+                next_after: page.next_after.unwrap_or_default(),
+            })
+        })
+        .await
+    }
+
+    async fn delete_subject(
+        &self,
+        req: Request<proto::DeleteSubjectRequest>,
+    ) -> Result<Response<proto::Deleted>, Status> {
+        self.call("DeleteSubject", req, |c, r| async move {
+            self.app.delete_subject(&c, &r.id).await?;
+            Ok(proto::Deleted {})
+        })
+        .await
+    }
+
+    async fn enroll(
+        &self,
+        req: Request<proto::EnrollRequest>,
+    ) -> Result<Response<proto::Template>, Status> {
+        self.call("Enroll", req, |c, r| async move {
+            let e = self.app.enroll(&c, &r.subject_id, r.image).await?;
+            Ok(proto::Template {
+                id: e.template_id,
+                subject_id: e.subject_id,
+                model_id: e.model_id,
+                quality: e.quality,
+                created_at_ms: e.created_at,
+            })
+        })
+        .await
+    }
+
+    async fn delete_template(
+        &self,
+        req: Request<proto::DeleteTemplateRequest>,
+    ) -> Result<Response<proto::Deleted>, Status> {
+        self.call("DeleteTemplate", req, |c, r| async move {
+            self.app
+                .delete_template(&c, &r.subject_id, &r.template_id)
+                .await?;
+            Ok(proto::Deleted {})
+        })
+        .await
+    }
+
+    async fn verify(
+        &self,
+        req: Request<proto::VerifyRequest>,
+    ) -> Result<Response<proto::SubjectDecision>, Status> {
+        self.call("Verify", req, |c, r| async move {
+            let d = self.app.verify_subject(&c, &r.subject_id, r.image).await?;
+            Ok(proto::SubjectDecision {
+                subject_id: d.subject_id,
+                decision_rule: d.decision_rule.to_string(),
+                templates_compared: d.templates_compared as u32,
+                decision: Some(d.decision.into()),
+            })
+        })
+        .await
+    }
+
+    async fn verify_pair(
+        &self,
+        req: Request<proto::VerifyPairRequest>,
+    ) -> Result<Response<proto::Decision>, Status> {
+        self.call("VerifyPair", req, |c, r| async move {
+            Ok(self.app.verify_pair(&c, r.image_a, r.image_b).await?.into())
+        })
+        .await
+    }
+
+    async fn identify(
+        &self,
+        req: Request<proto::IdentifyRequest>,
+    ) -> Result<Response<proto::IdentifyResponse>, Status> {
+        self.call("Identify", req, |c, r| async move {
+            let top_k = if r.top_k == 0 { 5 } else { r.top_k as usize };
+            let id = self.app.identify(&c, r.image, top_k).await?;
+            Ok(proto::IdentifyResponse {
+                r#match: id.is_match,
+                candidates: id
+                    .candidates
+                    .into_iter()
+                    .map(|c| proto::Candidate {
+                        subject_id: c.subject_id,
+                        distance: c.distance,
+                        similarity: c.similarity,
+                        r#match: c.is_match,
+                    })
+                    .collect(),
+                threshold: id.threshold,
+                quality: id.quality,
+                model_id: id.model_id,
+                gallery_templates: id.gallery_templates as u32,
+            })
+        })
+        .await
+    }
+
+    async fn get_model(
+        &self,
+        req: Request<proto::GetModelRequest>,
+    ) -> Result<Response<proto::ModelInfo>, Status> {
+        self.call("GetModel", req, |c, _| async move {
+            c.require(super::auth::Role::Verify)?;
+            let card = &self.app.card;
+            Ok(proto::ModelInfo {
+                model_id: card.model_id.clone(),
+                method: card.training.config.method.name().to_string(),
+                threshold: self.app.threshold,
+                operating_point: self.app.operating_point.clone(),
+                card_json: serde_json::to_string(card)
+                    .map_err(|e| ApiError::Internal(e.to_string()))?,
+            })
+        })
+        .await
+    }
+}
+
+/// Serves the `Verification` service, health checking and reflection on `listener` until
+/// `shutdown` resolves. Messages are limited to the HTTP body limit, calls to its timeout.
+pub async fn serve(
+    listener: TcpListener,
+    state: AppState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), tonic::transport::Error> {
+    let limits = state.limits.clone();
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health.set_serving::<VerificationServer<Grpc>>().await;
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .expect("the compiled descriptor set is valid");
+    tonic::transport::Server::builder()
+        .timeout(limits.timeout)
+        .add_service(health_service)
+        .add_service(reflection)
+        .add_service(
+            VerificationServer::new(Grpc { app: state })
+                .max_decoding_message_size(limits.max_body_bytes),
+        )
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+        .await
+}
