@@ -41,6 +41,14 @@ fn adversarial(
 }
 
 /// Trains a model on `split.train` and writes it to `out` (weights + card). Returns the card.
+/// The paper's face augmentation: each image of `[B, C, H, W]` mirrored left-right with
+/// probability 1/2 (applied to RGB, i.e. face, data).
+pub fn random_mirror(x: &Tensor) -> Tensor {
+    let b = x.size()[0];
+    let flip = Tensor::rand([b, 1, 1, 1], (Kind::Float, x.device())).lt(0.5);
+    x.flip([3]).where_self(&flip, x)
+}
+
 pub fn train(
     cfg: &TrainConfig,
     data: &DataSpec,
@@ -91,6 +99,9 @@ pub fn train(
         for b in 0..batches {
             let idx = perm.narrow(0, (b * cfg.batch_size) as i64, cfg.batch_size as i64);
             let mut x = to_input(&train.images.index_select(0, &idx), device);
+            if spec.input.channels == 3 {
+                x = random_mirror(&x);
+            }
             let mut y = train.labels.index_select(0, &idx).to_device(device);
             if cfg.method == Method::Dvsp && cfg.eps > 0.0 {
                 let xa = adversarial(&net, &x, &y, cfg, iter)?;

@@ -13,6 +13,10 @@ pub struct Args {
     pub model: PathBuf,
     #[command(flatten)]
     pub data: DataArgs,
+    /// LFW protocol instead of all pairs: this pairs.txt over `--data folder:ROOT` (faces
+    /// aligned as the model expects, e.g. by `dvsp align`); writes lfw.json.
+    #[arg(long, requires = "data")]
+    pub lfw_pairs: Option<PathBuf>,
 }
 
 /// Evaluates the model in `dir` on every test set of `data` (default: the card's data set),
@@ -62,7 +66,55 @@ pub fn evaluate(dir: &Path, data: &DataArgs) -> anyhow::Result<ModelCard> {
     Ok(model.card)
 }
 
+/// LFW's 10-fold protocol of the model in `dir` on `root`, written to `dir/lfw.json`.
+pub fn evaluate_lfw(
+    dir: &Path,
+    root: &Path,
+    pairs_txt: &Path,
+) -> anyhow::Result<crate::metrics::lfw::LfwReport> {
+    use anyhow::Context;
+    let text = std::fs::read_to_string(pairs_txt)
+        .with_context(|| format!("reading {}", pairs_txt.display()))?;
+    let pairs = crate::metrics::lfw::parse_pairs(&text)
+        .with_context(|| format!("parsing {}", pairs_txt.display()))?;
+    let model = artifact::load(dir, crate::device())?;
+    let pb = crate::train::progress_bar(
+        1,
+        &format!("LFW: embedding the images of {} pairs", pairs.len()),
+    );
+    pb.tick();
+    let r = crate::eval::lfw(&model.net, root, &pairs, crate::device())?;
+    pb.finish_and_clear();
+    for (k, f) in r.folds.iter().enumerate() {
+        println!(
+            "    fold {:2}: accuracy {:.2}% at T = {:.4}",
+            k + 1,
+            f.accuracy * 100.0,
+            f.threshold
+        );
+    }
+    println!(
+        "{} LFW {} pairs: accuracy {:.2}% +- {:.2}%, EER {:.2}% (T = {:.4})",
+        dir.display(),
+        r.pairs,
+        r.accuracy_mean * 100.0,
+        r.accuracy_std * 100.0,
+        r.eer * 100.0,
+        r.eer_threshold
+    );
+    artifact::write_atomic(&dir.join("lfw.json"), &serde_json::to_vec_pretty(&r)?)?;
+    Ok(r)
+}
+
 pub fn run(a: Args) -> anyhow::Result<()> {
+    if let Some(pairs) = &a.lfw_pairs {
+        let Some(crate::data::DataSpec::Folder(root)) = &a.data.data else {
+            anyhow::bail!("--lfw-pairs needs --data folder:LFW_ROOT");
+        };
+        evaluate_lfw(&a.model, root, pairs)?;
+        println!("wrote {}", a.model.join("lfw.json").display());
+        return Ok(());
+    }
     evaluate(&a.model, &a.data)?;
     println!(
         "wrote {} and det.png / det.svg",

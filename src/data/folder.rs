@@ -57,17 +57,45 @@ pub fn load_image(path: &Path, h: u32, w: u32) -> Result<Tensor> {
         .permute([2, 0, 1]))
 }
 
+/// Decodes `paths` on every core into one `[N, 3, h, w]` `u8` tensor, in order.
+pub fn load_images(paths: &[PathBuf], h: u32, w: u32) -> Result<Tensor> {
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let chunk = paths.len().div_ceil(threads).max(1);
+    let parts: Vec<Result<Vec<Tensor>>> = std::thread::scope(|s| {
+        let handles: Vec<_> = paths
+            .chunks(chunk)
+            .map(|c| s.spawn(move || c.iter().map(|p| load_image(p, h, w)).collect()))
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join().unwrap_or_else(|_| {
+                    Err(Error::Invalid("an image decoder thread panicked".into()))
+                })
+            })
+            .collect()
+    });
+    let mut images = Vec::with_capacity(paths.len());
+    for p in parts {
+        images.extend(p?);
+    }
+    if images.is_empty() {
+        return Err(Error::Invalid("no images to load".into()));
+    }
+    Ok(Tensor::stack(&images, 0))
+}
+
 fn load_ids(ids: &[(String, Vec<PathBuf>)], first_label: usize, h: u32, w: u32) -> Result<Dataset> {
-    let mut images = Vec::new();
+    let mut paths = Vec::new();
     let mut labels = Vec::new();
     for (i, (_, files)) in ids.iter().enumerate() {
         for f in files {
-            images.push(load_image(f, h, w)?);
+            paths.push(f.clone());
             labels.push((first_label + i) as i64);
         }
     }
     Ok(Dataset {
-        images: Tensor::stack(&images, 0),
+        images: load_images(&paths, h, w)?,
         labels: Tensor::from_slice(&labels).to_kind(Kind::Int64),
         classes: ids.len(),
     })

@@ -1,3 +1,4 @@
 //! Metrics as pure functions over scores.
 pub mod eer;
+pub mod lfw;
 pub mod robustness;

@@ -19,10 +19,27 @@ struct ConvAct {
 }
 
 impl ConvAct {
+    /// SphereFace's initialisation (its sphereface_model.prototxt): Xavier for the stride-2
+    /// convs, N(0, 0.01) for the convs inside residual units, zero biases. Without batch
+    /// norm, the default (Kaiming) initialisation makes the residual sums blow up.
     fn new(p: nn::Path, c_in: i64, c_out: i64, stride: i64) -> ConvAct {
+        let ws_init = if stride == 2 {
+            let bound = (6.0 / (9 * (c_in + c_out)) as f64).sqrt();
+            nn::Init::Uniform {
+                lo: -bound,
+                up: bound,
+            }
+        } else {
+            nn::Init::Randn {
+                mean: 0.0,
+                stdev: 0.01,
+            }
+        };
         let cfg = nn::ConvConfig {
             stride,
             padding: 1,
+            ws_init,
+            bs_init: nn::Init::Const(0.0),
             ..Default::default()
         };
         ConvAct {
