@@ -7,7 +7,7 @@ export LIBTORCH ?= $(HOME)/.cache/dvsp/libtorch
 BIN := $(CARGO_TARGET_DIR)/debug/dvsp
 DEMO := runs/demo
 
-.PHONY: setup build demo serve test lint table1 bench
+.PHONY: setup build demo demo-faces serve test lint table1 bench
 setup:
 	@bash scripts/setup.sh
 
@@ -20,6 +20,12 @@ demo: build
 	$(BIN) train --data mnist --method dvsp --epochs 3 --out $(DEMO)
 	$(BIN) eval --model $(DEMO)
 	bash scripts/demo_session.sh $(BIN) $(DEMO)
+
+# Faces: face-api's recognition net imported as a model (evaluated on face-samples), an
+# ordinary photo enrolled through the service, the other photos verified.
+demo-faces: build
+	$(BIN) import face-api --out runs/faceapi
+	bash scripts/demo_faces.sh $(BIN) runs/faceapi
 
 # The service on the demo model, for your own requests (Ctrl-C stops it).
 serve: build

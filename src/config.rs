@@ -13,6 +13,9 @@ pub enum Method {
     Center,
     /// A-Softmax with angular margin m (Liu et al. 2017).
     Sphereface,
+    /// Imported weights (`dvsp import`), not trained here.
+    #[value(skip)]
+    Pretrained,
 }
 
 impl Method {
@@ -29,6 +32,7 @@ impl Method {
             Method::Dvib => "dvib",
             Method::Center => "center",
             Method::Sphereface => "sphereface",
+            Method::Pretrained => "pretrained",
         }
     }
 
@@ -46,6 +50,11 @@ pub enum Backbone {
     Small,
     /// The 20-layer SphereFace CNN for 3x112x96 faces.
     Sphere20,
+    /// face-api's face recognition ResNet (dlib's, 128-d) for 3x150x150 face crops;
+    /// imported by `dvsp import face-api`, not trainable here.
+    #[value(skip)]
+    #[serde(rename = "faceapi_resnet")]
+    FaceapiResnet,
 }
 
 /// Every hyper-parameter of a training run. Defaults are the ones `dvsp train` uses on MNIST.

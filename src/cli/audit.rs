@@ -59,6 +59,83 @@ pub struct Args {
     pub data: DataArgs,
     #[command(flatten)]
     pub audit: AuditArgs,
+    /// Pair mode: attack this photo towards `--target` and back instead of sampling pairs
+    /// (face models find and crop the face first).
+    #[arg(long, requires = "target")]
+    pub probe: Option<PathBuf>,
+    #[arg(long, requires = "probe")]
+    pub target: Option<PathBuf>,
+}
+
+/// One direction of a pair-mode audit.
+#[derive(Debug, serde::Serialize)]
+pub struct PairAttack {
+    pub probe: PathBuf,
+    pub target: PathBuf,
+    /// Cosine distance D before and after the attack; match when D <= threshold.
+    pub distance_before: f64,
+    pub distance_after: f64,
+    pub threshold: f64,
+    /// The smallest L2 perturbation found (pixels in [0, 1]); `None` if the attack failed.
+    pub l2: Option<f64>,
+    /// Its root mean square per pixel value.
+    pub rms: Option<f64>,
+}
+
+/// The model input of a photo: the face crop for face models, else the resized image.
+fn input_of(model: &artifact::Model, dir: &Path, path: &Path) -> anyhow::Result<tch::Tensor> {
+    let input = &model.card.net.input;
+    Ok(match input.face {
+        Some(how) => {
+            let faces = crate::face::photo::load_for(dir)?;
+            crate::face::photo::crop_file(&faces, path, how)?
+        }
+        None => {
+            let img = crate::data::folder::load_image(path, input.height as u32, input.width as u32)?;
+            let img = img.to_kind(tch::Kind::Float) / 255.0;
+            if input.channels == 1 {
+                img.mean_dim(0, true, None)
+            } else {
+                img
+            }
+        }
+    })
+}
+
+/// Pair mode: the minimal CW-L2 perturbation making the model accept `probe` as `target`,
+/// and `target` as `probe` (both optimised in one batch). Writes attack_pair.json and the
+/// Figure-5-style grid attack_pair.png (original, adversarial, amplified perturbation,
+/// target) into the model directory.
+pub fn audit_pair(dir: &Path, probe: &Path, target: &Path, args: &AuditArgs) -> anyhow::Result<Vec<PairAttack>> {
+    let model = artifact::load(dir, tch::Device::Cpu)?;
+    let cfg = args.config();
+    let threshold = cfg.threshold_at.from_card(&model.card)?;
+    let (a, b) = (input_of(&model, dir, probe)?, input_of(&model, dir, target)?);
+    let x1 = tch::Tensor::stack(&[&a, &b], 0);
+    let f = tch::no_grad(|| crate::model::unit(&model.net.features(&x1)));
+    let goals = tch::Tensor::stack(&[f.get(1), f.get(0)], 0);
+    let before = tch::no_grad(|| crate::attack::distance(&model.net, &x1, &goals));
+    let out = crate::attack::cw::attack(&model.net, &x1, &goals, threshold, &cfg.cw);
+    let n = a.numel() as f64;
+    let paths = [(probe, target), (target, probe)];
+    let result: Vec<PairAttack> = (0..2)
+        .map(|i| PairAttack {
+            probe: paths[i].0.to_path_buf(),
+            target: paths[i].1.to_path_buf(),
+            distance_before: before.double_value(&[i as i64]),
+            distance_after: out.distance[i],
+            threshold,
+            l2: out.l2[i],
+            rms: out.l2[i].map(|l| l / n.sqrt()),
+        })
+        .collect();
+    artifact::write_atomic(&dir.join("attack_pair.json"), serde_json::to_string_pretty(&result)?.as_bytes())?;
+    let rows = vec![
+        [a.shallow_clone(), out.adversarial.get(0), b.shallow_clone()],
+        [b.shallow_clone(), out.adversarial.get(1), a.shallow_clone()],
+    ];
+    crate::plot::attack_grid(&dir.join("attack_pair.png"), &rows, 2)?;
+    Ok(result)
 }
 
 /// Audits the model in `dir`; writes audit.json, heatmap.{png,svg}, adversarial.png and the
@@ -121,6 +198,22 @@ pub fn audit(dir: &Path, data: &DataArgs, args: &AuditArgs) -> anyhow::Result<Au
 }
 
 pub fn run(a: Args) -> anyhow::Result<()> {
+    if let (Some(probe), Some(target)) = (&a.probe, &a.target) {
+        for r in audit_pair(&a.model, probe, target, &a.audit)? {
+            println!(
+                "{} -> {}: D {:.4} -> {:.4} (T = {:.4}), L2 {} (RMS per pixel value {})",
+                r.probe.display(),
+                r.target.display(),
+                r.distance_before,
+                r.distance_after,
+                r.threshold,
+                r.l2.map_or("- (attack failed)".into(), |v| format!("{v:.3}")),
+                r.rms.map_or("-".into(), |v| format!("{v:.4}"))
+            );
+        }
+        println!("wrote {} and {}", a.model.join("attack_pair.json").display(), a.model.join("attack_pair.png").display());
+        return Ok(());
+    }
     let r = audit(&a.model, &a.data, &a.audit)?;
     let rb = &r.robustness;
     let failed: usize = rb.failures.iter().flatten().sum();

@@ -24,6 +24,9 @@ pub enum What {
     /// Verify throughput and latency of the service: micro-batching on vs off, REST vs gRPC
     /// (needs --model).
     Serve,
+    /// Per-photo time of face detection, landmarks, alignment and embedding on the sample
+    /// photos (reference: the embedding alone).
+    Faces,
 }
 
 #[derive(Debug, clap::Args)]
@@ -385,10 +388,89 @@ fn attack(a: &Args) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Mean milliseconds of `f` over `reps` runs on every photo (after one warm-up run each).
+fn per_photo(photos: &[Tensor], reps: usize, mut f: impl FnMut(&Tensor) -> anyhow::Result<()>) -> anyhow::Result<f64> {
+    for p in photos {
+        f(p)?;
+    }
+    let t0 = Instant::now();
+    for _ in 0..reps {
+        for p in photos {
+            f(p)?;
+        }
+    }
+    Ok(t0.elapsed().as_secs_f64() * 1e3 / (reps * photos.len()) as f64)
+}
+
+fn faces(a: &Args) -> anyhow::Result<()> {
+    use crate::face::{photo, FaceApi, FaceRecognitionNet};
+    use crate::model::FaceCrop;
+    let _guard = tch::no_grad_guard();
+    let root = crate::data::faces_root();
+    let dir = crate::face::model_dir();
+    let paths: Vec<PathBuf> = crate::face::samples::photos(&root)?
+        .into_iter()
+        .flat_map(|(_, v)| v)
+        .collect();
+    let photos = paths
+        .iter()
+        .map(|p| crate::face::load_rgb(p))
+        .collect::<crate::Result<Vec<_>>>()?;
+    let api = FaceApi::load(&dir)?;
+    let (_vs, net) = FaceRecognitionNet::load(&dir, tch::Device::Cpu)?;
+    let crops: Vec<Tensor> = photos
+        .iter()
+        .map(|p| Ok(photo::best_face(&api, p, FaceCrop::Dlib150)?.ok_or_else(|| anyhow::anyhow!("no face"))?.1))
+        .collect::<anyhow::Result<_>>()?;
+    let reps = a.steps.max(1);
+    let mut next = 0;
+    let embed = per_photo(&photos, reps, |_| {
+        net.forward(&crops[next % crops.len()].unsqueeze(0));
+        next += 1;
+        Ok(())
+    })?;
+    let detect = per_photo(&photos, reps, |p| {
+        api.detector.detect(p, FaceApi::INPUT_SIZE, FaceApi::SCORE_THRESHOLD)?;
+        Ok(())
+    })?;
+    let landmarks = per_photo(&photos, reps, |p| {
+        api.faces(p)?;
+        Ok(())
+    })?;
+    let align = per_photo(&photos, reps, |p| {
+        photo::best_face(&api, p, FaceCrop::Sphereface112x96)?;
+        Ok(())
+    })?;
+    let full = per_photo(&photos, reps, |p| {
+        let (_, c) = photo::best_face(&api, p, FaceCrop::Dlib150)?.ok_or_else(|| anyhow::anyhow!("no face"))?;
+        net.forward(&c.unsqueeze(0));
+        Ok(())
+    })?;
+    let sizes: Vec<String> = photos.iter().map(|p| format!("{}x{}", p.size()[2], p.size()[1])).collect();
+    println!(
+        "face pipeline per photo on {} photos ({}), {} threads, {reps} runs each",
+        photos.len(),
+        sizes.join(", "),
+        tch::get_num_threads()
+    );
+    println!("| stage | ms per photo | ratio to reference |\n|---|---|---|");
+    for (name, ms) in [
+        ("embedding a 150x150 crop (reference)", embed),
+        ("detection (tiny face detector, 416)", detect),
+        ("detection + 68 landmarks", landmarks),
+        ("detection + landmarks + SphereFace 112x96 alignment", align),
+        ("detection + landmarks + dlib crop + embedding (what the service does)", full),
+    ] {
+        println!("| {name} | {ms:.1} | {:.2} |", ms / embed);
+    }
+    Ok(())
+}
+
 pub fn run(a: Args) -> anyhow::Result<()> {
     match a.what {
         What::Attack => return attack(&a),
         What::Serve => return serve(&a),
+        What::Faces => return faces(&a),
         What::Train => {}
     }
     let cases = [

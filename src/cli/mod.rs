@@ -2,6 +2,7 @@
 pub mod audit;
 pub mod bench;
 pub mod eval;
+pub mod faces;
 pub mod keys;
 pub mod reproduce;
 pub mod serve;
@@ -45,6 +46,10 @@ pub enum Command {
     Keys(keys::KeysArgs),
     /// Database administration.
     Db(keys::DbArgs),
+    /// Import a pretrained model (face-api's face recognition net).
+    Import(faces::ImportArgs),
+    /// Detect, landmark and align face photos into crops a face model takes.
+    Align(faces::AlignArgs),
 }
 
 /// Where the data comes from (shared by the subcommands that read data).
@@ -105,5 +110,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Serve(a) => serve::run(a),
         Command::Keys(a) => keys::keys(a),
         Command::Db(a) => keys::db(a),
+        Command::Import(a) => faces::import(a),
+        Command::Align(a) => faces::align(a),
     }
 }

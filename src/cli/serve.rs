@@ -86,8 +86,12 @@ impl Args {
             max_wait: Duration::from_millis(self.max_wait_ms),
             queue: self.queue,
         };
+        let faces = match model.card.net.input.face {
+            Some(_) => Some(crate::face::photo::load_for(&self.model)?),
+            None => None,
+        };
         Ok(server::App::new(
-            model, store, threshold, op, limits, batching,
+            model, store, threshold, op, limits, batching, faces,
         ))
     }
 }

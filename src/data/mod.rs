@@ -58,12 +58,14 @@ pub struct Split {
     pub description: String,
 }
 
-/// Which data to load: `mnist`, `fashion-mnist` or `folder:PATH`.
+/// Which data to load: `mnist`, `fashion-mnist`, `face-samples` or `folder:PATH`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(into = "String", try_from = "String")]
 pub enum DataSpec {
     Mnist,
     FashionMnist,
+    /// The labelled face photos `make setup` fetches (`crate::face::samples`).
+    FaceSamples,
     Folder(PathBuf),
 }
 
@@ -73,10 +75,11 @@ impl std::str::FromStr for DataSpec {
         match s {
             "mnist" => Ok(DataSpec::Mnist),
             "fashion-mnist" => Ok(DataSpec::FashionMnist),
+            "face-samples" => Ok(DataSpec::FaceSamples),
             _ => match s.strip_prefix("folder:") {
                 Some(p) if !p.is_empty() => Ok(DataSpec::Folder(PathBuf::from(p))),
                 _ => Err(Error::Invalid(format!(
-                    "unknown data set {s:?}: use mnist, fashion-mnist or folder:PATH"
+                    "unknown data set {s:?}: use mnist, fashion-mnist, face-samples or folder:PATH"
                 ))),
             },
         }
@@ -88,6 +91,7 @@ impl std::fmt::Display for DataSpec {
         match self {
             DataSpec::Mnist => write!(f, "mnist"),
             DataSpec::FashionMnist => write!(f, "fashion-mnist"),
+            DataSpec::FaceSamples => write!(f, "face-samples"),
             DataSpec::Folder(p) => write!(f, "folder:{}", p.display()),
         }
     }
@@ -149,6 +153,10 @@ impl DataSpec {
                     extra_test: Some(("t10k".into(), official)),
                     description: "train: training file images 0..50000; test: training file images 50000..60000 (paper section 4.2); extra test: official t10k file".into(),
                 })
+            }
+            DataSpec::FaceSamples => {
+                let (h, w) = size.unwrap_or((150, 150));
+                crate::face::samples::load(&faces_root(), h, w)
             }
             DataSpec::Folder(path) => {
                 let (h, w) = size.unwrap_or((112, 96));

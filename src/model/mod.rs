@@ -27,11 +27,27 @@ pub struct InputSpec {
     pub width: i64,
     pub mean: f64,
     pub std: f64,
+    /// How a photo becomes an input: `None` resizes the whole image; a face crop detects the
+    /// face and its landmarks first (`crate::face`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub face: Option<FaceCrop>,
+}
+
+/// The face crop a face model takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FaceCrop {
+    /// face-api's descriptor crop (dlib style, 150x150): what its recognition net expects.
+    Dlib150,
+    /// The five landmarks warped by a similarity transform onto SphereFace's 112x96 template
+    /// (the paper's alignment; `dvsp align` writes these).
+    Sphereface112x96,
 }
 
 impl InputSpec {
     /// MNIST-family (mean and std of the MNIST training pixels) or faces ((x - 127.5) / 128,
-    /// SphereFace's preprocessing, in [0, 1] units).
+    /// SphereFace's preprocessing, in [0, 1] units). 3x112x96 is the aligned-face size: the
+    /// service aligns photos onto SphereFace's template for such models.
     pub fn for_shape(shape: [i64; 3]) -> InputSpec {
         let [channels, height, width] = shape;
         let (mean, std) = if channels == 1 {
@@ -45,6 +61,7 @@ impl InputSpec {
             width,
             mean,
             std,
+            face: (shape == [3, 112, 96]).then_some(FaceCrop::Sphereface112x96),
         }
     }
 
@@ -69,6 +86,8 @@ pub struct NetSpec {
 enum Trunk {
     Small(Box<small::Small>),
     Sphere20(sphere20::Sphere20),
+    /// Normalises its input itself (face-api's per-channel means); outputs the descriptor.
+    FaceapiResnet(crate::face::recognition::FaceRecognitionNet),
 }
 
 #[derive(Debug)]
@@ -87,6 +106,8 @@ enum Head {
     },
     /// sphereface: feature layer and bias-free class weights.
     Sphere { fc: nn::Linear, weight: Tensor },
+    /// pretrained: the trunk's output is the feature.
+    Identity,
 }
 
 /// The scalar loss of one batch, the `[B, C]` class scores used for training accuracy, and
@@ -116,6 +137,12 @@ impl Net {
                 Trunk::Sphere20(sphere20::Sphere20::new(&(p / "backbone"), c)),
                 sphere20::HIDDEN,
             ),
+            Backbone::FaceapiResnet => (
+                Trunk::FaceapiResnet(crate::face::recognition::FaceRecognitionNet::new(
+                    &(p / "backbone"),
+                )),
+                crate::face::recognition::DIM,
+            ),
         };
         let h = p / "head";
         let (k, classes) = (spec.feature_dim, spec.classes);
@@ -141,6 +168,7 @@ impl Net {
                     },
                 ),
             },
+            Method::Pretrained => Head::Identity,
         };
         Net { spec, trunk, head }
     }
@@ -150,6 +178,7 @@ impl Net {
         match &self.trunk {
             Trunk::Small(m) => m.forward(&x),
             Trunk::Sphere20(m) => m.forward(&x),
+            Trunk::FaceapiResnet(m) => m.forward(&x),
         }
     }
 
@@ -177,6 +206,7 @@ impl Net {
                 }
             }
             Head::Center { fc, .. } | Head::Sphere { fc, .. } => fc.forward(&self.hidden(xs)),
+            Head::Identity => self.hidden(xs),
         }
     }
 
@@ -230,6 +260,10 @@ impl Net {
                     features: f,
                 })
             }
+            Head::Identity => Err(crate::Error::Invalid(format!(
+                "a {} model is imported, not trained here",
+                self.spec.method.name()
+            ))),
             Head::Sphere { fc, weight } => {
                 let f = fc.forward(&self.hidden(xs));
                 let (loss, scores) = loss::sphereface::loss(

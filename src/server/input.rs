@@ -14,6 +14,7 @@ use tch::Tensor;
 
 use super::error::ApiError;
 use super::AppState;
+use crate::face::FaceApi;
 use crate::model::InputSpec;
 
 /// A request body holding named images (and, for JSON, the other fields).
@@ -118,8 +119,8 @@ impl FromRequest<AppState> for Payload {
     }
 }
 
-/// Decodes `bytes` into a `[C, H, W]` tensor in [0, 1] shaped for the model's `input`.
-pub fn decode(bytes: &[u8], input: &InputSpec, max_pixels: u64) -> Result<Tensor, ApiError> {
+/// Decodes `bytes` (checked format, header-checked pixel count, bounded allocation).
+fn read(bytes: &[u8], max_pixels: u64) -> Result<image::DynamicImage, ApiError> {
     let format = image::guess_format(bytes)
         .map_err(|_| ApiError::Unprocessable("not an image: send png, jpeg, bmp or webp".into()))?;
     if !matches!(
@@ -142,9 +143,37 @@ pub fn decode(bytes: &[u8], input: &InputSpec, max_pixels: u64) -> Result<Tensor
     let mut limits = image::Limits::default();
     limits.max_alloc = Some(max_pixels * 16);
     reader.limits(limits);
-    let img = reader
+    reader
         .decode()
-        .map_err(|e| ApiError::Unprocessable(format!("could not decode the image: {e}")))?;
+        .map_err(|e| ApiError::Unprocessable(format!("could not decode the image: {e}")))
+}
+
+/// Decodes `bytes` into a `[C, H, W]` tensor in [0, 1] shaped for the model's `input`: the
+/// whole image resized, or for face models (`faces` given) the best face found, cropped as
+/// the model takes it (422 when there is no face).
+pub fn decode(
+    bytes: &[u8],
+    input: &InputSpec,
+    max_pixels: u64,
+    faces: Option<&std::sync::Mutex<FaceApi>>,
+) -> Result<Tensor, ApiError> {
+    let img = read(bytes, max_pixels)?;
+    if let (Some(how), Some(faces)) = (input.face, faces) {
+        let rgb = img.to_rgb8();
+        let (w, h) = (rgb.width() as i64, rgb.height() as i64);
+        let t = Tensor::from_slice(rgb.as_raw())
+            .view([h, w, 3])
+            .permute([2, 0, 1])
+            .to_kind(tch::Kind::Float);
+        let faces = faces
+            .lock()
+            .map_err(|_| ApiError::Internal("the face detector panicked earlier".into()))?;
+        return match crate::face::photo::best_face(&faces, &t, how) {
+            Ok(Some((_, crop))) => Ok(crop),
+            Ok(None) => Err(ApiError::Unprocessable("no face found in the image".into())),
+            Err(e) => Err(ApiError::Internal(format!("face detection: {e}"))),
+        };
+    }
     let (iw, ih) = (input.width as u32, input.height as u32);
     let resized = img.resize_exact(iw, ih, image::imageops::FilterType::Triangle);
     let (data, c) = if input.channels == 1 {

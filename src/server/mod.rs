@@ -53,6 +53,8 @@ pub struct App {
     pub operating_point: String,
     pub metrics: Arc<metrics::Metrics>,
     pub limits: Limits,
+    /// Face detection and landmarks, for face models (their input has a face crop).
+    pub faces: Option<Arc<std::sync::Mutex<crate::face::FaceApi>>>,
 }
 
 pub type AppState = Arc<App>;
@@ -73,6 +75,7 @@ impl App {
         operating_point: String,
         limits: Limits,
         batching: Batching,
+        faces: Option<crate::face::FaceApi>,
     ) -> AppState {
         let metrics = Arc::new(metrics::Metrics::new());
         let card = model.card.clone();
@@ -91,6 +94,7 @@ impl App {
             operating_point,
             metrics,
             limits,
+            faces: faces.map(|f| Arc::new(std::sync::Mutex::new(f))),
         })
     }
 }

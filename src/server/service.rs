@@ -146,11 +146,12 @@ impl App {
     async fn embed(&self, images: &[(&str, Bytes)]) -> Result<Vec<Embedding>, ApiError> {
         let input = self.card.net.input.clone();
         let max_pixels = self.limits.max_pixels;
+        let faces = self.faces.clone();
         let owned: Vec<Bytes> = images.iter().map(|(_, b)| b.clone()).collect();
         let tensors = tokio::task::spawn_blocking(move || {
             owned
                 .iter()
-                .map(|b| decode(b, &input, max_pixels))
+                .map(|b| decode(b, &input, max_pixels, faces.as_deref()))
                 .collect::<Result<Vec<_>, _>>()
         })
         .await

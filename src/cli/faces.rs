@@ -1,0 +1,235 @@
+//! Face commands: `dvsp import face-api` (face-api's recognition net as a model directory),
+//! `dvsp align` (photos to aligned crops) and `dvsp attack-pair` (the minimal CW-L2
+//! perturbation turning one face photo into another person's, both directions).
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::Context;
+use tch::nn;
+
+use crate::artifact::{self, ModelCard, Training};
+use crate::config::{Backbone, Method, TrainConfig};
+use crate::face::{photo, FaceApi, FaceRecognitionNet};
+use crate::model::{FaceCrop, InputSpec, Net, NetSpec};
+
+#[derive(Debug, clap::Args)]
+pub struct ImportArgs {
+    #[command(subcommand)]
+    pub what: Import,
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum Import {
+    /// face-api's face recognition ResNet (128-d, 150x150 dlib crops), its detector and
+    /// landmark nets: a model directory `serve`, `eval` and `audit` accept; evaluated on
+    /// face-samples.
+    FaceApi {
+        /// Where face-api's model files are (default: the cache `make setup` fills).
+        #[arg(long)]
+        from: Option<PathBuf>,
+        #[arg(long)]
+        out: PathBuf,
+    },
+}
+
+/// The face-api files a model directory carries for its face detection.
+const DETECTION_FILES: [&str; 4] = [
+    "tiny_face_detector_model-weights_manifest.json",
+    "tiny_face_detector_model.bin",
+    "face_landmark_68_model-weights_manifest.json",
+    "face_landmark_68_model.bin",
+];
+
+/// Writes the imported model to `out` and evaluates it on face-samples (thresholds in its
+/// card). Every weight is checked by name and shape.
+pub fn import_face_api(from: &Path, out: &Path) -> anyhow::Result<ModelCard> {
+    let start = Instant::now();
+    let (src_vs, _) = FaceRecognitionNet::load(from, tch::Device::Cpu)
+        .with_context(|| format!("reading face-api's recognition weights in {}", from.display()))?;
+    let spec = NetSpec {
+        method: Method::Pretrained,
+        backbone: Backbone::FaceapiResnet,
+        input: InputSpec {
+            channels: 3,
+            height: crate::face::recognition::INPUT,
+            width: crate::face::recognition::INPUT,
+            // The net subtracts face-api's per-channel means itself.
+            mean: 0.0,
+            std: 1.0,
+            face: Some(FaceCrop::Dlib150),
+        },
+        feature_dim: crate::face::recognition::DIM,
+        classes: 0,
+        radius: 1.0,
+    };
+    let vs = nn::VarStore::new(tch::Device::Cpu);
+    Net::new(&vs.root(), spec.clone());
+    let src = src_vs.variables();
+    let dst = vs.variables();
+    anyhow::ensure!(src.len() == dst.len(), "{} face-api tensors for {} variables", src.len(), dst.len());
+    for (name, t) in &src {
+        let key = format!("backbone.{name}");
+        let mut d = dst
+            .get(&key)
+            .with_context(|| format!("no variable {key} in the model"))?
+            .shallow_clone();
+        tch::no_grad(|| d.copy_(t));
+    }
+    std::fs::create_dir_all(out.join("face-api")).with_context(|| format!("creating {}", out.display()))?;
+    for f in DETECTION_FILES {
+        std::fs::copy(from.join(f), out.join("face-api").join(f))
+            .with_context(|| format!("copying {}", from.join(f).display()))?;
+    }
+    let cfg = TrainConfig {
+        method: Method::Pretrained,
+        backbone: Some(Backbone::FaceapiResnet),
+        feature_dim: crate::face::recognition::DIM,
+        epochs: 0,
+        ..TrainConfig::default()
+    };
+    let mut card = ModelCard {
+        format_version: artifact::FORMAT_VERSION,
+        model_id: String::new(),
+        net: spec,
+        training: Training {
+            config: cfg,
+            dataset: crate::data::DataSpec::FaceSamples.to_string(),
+            split: "imported from @vladmandic/face-api@1.7.15 (dlib face recognition ResNet, trained by its authors); not trained here".into(),
+            train_images: 0,
+            seconds: start.elapsed().as_secs_f64(),
+            images_per_second: 0.0,
+            final_loss: 0.0,
+            final_accuracy: 0.0,
+            device: "Cpu".into(),
+            threads: tch::get_num_threads(),
+        },
+        git_commit: env!("DVSP_GIT_COMMIT").to_string(),
+        dvsp_version: env!("CARGO_PKG_VERSION").to_string(),
+        created: chrono::Utc::now().to_rfc3339(),
+        metrics: Default::default(),
+        robustness: None,
+    };
+    artifact::save(out, &mut card, &vs)?;
+    super::eval::evaluate(
+        out,
+        &super::DataArgs {
+            data: None,
+            data_dir: None,
+        },
+    )
+}
+
+pub fn import(a: ImportArgs) -> anyhow::Result<()> {
+    match a.what {
+        Import::FaceApi { from, out } => {
+            let from = from.unwrap_or_else(crate::face::model_dir);
+            let card = import_face_api(&from, &out)?;
+            println!("wrote model {} to {}", card.model_id, out.display());
+        }
+    }
+    Ok(())
+}
+
+#[derive(Debug, clap::Args)]
+pub struct AlignArgs {
+    /// Photos: a folder of images, or of identity folders (CASIA-WebFace / LFW layout).
+    #[arg(long = "in")]
+    pub input: PathBuf,
+    /// Aligned crops as PNG, in the same layout.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// sphereface: 112x96 on SphereFace's five-point template (the paper's); dlib: face-api's
+    /// 150x150 recognition crop.
+    #[arg(long, value_enum, default_value = "sphereface")]
+    pub crop: CropArg,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum CropArg {
+    Sphereface,
+    Dlib,
+}
+
+const IMAGE_EXTENSIONS: [&str; 5] = ["png", "jpg", "jpeg", "bmp", "webp"];
+
+/// Image files under `dir` (one level of identity folders at most), sorted.
+fn images_under(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))? {
+        let p = e?.path();
+        if p.is_dir() {
+            for f in std::fs::read_dir(&p)? {
+                out.push(f?.path());
+            }
+        } else {
+            out.push(p);
+        }
+    }
+    out.retain(|p| {
+        p.extension()
+            .and_then(|e| e.to_str())
+            .is_some_and(|e| IMAGE_EXTENSIONS.contains(&e.to_ascii_lowercase().as_str()))
+    });
+    out.sort();
+    Ok(out)
+}
+
+/// Saves a `[3, H, W]` [0, 1] crop as PNG.
+pub fn save_png(t: &tch::Tensor, path: &Path) -> anyhow::Result<()> {
+    let s = t.size();
+    let px = Vec::<u8>::try_from(
+        (t.clamp(0.0, 1.0) * 255.0)
+            .round()
+            .to_kind(tch::Kind::Uint8)
+            .permute([1, 2, 0])
+            .contiguous()
+            .flatten(0, -1),
+    )?;
+    image::save_buffer(path, &px, s[2] as u32, s[1] as u32, image::ExtendedColorType::Rgb8)
+        .with_context(|| format!("writing {}", path.display()))
+}
+
+/// Aligns every photo; photos without a face are listed (in `no_face.txt` too), and the
+/// command fails if none was aligned.
+pub fn align(a: AlignArgs) -> anyhow::Result<()> {
+    let how = match a.crop {
+        CropArg::Sphereface => FaceCrop::Sphereface112x96,
+        CropArg::Dlib => FaceCrop::Dlib150,
+    };
+    let faces = FaceApi::load(&crate::face::model_dir()).context("loading face-api's detector (run `make setup`)")?;
+    let files = images_under(&a.input)?;
+    anyhow::ensure!(!files.is_empty(), "no images in {}", a.input.display());
+    let pb = crate::train::progress_bar(files.len() as u64, "align");
+    let (mut done, mut missed) = (0usize, Vec::new());
+    let start = Instant::now();
+    for f in &files {
+        let rel = f.strip_prefix(&a.input).unwrap_or(f);
+        let out = a.out.join(rel).with_extension("png");
+        let img = crate::face::load_rgb(f)?;
+        match photo::best_face(&faces, &img, how)? {
+            Some((_, crop)) => {
+                if let Some(dir) = out.parent() {
+                    std::fs::create_dir_all(dir)?;
+                }
+                save_png(&crop, &out)?;
+                done += 1;
+            }
+            None => missed.push(rel.display().to_string()),
+        }
+        pb.inc(1);
+    }
+    pb.finish_and_clear();
+    std::fs::create_dir_all(&a.out)?;
+    artifact::write_atomic(&a.out.join("no_face.txt"), missed.join("\n").as_bytes())?;
+    println!(
+        "aligned {done} of {} photos into {} ({:.0} ms per photo)",
+        files.len(),
+        a.out.display(),
+        start.elapsed().as_secs_f64() * 1e3 / files.len() as f64
+    );
+    for m in &missed {
+        println!("    no face: {m}");
+    }
+    anyhow::ensure!(done > 0, "no face found in any photo");
+    Ok(())
+}
