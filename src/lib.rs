@@ -15,6 +15,7 @@ pub mod config;
 pub mod data;
 pub mod error;
 pub mod eval;
+pub mod face;
 pub mod loss;
 pub mod metrics;
 pub mod model;

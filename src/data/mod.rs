@@ -121,6 +121,20 @@ pub fn default_root() -> PathBuf {
     home.join(".cache/dvsp/data")
 }
 
+/// Where `scripts/setup.sh` puts the face models and photos: `$DVSP_CACHE/faces`, else
+/// `~/.cache/dvsp/faces` (the script's own cache logic).
+pub fn faces_root() -> PathBuf {
+    let cache = std::env::var_os("DVSP_CACHE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            std::env::var_os("HOME")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| PathBuf::from("."))
+                .join(".cache/dvsp")
+        });
+    cache.join("faces")
+}
+
 /// Number of training images in the paper's MNIST split: the first 50,000 of the 60,000
 /// training images train, the remaining 10,000 test (section 4.2).
 pub const MNIST_TRAIN: usize = 50_000;
