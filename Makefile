@@ -7,7 +7,7 @@ export LIBTORCH ?= $(HOME)/.cache/dvsp/libtorch
 BIN := $(CARGO_TARGET_DIR)/debug/dvsp
 DEMO := runs/demo
 
-.PHONY: setup build demo demo-faces serve test lint table1 bench
+.PHONY: setup build demo demo-faces serve test lint table1 bench image validate-deploy
 setup:
 	@bash scripts/setup.sh
 
@@ -45,3 +45,15 @@ table1: build
 
 bench: build
 	$(BIN) bench train
+
+# The runtime image localhost/dvsp:<version> (+ :latest), built offline with podman from a
+# local Debian bookworm minbase (made once by debootstrap), then verified by chroot into the
+# mounted image: migrate, serve, /healthz, /readyz, an enroll + verify, the HEALTHCHECK.
+image: setup
+	cargo build --release
+	bash scripts/image.sh
+
+# deploy/: Kubernetes manifests (strict schemas), compose.yaml (Compose Spec), prometheus.yml
+# and the dashboard's PromQL (promtool), dashboard metric names against src/server/metrics.rs.
+validate-deploy:
+	bash scripts/validate_deploy.sh

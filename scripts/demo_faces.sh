@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # `make demo-faces`: the imported face-api model behind the service. Enrolls an ordinary photo
 # of Obama (the service finds, landmarks and crops the face), verifies his other photos
-# (match) and Biden's (no match) with the similarities, then stops the server.
+# with the similarities: obama2, obama3 and 32bit (obama2 re-encoded) must match, biden must
+# not; the two partial faces are shown, whatever the decision. Then stops the server.
 set -euo pipefail
 bin="$1"; model="$2"; work="${3:-runs/demo-faces-service}"
 photos="${DVSP_CACHE:-$HOME/.cache/dvsp}/faces/face_recognition"
@@ -21,8 +22,12 @@ status=0
 for f in obama2.jpg obama3.jpg obama_partial_face.jpg obama_partial_face2.jpg 32bit.png biden.jpg; do
   r=$(curl -s -X POST "$url/v1/subjects/obama/verify" "${auth[@]}" -H 'content-type: application/octet-stream' --data-binary @"$photos/$f")
   printf '%-24s %s\n' "$f" "$(python3 -c 'import json,sys; r=json.loads(sys.argv[1]); print("match" if r["match"] else "no match", "similarity %.4f (threshold: similarity >= %.4f)" % (r["similarity"], 1 - r["threshold"]))' "$r")"
-  want=match; [ "$f" = biden.jpg ] && want="no match"
-  echo "$r" | python3 -c "import json,sys; r=json.load(sys.stdin); sys.exit(0 if r['match'] == ('$want' == 'match') else 1)" || status=1
+  case "$f" in
+    biden.jpg) want=False ;;
+    obama_partial*) continue ;;
+    *) want=True ;;
+  esac
+  echo "$r" | python3 -c "import json,sys; sys.exit(0 if json.load(sys.stdin)['match'] == $want else 1)" || status=1
 done
 kill -TERM $pid; wait $pid || true
 trap - EXIT

@@ -11,7 +11,7 @@
 # Env: DVSP_BIN (default $CARGO_TARGET_DIR/release/dvsp), LIBTORCH, DVSP_CACHE (~/.cache/dvsp),
 # DVSP_BASE_IMAGE (localhost/dvsp-base:bookworm), DVSP_IMAGE (localhost/dvsp),
 # DVSP_DEBIAN_MIRROR (default: the first Debian mirror in /etc/apt/sources.list*),
-# DVSP_STRIP=0 (keep debug info in the staged binary), DVSP_SKIP_VERIFY=1.
+# DVSP_STRIP=0 (stage the binary and libraries unstripped), DVSP_SKIP_VERIFY=1.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -104,11 +104,16 @@ if grep -q 'not found' <<<"$LDD"; then echo "$LDD" >&2; die "unresolved librarie
 mkdir "$CTX/lib"
 while read -r name path; do
     if [[ $(dirname "$(readlink -f "$path")") == "$LTLIB" ]]; then
-        cp -L "$path" "$CTX/lib/$name"
+        if [[ ${DVSP_STRIP:-1} == 1 ]] && command -v strip >/dev/null; then
+            # Drops the static symbol table (libtorch_cpu: -90 MB); .dynsym stays.
+            strip --strip-unneeded -o "$CTX/lib/$name" "$path"
+        else
+            cp -L "$path" "$CTX/lib/$name"
+        fi
     fi
 done < <(awk '$2 == "=>" && $3 ~ /^\// {print $1, $3}' <<<"$LDD")
 [[ -n $(ls "$CTX/lib") ]] || die "ldd found no libtorch library under $LTLIB"
-echo "libtorch libraries (from ldd):"
+echo "libtorch libraries (from ldd; staged sizes):"
 ls -la "$CTX/lib" | awk 'NR > 1 && $NF != "." && $NF != ".." {print "  " $5, $NF}'
 echo "system libraries (must be in the base):"
 awk '$2 == "=>" && $3 ~ /^\// {print $1}' <<<"$LDD" | while read -r n; do
@@ -120,6 +125,9 @@ say "podman build $IMAGE:$VERSION"
 podman build --isolation chroot --format docker \
     --build-arg BASE="$BASE" --build-arg VERSION="$VERSION" --build-arg REVISION="$REVISION" \
     -t "$IMAGE:$VERSION" -t "$IMAGE:latest" -f "$CTX/Dockerfile" "$CTX"
+
+# Earlier builds of this image left untagged: remove them (only dvsp's, by its label).
+podman image prune -f --filter label=org.opencontainers.image.title=dvsp >/dev/null || true
 
 say "image size"
 SIZE=$(podman image inspect --format '{{.Size}}' "$IMAGE:latest")
@@ -166,6 +174,7 @@ else
     echo "model: $SMOKE (1 epoch on 512 images; DVSP_THRESHOLD=0.5)"
 fi
 chown -R "${IMG_USER}" "$VERIFY/data"
+python3 "$ROOT/scripts/digits.py" "$VERIFY/digits" 2
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 PORT=$(free_port)
@@ -198,6 +207,20 @@ verify_in_chroot() {
     echo "\$ curl -sf http://127.0.0.1:$PORT/readyz"; curl -sf "http://127.0.0.1:$PORT/readyz"; echo
     echo "\$ curl -sf http://127.0.0.1:$PORT/metrics | grep -c '^dvsp_'"
     curl -sf "http://127.0.0.1:$PORT/metrics" | grep -c '^dvsp_'
+    local url=http://127.0.0.1:$PORT key
+    echo "\$ dvsp keys create --role admin   (in the image)"
+    key=$("${run[@]}" $IMG_ENTRY keys create --role admin 2>/dev/null)
+    echo "\$ enroll digits/3_0.png as subject s1, verify 3_1.png and 7_0.png (inference in the image; with the smoke model the decisions mean nothing)"
+    curl -sS --fail-with-body -X POST "$url/v1/subjects" -H "Authorization: Bearer $key" \
+        -H 'content-type: application/json' -d '{"id":"s1"}'; echo
+    curl -sS --fail-with-body -X POST "$url/v1/subjects/s1/templates" -H "Authorization: Bearer $key" \
+        -F image=@"$VERIFY/digits/3_0.png"; echo
+    curl -sS --fail-with-body -X POST "$url/v1/subjects/s1/verify" -H "Authorization: Bearer $key" \
+        -H 'content-type: image/png' --data-binary @"$VERIFY/digits/3_1.png"; echo
+    curl -sS --fail-with-body -X POST "$url/v1/subjects/s1/verify" -H "Authorization: Bearer $key" \
+        -H 'content-type: image/png' --data-binary @"$VERIFY/digits/7_0.png"; echo
+    echo "\$ curl -s $url/metrics | grep -E '^dvsp_(decisions_total|templates_stored|inference_batch_size_count)'"
+    curl -fsS "$url/metrics" | grep -E '^dvsp_(decisions_total|templates_stored|inference_batch_size_count)'
     echo "\$ (gRPC port) bash /dev/tcp/127.0.0.1/$GPORT"
     (exec 3<>"/dev/tcp/127.0.0.1/$GPORT") && echo "gRPC port $GPORT accepts connections"
     echo "\$ HEALTHCHECK (run in the image): $HEALTH_CMD"

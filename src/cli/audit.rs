@@ -65,6 +65,10 @@ pub struct Args {
     pub probe: Option<PathBuf>,
     #[arg(long, requires = "probe")]
     pub target: Option<PathBuf>,
+    /// Pair mode on a face model: also attack the probe towards this many faces of the LFW
+    /// subset (the impostor pool) in the same batch.
+    #[arg(long, default_value_t = 0, requires = "probe")]
+    pub impostors: i64,
 }
 
 /// One direction of a pair-mode audit.
@@ -106,22 +110,41 @@ fn input_of(model: &artifact::Model, dir: &Path, path: &Path) -> anyhow::Result<
 /// and `target` as `probe` (both optimised in one batch). Writes attack_pair.json and the
 /// Figure-5-style grid attack_pair.png (original, adversarial, amplified perturbation,
 /// target) into the model directory.
-pub fn audit_pair(dir: &Path, probe: &Path, target: &Path, args: &AuditArgs) -> anyhow::Result<Vec<PairAttack>> {
+pub fn audit_pair(
+    dir: &Path,
+    probe: &Path,
+    target: &Path,
+    impostors: i64,
+    args: &AuditArgs,
+) -> anyhow::Result<Vec<PairAttack>> {
     let model = artifact::load(dir, tch::Device::Cpu)?;
     let cfg = args.config();
     let threshold = cfg.threshold_at.from_card(&model.card)?;
     let (a, b) = (input_of(&model, dir, probe)?, input_of(&model, dir, target)?);
-    let x1 = tch::Tensor::stack(&[&a, &b], 0);
-    let f = tch::no_grad(|| crate::model::unit(&model.net.features(&x1)));
-    let goals = tch::Tensor::stack(&[f.get(1), f.get(0)], 0);
+    let mut x1 = vec![a.shallow_clone(), b.shallow_clone()];
+    let mut x2 = vec![b.shallow_clone(), a.shallow_clone()];
+    let mut names = vec![(probe.to_path_buf(), target.to_path_buf()), (target.to_path_buf(), probe.to_path_buf())];
+    if impostors > 0 {
+        anyhow::ensure!(model.card.net.input.face.is_some(), "--impostors needs a face model");
+        let input = &model.card.net.input;
+        let pool = crate::face::samples::lfw_inputs(&crate::data::faces_root(), input.height, input.width)?;
+        for i in 0..impostors.min(pool.size()[0]) {
+            x1.push(a.shallow_clone());
+            x2.push(pool.get(i));
+            names.push((probe.to_path_buf(), PathBuf::from(format!("lfw_subset.npy#{i}"))));
+        }
+    }
+    let (x1, x2) = (tch::Tensor::stack(&x1, 0), tch::Tensor::stack(&x2, 0));
+    let goals = tch::no_grad(|| crate::model::unit(&model.net.features(&x2)));
     let before = tch::no_grad(|| crate::attack::distance(&model.net, &x1, &goals));
     let out = crate::attack::cw::attack(&model.net, &x1, &goals, threshold, &cfg.cw);
     let n = a.numel() as f64;
-    let paths = [(probe, target), (target, probe)];
-    let result: Vec<PairAttack> = (0..2)
-        .map(|i| PairAttack {
-            probe: paths[i].0.to_path_buf(),
-            target: paths[i].1.to_path_buf(),
+    let result: Vec<PairAttack> = names
+        .into_iter()
+        .enumerate()
+        .map(|(i, (probe, target))| PairAttack {
+            probe,
+            target,
             distance_before: before.double_value(&[i as i64]),
             distance_after: out.distance[i],
             threshold,
@@ -130,10 +153,9 @@ pub fn audit_pair(dir: &Path, probe: &Path, target: &Path, args: &AuditArgs) -> 
         })
         .collect();
     artifact::write_atomic(&dir.join("attack_pair.json"), serde_json::to_string_pretty(&result)?.as_bytes())?;
-    let rows = vec![
-        [a.shallow_clone(), out.adversarial.get(0), b.shallow_clone()],
-        [b.shallow_clone(), out.adversarial.get(1), a.shallow_clone()],
-    ];
+    let rows: Vec<[tch::Tensor; 3]> = (0..x1.size()[0].min(4))
+        .map(|i| [x1.get(i), out.adversarial.get(i), x2.get(i)])
+        .collect();
     crate::plot::attack_grid(&dir.join("attack_pair.png"), &rows, 2)?;
     Ok(result)
 }
@@ -199,7 +221,8 @@ pub fn audit(dir: &Path, data: &DataArgs, args: &AuditArgs) -> anyhow::Result<Au
 
 pub fn run(a: Args) -> anyhow::Result<()> {
     if let (Some(probe), Some(target)) = (&a.probe, &a.target) {
-        for r in audit_pair(&a.model, probe, target, &a.audit)? {
+        let results = audit_pair(&a.model, probe, target, a.impostors, &a.audit)?;
+        for r in &results {
             println!(
                 "{} -> {}: D {:.4} -> {:.4} (T = {:.4}), L2 {} (RMS per pixel value {})",
                 r.probe.display(),
@@ -211,7 +234,18 @@ pub fn run(a: Args) -> anyhow::Result<()> {
                 r.rms.map_or("-".into(), |v| format!("{v:.4}"))
             );
         }
-        println!("wrote {} and {}", a.model.join("attack_pair.json").display(), a.model.join("attack_pair.png").display());
+        if a.impostors > 0 {
+            let mut l2: Vec<f64> = results[2..].iter().filter_map(|r| r.l2).collect();
+            l2.sort_by(f64::total_cmp);
+            println!(
+                "impostor pool: {} of {} LFW faces reached, L2 min {} median {}",
+                l2.len(),
+                results.len() - 2,
+                l2.first().map_or("-".into(), |v| format!("{v:.3}")),
+                l2.get(l2.len() / 2).map_or("-".into(), |v| format!("{v:.3}"))
+            );
+        }
+        println!("wrote {} and {} (first four pairs)", a.model.join("attack_pair.json").display(), a.model.join("attack_pair.png").display());
         return Ok(());
     }
     let r = audit(&a.model, &a.data, &a.audit)?;

@@ -425,7 +425,7 @@ fn faces(a: &Args) -> anyhow::Result<()> {
     let reps = a.steps.max(1);
     let mut next = 0;
     let embed = per_photo(&photos, reps, |_| {
-        net.forward(&crops[next % crops.len()].unsqueeze(0));
+        let _ = net.forward(&crops[next % crops.len()].unsqueeze(0));
         next += 1;
         Ok(())
     })?;
@@ -443,7 +443,7 @@ fn faces(a: &Args) -> anyhow::Result<()> {
     })?;
     let full = per_photo(&photos, reps, |p| {
         let (_, c) = photo::best_face(&api, p, FaceCrop::Dlib150)?.ok_or_else(|| anyhow::anyhow!("no face"))?;
-        net.forward(&c.unsqueeze(0));
+        let _ = net.forward(&c.unsqueeze(0));
         Ok(())
     })?;
     let sizes: Vec<String> = photos.iter().map(|p| format!("{}x{}", p.size()[2], p.size()[1])).collect();

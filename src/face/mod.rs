@@ -15,8 +15,10 @@
 pub mod align;
 pub mod detector;
 pub mod landmarks;
+pub mod photo;
 pub mod recognition;
 pub mod resize;
+pub mod samples;
 pub mod weights;
 
 use std::path::{Path, PathBuf};

@@ -1,8 +1,11 @@
 //! `face-samples`: the labelled faces this machine can have (no face data set downloads here).
 //! face_recognition 1.3.0's test photos give two identities, Obama (obama*.jpg and 32bit.png,
-//! which is obama2 re-encoded) and Biden (biden.jpg), found and cropped by [`super::photo`];
-//! scikit-image's `lfw_subset.npy` adds its 100 faces (25x25 grey, already cropped, no
-//! identities: each is its own identity, an impostor pool).
+//! which is obama2 re-encoded) and Biden (biden.jpg); every face in face-api's six sample
+//! photos is taken as its own identity (they are not labelled; faces in one photo are
+//! different people, across photos this is assumed). All are found and cropped by
+//! [`super::photo`]. scikit-image's `lfw_subset.npy` (100 faces, 25x25 grey, already cropped,
+//! no identities) is the face audit's impostor pool ([`lfw_subset`]); it is not in this set,
+//! since its blurry upscaled faces resemble each other more than real photos do.
 use std::path::{Path, PathBuf};
 
 use tch::{Kind, Tensor};
@@ -64,6 +67,18 @@ pub fn photos(root: &Path) -> Result<Vec<(&'static str, Vec<PathBuf>)>> {
     Ok(out)
 }
 
+/// face-api's sample photos (`root/face-api/samples/*.jpg`), sorted.
+pub fn sample_photos(root: &Path) -> Result<Vec<PathBuf>> {
+    let dir = root.join("face-api/samples");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .map_err(Error::io(&dir))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|e| e == "jpg"))
+        .collect();
+    files.sort();
+    Ok(files)
+}
+
 /// The first 100 (face) images of scikit-image's `lfw_subset.npy` (`<f8`, `[200, 25, 25]`,
 /// grey in [0, 1]) as `[100, 1, 25, 25]` floats.
 pub fn lfw_subset(path: &Path) -> Result<Tensor> {
@@ -93,6 +108,14 @@ pub fn lfw_subset(path: &Path) -> Result<Tensor> {
     Ok(Tensor::from_slice(&values).view([LFW_FACES, 1, 25, 25]))
 }
 
+/// The LFW subset faces as model inputs: `[100, 3, h, w]` in [0, 1], upscaled bilinearly.
+pub fn lfw_inputs(root: &Path, h: i64, w: i64) -> Result<Tensor> {
+    Ok(lfw_subset(&root.join("lfw_subset.npy"))?
+        .upsample_bilinear2d([h, w], false, None, None)
+        .expand([LFW_FACES, 3, h, w], false)
+        .clamp(0.0, 1.0))
+}
+
 /// The sample set at `h` x `w` (150x150 or 112x96): every image is a test image; train is the
 /// same set (it is for evaluation and audits, far too small to train on).
 pub fn load(root: &Path, h: u32, w: u32) -> Result<Split> {
@@ -107,21 +130,25 @@ pub fn load(root: &Path, h: u32, w: u32) -> Result<Split> {
             labels.push(label as i64);
         }
     }
-    let lfw = lfw_subset(&root.join("lfw_subset.npy"))?
-        .upsample_bilinear2d([h as i64, w as i64], false, None, None)
-        .expand([LFW_FACES, 3, h as i64, w as i64], false)
-        .clamp(0.0, 1.0);
-    for i in 0..LFW_FACES {
-        images.push(lfw.get(i));
-        labels.push(ids.len() as i64 + i);
+    let mut classes = ids.len();
+    let mut others = 0;
+    for f in sample_photos(root)? {
+        let _guard = tch::no_grad_guard();
+        let img = super::load_rgb(&f)?;
+        for face in faces.faces(&img)? {
+            images.push(photo::crop(&img, &face, how)?);
+            labels.push(classes as i64);
+            classes += 1;
+            others += 1;
+        }
     }
     let set = Dataset {
         images: (Tensor::stack(&images, 0) * 255.0).round().to_kind(Kind::Uint8),
         labels: Tensor::from_slice(&labels),
-        classes: ids.len() + LFW_FACES as usize,
+        classes,
     };
     let description = format!(
-        "face samples: {} photos of obama and biden (face_recognition 1.3.0, {how:?} crops) and 100 lfw_subset faces as single-image identities",
+        "face samples: {} photos of obama and biden (face_recognition 1.3.0) and the {others} faces of face-api's sample photos as single-image identities, {how:?} crops",
         ids.iter().map(|(_, v)| v.len()).sum::<usize>()
     );
     Ok(Split {
