@@ -197,6 +197,8 @@ verify_in_chroot() {
     echo "\$ $IMG_ENTRY $IMG_CMD   (REST on 127.0.0.1:$PORT, gRPC on 127.0.0.1:$GPORT)"
     "${run[@]}" $IMG_ENTRY $IMG_CMD >"$VERIFY/serve.log" 2>&1 &
     local pid=$! up=0
+    # A failed check below must not leave the server running (set -e exits the shell).
+    trap 'kill -TERM '"$pid"' 2>/dev/null || true' EXIT
     for _ in $(seq 1 120); do
         if curl -fsS -o /dev/null "http://127.0.0.1:$PORT/healthz" 2>/dev/null; then up=1; break; fi
         kill -0 "$pid" 2>/dev/null || break
@@ -228,6 +230,7 @@ verify_in_chroot() {
     echo "\$ kill -TERM (graceful shutdown)"
     kill -TERM "$pid"
     local rc=0; wait "$pid" || rc=$?
+    trap - EXIT
     echo "server exited with $rc; its output:"
     sed 's/\x1b\[[0-9;]*m//g' "$VERIFY/serve.log" | tail -n 5
     echo "files the server wrote to /data: $(ls "$VERIFY/data" | tr '\n' ' ')"
