@@ -95,7 +95,8 @@ fn input_of(model: &artifact::Model, dir: &Path, path: &Path) -> anyhow::Result<
             crate::face::photo::crop_file(&faces, path, how)?
         }
         None => {
-            let img = crate::data::folder::load_image(path, input.height as u32, input.width as u32)?;
+            let img =
+                crate::data::folder::load_image(path, input.height as u32, input.width as u32)?;
             let img = img.to_kind(tch::Kind::Float) / 255.0;
             if input.channels == 1 {
                 img.mean_dim(0, true, None)
@@ -120,18 +121,34 @@ pub fn audit_pair(
     let model = artifact::load(dir, tch::Device::Cpu)?;
     let cfg = args.config();
     let threshold = cfg.threshold_at.from_card(&model.card)?;
-    let (a, b) = (input_of(&model, dir, probe)?, input_of(&model, dir, target)?);
+    let (a, b) = (
+        input_of(&model, dir, probe)?,
+        input_of(&model, dir, target)?,
+    );
     let mut x1 = vec![a.shallow_clone(), b.shallow_clone()];
     let mut x2 = vec![b.shallow_clone(), a.shallow_clone()];
-    let mut names = vec![(probe.to_path_buf(), target.to_path_buf()), (target.to_path_buf(), probe.to_path_buf())];
+    let mut names = vec![
+        (probe.to_path_buf(), target.to_path_buf()),
+        (target.to_path_buf(), probe.to_path_buf()),
+    ];
     if impostors > 0 {
-        anyhow::ensure!(model.card.net.input.face.is_some(), "--impostors needs a face model");
+        anyhow::ensure!(
+            model.card.net.input.face.is_some(),
+            "--impostors needs a face model"
+        );
         let input = &model.card.net.input;
-        let pool = crate::face::samples::lfw_inputs(&crate::data::faces_root(), input.height, input.width)?;
+        let pool = crate::face::samples::lfw_inputs(
+            &crate::data::faces_root(),
+            input.height,
+            input.width,
+        )?;
         for i in 0..impostors.min(pool.size()[0]) {
             x1.push(a.shallow_clone());
             x2.push(pool.get(i));
-            names.push((probe.to_path_buf(), PathBuf::from(format!("lfw_subset.npy#{i}"))));
+            names.push((
+                probe.to_path_buf(),
+                PathBuf::from(format!("lfw_subset.npy#{i}")),
+            ));
         }
     }
     let (x1, x2) = (tch::Tensor::stack(&x1, 0), tch::Tensor::stack(&x2, 0));
@@ -152,7 +169,10 @@ pub fn audit_pair(
             rms: out.l2[i].map(|l| l / n.sqrt()),
         })
         .collect();
-    artifact::write_atomic(&dir.join("attack_pair.json"), serde_json::to_string_pretty(&result)?.as_bytes())?;
+    artifact::write_atomic(
+        &dir.join("attack_pair.json"),
+        serde_json::to_string_pretty(&result)?.as_bytes(),
+    )?;
     let rows: Vec<[tch::Tensor; 3]> = (0..x1.size()[0].min(4))
         .map(|i| [x1.get(i), out.adversarial.get(i), x2.get(i)])
         .collect();
@@ -242,10 +262,15 @@ pub fn run(a: Args) -> anyhow::Result<()> {
                 l2.len(),
                 results.len() - 2,
                 l2.first().map_or("-".into(), |v| format!("{v:.3}")),
-                l2.get(l2.len() / 2).map_or("-".into(), |v| format!("{v:.3}"))
+                l2.get(l2.len() / 2)
+                    .map_or("-".into(), |v| format!("{v:.3}"))
             );
         }
-        println!("wrote {} and {} (first four pairs)", a.model.join("attack_pair.json").display(), a.model.join("attack_pair.png").display());
+        println!(
+            "wrote {} and {} (first four pairs)",
+            a.model.join("attack_pair.json").display(),
+            a.model.join("attack_pair.png").display()
+        );
         return Ok(());
     }
     let r = audit(&a.model, &a.data, &a.audit)?;

@@ -389,7 +389,11 @@ fn attack(a: &Args) -> anyhow::Result<()> {
 }
 
 /// Mean milliseconds of `f` over `reps` runs on every photo (after one warm-up run each).
-fn per_photo(photos: &[Tensor], reps: usize, mut f: impl FnMut(&Tensor) -> anyhow::Result<()>) -> anyhow::Result<f64> {
+fn per_photo(
+    photos: &[Tensor],
+    reps: usize,
+    mut f: impl FnMut(&Tensor) -> anyhow::Result<()>,
+) -> anyhow::Result<f64> {
     for p in photos {
         f(p)?;
     }
@@ -420,7 +424,11 @@ fn faces(a: &Args) -> anyhow::Result<()> {
     let (_vs, net) = FaceRecognitionNet::load(&dir, tch::Device::Cpu)?;
     let crops: Vec<Tensor> = photos
         .iter()
-        .map(|p| Ok(photo::best_face(&api, p, FaceCrop::Dlib150)?.ok_or_else(|| anyhow::anyhow!("no face"))?.1))
+        .map(|p| {
+            Ok(photo::best_face(&api, p, FaceCrop::Dlib150)?
+                .ok_or_else(|| anyhow::anyhow!("no face"))?
+                .1)
+        })
         .collect::<anyhow::Result<_>>()?;
     let reps = a.steps.max(1);
     let mut next = 0;
@@ -430,7 +438,8 @@ fn faces(a: &Args) -> anyhow::Result<()> {
         Ok(())
     })?;
     let detect = per_photo(&photos, reps, |p| {
-        api.detector.detect(p, FaceApi::INPUT_SIZE, FaceApi::SCORE_THRESHOLD)?;
+        api.detector
+            .detect(p, FaceApi::INPUT_SIZE, FaceApi::SCORE_THRESHOLD)?;
         Ok(())
     })?;
     let landmarks = per_photo(&photos, reps, |p| {
@@ -442,11 +451,15 @@ fn faces(a: &Args) -> anyhow::Result<()> {
         Ok(())
     })?;
     let full = per_photo(&photos, reps, |p| {
-        let (_, c) = photo::best_face(&api, p, FaceCrop::Dlib150)?.ok_or_else(|| anyhow::anyhow!("no face"))?;
+        let (_, c) = photo::best_face(&api, p, FaceCrop::Dlib150)?
+            .ok_or_else(|| anyhow::anyhow!("no face"))?;
         let _ = net.forward(&c.unsqueeze(0));
         Ok(())
     })?;
-    let sizes: Vec<String> = photos.iter().map(|p| format!("{}x{}", p.size()[2], p.size()[1])).collect();
+    let sizes: Vec<String> = photos
+        .iter()
+        .map(|p| format!("{}x{}", p.size()[2], p.size()[1]))
+        .collect();
     println!(
         "face pipeline per photo on {} photos ({}), {} threads, {reps} runs each",
         photos.len(),
@@ -459,7 +472,10 @@ fn faces(a: &Args) -> anyhow::Result<()> {
         ("detection (tiny face detector, 416)", detect),
         ("detection + 68 landmarks", landmarks),
         ("detection + landmarks + SphereFace 112x96 alignment", align),
-        ("detection + landmarks + dlib crop + embedding (what the service does)", full),
+        (
+            "detection + landmarks + dlib crop + embedding (what the service does)",
+            full,
+        ),
     ] {
         println!("| {name} | {ms:.1} | {:.2} |", ms / embed);
     }

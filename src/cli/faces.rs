@@ -44,8 +44,12 @@ const DETECTION_FILES: [&str; 4] = [
 /// card). Every weight is checked by name and shape.
 pub fn import_face_api(from: &Path, out: &Path) -> anyhow::Result<ModelCard> {
     let start = Instant::now();
-    let (src_vs, _) = FaceRecognitionNet::load(from, tch::Device::Cpu)
-        .with_context(|| format!("reading face-api's recognition weights in {}", from.display()))?;
+    let (src_vs, _) = FaceRecognitionNet::load(from, tch::Device::Cpu).with_context(|| {
+        format!(
+            "reading face-api's recognition weights in {}",
+            from.display()
+        )
+    })?;
     let spec = NetSpec {
         method: Method::Pretrained,
         backbone: Backbone::FaceapiResnet,
@@ -66,7 +70,12 @@ pub fn import_face_api(from: &Path, out: &Path) -> anyhow::Result<ModelCard> {
     Net::new(&vs.root(), spec.clone());
     let src = src_vs.variables();
     let dst = vs.variables();
-    anyhow::ensure!(src.len() == dst.len(), "{} face-api tensors for {} variables", src.len(), dst.len());
+    anyhow::ensure!(
+        src.len() == dst.len(),
+        "{} face-api tensors for {} variables",
+        src.len(),
+        dst.len()
+    );
     for (name, t) in &src {
         let key = format!("backbone.{name}");
         let mut d = dst
@@ -75,7 +84,8 @@ pub fn import_face_api(from: &Path, out: &Path) -> anyhow::Result<ModelCard> {
             .shallow_clone();
         tch::no_grad(|| d.copy_(t));
     }
-    std::fs::create_dir_all(out.join("face-api")).with_context(|| format!("creating {}", out.display()))?;
+    std::fs::create_dir_all(out.join("face-api"))
+        .with_context(|| format!("creating {}", out.display()))?;
     for f in DETECTION_FILES {
         std::fs::copy(from.join(f), out.join("face-api").join(f))
             .with_context(|| format!("copying {}", from.join(f).display()))?;
@@ -185,8 +195,14 @@ pub fn save_png(t: &tch::Tensor, path: &Path) -> anyhow::Result<()> {
             .contiguous()
             .flatten(0, -1),
     )?;
-    image::save_buffer(path, &px, s[2] as u32, s[1] as u32, image::ExtendedColorType::Rgb8)
-        .with_context(|| format!("writing {}", path.display()))
+    image::save_buffer(
+        path,
+        &px,
+        s[2] as u32,
+        s[1] as u32,
+        image::ExtendedColorType::Rgb8,
+    )
+    .with_context(|| format!("writing {}", path.display()))
 }
 
 /// Aligns every photo; photos without a face are listed (in `no_face.txt` too), and the
@@ -196,7 +212,8 @@ pub fn align(a: AlignArgs) -> anyhow::Result<()> {
         CropArg::Sphereface => FaceCrop::Sphereface112x96,
         CropArg::Dlib => FaceCrop::Dlib150,
     };
-    let faces = FaceApi::load(&crate::face::model_dir()).context("loading face-api's detector (run `make setup`)")?;
+    let faces = FaceApi::load(&crate::face::model_dir())
+        .context("loading face-api's detector (run `make setup`)")?;
     let files = images_under(&a.input)?;
     anyhow::ensure!(!files.is_empty(), "no images in {}", a.input.display());
     let pb = crate::train::progress_bar(files.len() as u64, "align");

@@ -101,8 +101,8 @@ pub fn run(a: Args) -> anyhow::Result<()> {
             _ => super::audit::audit(&dir, &data, &a.audit)?,
         };
         let test = &card.metrics["test"];
-        let (paper_eer, paper_ri) = paper(method)
-            .ok_or_else(|| anyhow::anyhow!("{} is not in Table 1", method.name()))?;
+        let (paper_eer, paper_ri) =
+            paper(method).ok_or_else(|| anyhow::anyhow!("{} is not in Table 1", method.name()))?;
         audits.push((method, audit.robustness.h.clone()));
         rows.push(Row {
             method,

@@ -41,7 +41,10 @@ pub fn best_face(faces: &FaceApi, img: &Tensor, how: FaceCrop) -> Result<Option<
 /// by `dvsp import face-api`), else the cache `make setup` fills.
 pub fn detector_dir(model_dir: &Path) -> std::path::PathBuf {
     let own = model_dir.join("face-api");
-    if own.join("tiny_face_detector_model-weights_manifest.json").exists() {
+    if own
+        .join("tiny_face_detector_model-weights_manifest.json")
+        .exists()
+    {
         own
     } else {
         super::model_dir()

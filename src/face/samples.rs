@@ -61,7 +61,9 @@ pub fn photos(root: &Path) -> Result<Vec<(&'static str, Vec<PathBuf>)>> {
     if out.iter().any(|(_, v)| v.is_empty()) {
         return Err(Error::BadData {
             path: dir,
-            message: "expected obama*.jpg and biden.jpg from face_recognition 1.3.0 (run `make setup`)".into(),
+            message:
+                "expected obama*.jpg and biden.jpg from face_recognition 1.3.0 (run `make setup`)"
+                    .into(),
         });
     }
     Ok(out)
@@ -91,10 +93,16 @@ pub fn lfw_subset(path: &Path) -> Result<Tensor> {
         return Err(bad("not a .npy file"));
     }
     let header_len = u16::from_le_bytes([bytes[8], bytes[9]]) as usize;
-    let header = std::str::from_utf8(bytes.get(10..10 + header_len).ok_or_else(|| bad("truncated header"))?)
-        .map_err(|_| bad("header is not text"))?;
+    let header = std::str::from_utf8(
+        bytes
+            .get(10..10 + header_len)
+            .ok_or_else(|| bad("truncated header"))?,
+    )
+    .map_err(|_| bad("header is not text"))?;
     if !header.contains("'descr': '<f8'") || !header.contains("(200, 25, 25)") {
-        return Err(bad(&format!("expected <f8 (200, 25, 25), header {header:?}")));
+        return Err(bad(&format!(
+            "expected <f8 (200, 25, 25), header {header:?}"
+        )));
     }
     let data = &bytes[10 + header_len..];
     if data.len() != 200 * 25 * 25 * 8 {
@@ -143,7 +151,9 @@ pub fn load(root: &Path, h: u32, w: u32) -> Result<Split> {
         }
     }
     let set = Dataset {
-        images: (Tensor::stack(&images, 0) * 255.0).round().to_kind(Kind::Uint8),
+        images: (Tensor::stack(&images, 0) * 255.0)
+            .round()
+            .to_kind(Kind::Uint8),
         labels: Tensor::from_slice(&labels),
         classes,
     };
