@@ -34,6 +34,7 @@ serve: build
 test: setup
 	bash scripts/postgres.sh
 	cargo test -- --test-threads 2
+	bash scripts/validate_deploy.sh
 
 lint: setup
 	cargo fmt --check

@@ -629,7 +629,60 @@ async fn flows(db: &str) {
     assert_eq!(seen, ["crowd", "legacy", "three"]);
 
     grpc_flows(&s, &k, &c).await;
+    dashboard_queries_name_exported_metrics(&s, &c).await;
     s.stop().await;
+}
+
+/// Every metric the Grafana dashboard (deploy/grafana/dashboards/dvsp.json) queries is in the
+/// server's /metrics, after the flows above used every route, decision, auth failure and
+/// gRPC call.
+async fn dashboard_queries_name_exported_metrics(s: &Server, c: &Client) {
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/deploy/grafana/dashboards/dvsp.json"
+    );
+    let dash: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let text = c
+        .get(s.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let exported: std::collections::BTreeSet<&str> = text
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| l.split(['{', ' ']).next())
+        .collect();
+    let mut queried = std::collections::BTreeSet::new();
+    for panel in dash["panels"].as_array().unwrap() {
+        for target in panel["targets"].as_array().into_iter().flatten() {
+            let expr = target["expr"].as_str().unwrap();
+            for (i, _) in expr.match_indices("dvsp_") {
+                let boundary = expr[..i]
+                    .chars()
+                    .last()
+                    .is_none_or(|c| !(c.is_ascii_alphanumeric() || c == '_'));
+                if boundary {
+                    let name: String = expr[i..]
+                        .chars()
+                        .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                        .collect();
+                    queried.insert(name);
+                }
+            }
+        }
+    }
+    assert!(queried.len() >= 10, "{queried:?}");
+    let missing: Vec<&String> = queried
+        .iter()
+        .filter(|q| !exported.contains(q.as_str()))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "the dashboard queries metrics the server does not export: {missing:?}"
+    );
 }
 
 /// `msg` with an API key in the metadata (`x-api-key`, or `authorization: Bearer`).
