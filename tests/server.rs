@@ -928,6 +928,33 @@ async fn grpc_flows(s: &Server, k: &Keys, c: &Client) {
         h.status(),
         tonic_health::pb::health_check_response::ServingStatus::Serving
     );
+    // Reflection lists the service (what `grpcurl list` asks).
+    use tonic_reflection::pb::v1 as reflection;
+    let channel = tonic::transport::Endpoint::from_shared(s.grpc.clone())
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut refl = reflection::server_reflection_client::ServerReflectionClient::new(channel);
+    let req = reflection::ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(
+            reflection::server_reflection_request::MessageRequest::ListServices(String::new()),
+        ),
+    };
+    let mut replies = refl
+        .server_reflection_info(tokio_stream::iter(vec![req]))
+        .await
+        .unwrap()
+        .into_inner();
+    let reply = replies.message().await.unwrap().unwrap();
+    let Some(reflection::server_reflection_response::MessageResponse::ListServicesResponse(list)) =
+        reply.message_response
+    else {
+        panic!("not a service list: {reply:?}");
+    };
+    let names: Vec<&str> = list.service.iter().map(|s| s.name.as_str()).collect();
+    assert!(names.contains(&"dvsp.v1.Verification"), "{names:?}");
     let text = c
         .get(s.url("/metrics"))
         .send()
