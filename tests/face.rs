@@ -258,6 +258,17 @@ fn legacy_bilinear_resize_matches_tensorflow() {
         [0.0, 5.0, 5.0, 0.0, 0.0]
     );
     assert!(resize_bilinear(&Tensor::zeros([0, 2], (Kind::Float, Device::Cpu)), 4, 4).is_err());
+    // square() skips building the padded image but gives the same bits.
+    tch::manual_seed(0);
+    for (h, w, size) in [(7, 4, 5), (4, 9, 16), (13, 6, 3), (5, 5, 8), (6, 3, 6)] {
+        let img = Tensor::rand([3, h, w], (Kind::Float, Device::Cpu)) * 255.0;
+        for centered in [false, true] {
+            let want =
+                resize_bilinear(&pad_to_square(&img, centered).unwrap(), size, size).unwrap();
+            let got = dvsp::face::resize::square(&img, size, centered).unwrap();
+            assert!(got.equal(&want), "{h}x{w} -> {size}, centered {centered}");
+        }
+    }
 }
 
 #[test]
@@ -276,7 +287,7 @@ fn landmark_net_matches_face_api_on_its_own_input() {
 fn descriptor_matches_face_api_on_its_own_input() {
     // The strict check of the recognition weight import: face-api's 150x150 input for
     // obama.jpg, through the var-store net, within 1e-4 (Euclidean) of face-api's descriptor.
-    let (_vs, net) = FaceRecognitionNet::load(&setup_hint(), Device::Cpu).unwrap();
+    let (vs, net) = FaceRecognitionNet::load(&setup_hint(), Device::Cpu).unwrap();
     let x = fixture_image("obama_rec_input_150.f32", INPUT);
     let d = tch::no_grad(|| net.forward(&to_unit(&x)));
     let want = floats(&reference()["obama_recognition_input"]["descriptor"]);
@@ -287,6 +298,16 @@ fn descriptor_matches_face_api_on_its_own_input() {
     assert!((1.3..1.6).contains(&norm), "norm {norm}");
     let batch = tch::no_grad(|| net.forward(&to_unit(&Tensor::cat(&[&x, &x], 0))));
     assert!(batch.get(1).allclose(&d.get(0), 1e-5, 1e-6, false));
+
+    // The var store round-trips through safetensors (as the crate's model directories do).
+    let tmp = tempfile::tempdir().unwrap();
+    let file = tmp.path().join("face_recognition.safetensors");
+    vs.save(&file).unwrap();
+    let mut vs2 = nn::VarStore::new(Device::Cpu);
+    let net2 = FaceRecognitionNet::new(&vs2.root());
+    vs2.load(&file).unwrap();
+    let d2 = tch::no_grad(|| net2.forward(&to_unit(&x)));
+    assert!(d2.equal(&d));
 }
 
 #[test]

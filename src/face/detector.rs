@@ -174,7 +174,7 @@ impl TinyFaceDetector {
                 for (a, (aw, ah)) in ANCHORS.iter().enumerate() {
                     let c = 5 * a as i64;
                     let score = sigmoid(at(c + 4, row, col));
-                    if score <= score_threshold {
+                    if score.is_nan() || score <= score_threshold {
                         continue;
                     }
                     let cx = (col as f64 + sigmoid(at(c, row, col))) / gf * cfx;
