@@ -561,10 +561,18 @@ fn similarity_recovers_a_known_transform() {
             assert!((a - b).abs() < 1e-9, "{m:?} vs {truth:?}");
         }
     }
-    // A mirror image is not a similarity: the best one without reflection leaves a residual.
+    // A mirror image is not a similarity: no reflection is fitted, a residual remains.
     let mirrored: Vec<(f64, f64)> = src.iter().map(|&(x, y)| (-x, y)).collect();
     let m = align::similarity(&src, &mirrored).unwrap();
-    assert!((m[0][0] * m[1][1] - m[0][1] * m[1][0]) >= 0.0);
+    let worst = src
+        .iter()
+        .zip(&mirrored)
+        .map(|(&p, &q)| {
+            let e = align::apply(&m, p);
+            (e.0 - q.0).hypot(e.1 - q.1)
+        })
+        .fold(0.0, f64::max);
+    assert!(worst > 5.0, "{m:?} fits a reflection");
     assert!(align::similarity(&src[..1], &dst[..1]).is_err());
     assert!(align::similarity(&[(1.0, 1.0); 3], &dst[..3]).is_err());
 }

@@ -27,10 +27,13 @@ const CHANNELS: [i64; 6] = [16, 32, 64, 128, 256, 512];
 /// x/y or end past the image, §3.4) and its sigmoid score.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Detection {
+    /// Left edge.
     pub x: f64,
+    /// Top edge.
     pub y: f64,
     pub width: f64,
     pub height: f64,
+    /// `sigmoid` of the score logit, in (score threshold, 1).
     pub score: f64,
 }
 
