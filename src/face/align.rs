@@ -45,7 +45,7 @@ pub fn similarity(src: &[(f64, f64)], dst: &[(f64, f64)]) -> Result<[[f64; 3]; 2
         num_b += sx * dy - sy * dx;
         den += sx * sx + sy * sy;
     }
-    if !(den > 1e-12) {
+    if den.is_nan() || den <= 1e-12 {
         return Err(Error::Invalid(
             "similarity: the source points coincide".into(),
         ));
@@ -77,7 +77,7 @@ pub fn warp(img: &Tensor, m: &[[f64; 3]; 2], out_h: i64, out_w: i64) -> Result<T
     }
     let [[a, b, tx], [c, d, ty]] = *m;
     let det = a * d - b * c;
-    if !(det.abs() > 1e-12) || !det.is_finite() {
+    if !det.is_finite() || det.abs() <= 1e-12 {
         return Err(Error::Invalid(format!(
             "warp: matrix {m:?} is not invertible"
         )));

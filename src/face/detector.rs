@@ -27,10 +27,13 @@ const CHANNELS: [i64; 6] = [16, 32, 64, 128, 256, 512];
 /// x/y or end past the image, §3.4) and its sigmoid score.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Detection {
+    /// Left edge.
     pub x: f64,
+    /// Top edge.
     pub y: f64,
     pub width: f64,
     pub height: f64,
+    /// `sigmoid` of the score logit, in (score threshold, 1).
     pub score: f64,
 }
 
@@ -174,7 +177,7 @@ impl TinyFaceDetector {
                 for (a, (aw, ah)) in ANCHORS.iter().enumerate() {
                     let c = 5 * a as i64;
                     let score = sigmoid(at(c + 4, row, col));
-                    if score <= score_threshold {
+                    if score.is_nan() || score <= score_threshold {
                         continue;
                     }
                     let cx = (col as f64 + sigmoid(at(c, row, col))) / gf * cfx;

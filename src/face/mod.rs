@@ -11,7 +11,7 @@
 //! alignment used by this crate's own models.
 //!
 //! Images are `[3, H, W]` f32 RGB in 0..255; coordinates are original-image pixels, x right,
-//! y down. The section numbers (§) refer to the port spec (`SPEC.md` of the face-api port).
+//! y down. The section numbers (§) refer to the port spec, `docs/face-api.md`.
 pub mod align;
 pub mod detector;
 pub mod landmarks;
@@ -59,7 +59,7 @@ pub fn to_unit(x: &Tensor) -> Tensor {
     x / 255.0
 }
 
-/// An integer pixel rectangle of an image.
+/// An integer pixel rectangle of an image: columns `x..x + width`, rows `y..y + height`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CropBox {
     pub x: i64,
@@ -188,13 +188,17 @@ impl SepConv {
 #[derive(Debug, Clone)]
 pub struct Face {
     pub detection: Detection,
+    /// iBUG 68-point markup (§4.5), `(x, y)`, with face-api's origin quirk (see
+    /// [`FaceLandmark68Net::landmarks`]).
     pub landmarks: [(f64, f64); 68],
 }
 
 /// face-api's tiny face detector and full 68-point landmark net (§6 without descriptors).
 #[derive(Debug)]
 pub struct FaceApi {
+    /// `tiny_face_detector_model` (§3).
     pub detector: TinyFaceDetector,
+    /// `face_landmark_68_model` (§4).
     pub landmarks: FaceLandmark68Net,
 }
 

@@ -120,11 +120,6 @@ impl Weights {
         })
     }
 
-    /// The manifest this was read from.
-    pub fn path(&self) -> &Path {
-        &self.manifest
-    }
-
     /// Names and TF shapes of the tensors not taken yet, sorted by name.
     pub fn shapes(&self) -> Vec<(String, Vec<i64>)> {
         self.tensors
