@@ -21,13 +21,20 @@ curl -sf -X POST "$url/v1/subjects/obama/templates" "${auth[@]}" -H 'content-typ
 status=0
 for f in obama2.jpg obama3.jpg obama_partial_face.jpg obama_partial_face2.jpg 32bit.png biden.jpg; do
   r=$(curl -s -X POST "$url/v1/subjects/obama/verify" "${auth[@]}" -H 'content-type: application/octet-stream' --data-binary @"$photos/$f")
-  printf '%-24s %s\n' "$f" "$(python3 -c 'import json,sys; r=json.loads(sys.argv[1]); print("match" if r["match"] else "no match", "similarity %.4f (threshold: similarity >= %.4f)" % (r["similarity"], 1 - r["threshold"]))' "$r")"
+  printf '%-24s %s\n' "$f" "$(python3 -c '
+import json, sys
+r = json.loads(sys.argv[1])
+if "match" in r:
+    print("match" if r["match"] else "no match", "similarity %.4f (threshold: similarity >= %.4f)" % (r["similarity"], 1 - r["threshold"]))
+else:
+    print("refused:", r.get("error"), r.get("message"))
+' "$r")"
   case "$f" in
     biden.jpg) want=False ;;
     obama_partial*) continue ;;
     *) want=True ;;
   esac
-  echo "$r" | python3 -c "import json,sys; sys.exit(0 if json.load(sys.stdin)['match'] == $want else 1)" || status=1
+  echo "$r" | python3 -c "import json,sys; sys.exit(0 if json.load(sys.stdin).get('match') == $want else 1)" || status=1
 done
 kill -TERM $pid; wait $pid || true
 trap - EXIT

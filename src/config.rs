@@ -90,6 +90,11 @@ pub struct TrainConfig {
     /// Angular margin m of A-Softmax (sphereface).
     #[arg(long, default_value_t = 4)]
     pub margin: i64,
+    /// The data are faces aligned by `dvsp align` (3x112x96): the served model then aligns
+    /// probe photos the same way (detector and landmark nets copied into the model directory).
+    #[arg(long)]
+    #[serde(default)]
+    pub align_faces: bool,
     /// Training epochs.
     #[arg(long, default_value_t = 10)]
     pub epochs: usize,

@@ -40,7 +40,6 @@ fn adversarial(
     Ok(loss::dvsp::adversarial_step(x, &grad, cfg.eps).detach())
 }
 
-/// Trains a model on `split.train` and writes it to `out` (weights + card). Returns the card.
 /// The paper's face augmentation: each image of `[B, C, H, W]` mirrored left-right with
 /// probability 1/2 (applied to RGB, i.e. face, data).
 pub fn random_mirror(x: &Tensor) -> Tensor {
@@ -49,6 +48,7 @@ pub fn random_mirror(x: &Tensor) -> Tensor {
     x.flip([3]).where_self(&flip, x)
 }
 
+/// Trains a model on `split.train` and writes it to `out` (weights + card). Returns the card.
 pub fn train(
     cfg: &TrainConfig,
     data: &DataSpec,
@@ -75,10 +75,20 @@ pub fn train(
     }
     tch::manual_seed(cfg.seed as i64);
     let shape = train.shape();
+    let mut input = InputSpec::for_shape(shape);
+    if cfg.align_faces {
+        if shape != [3, 112, 96] {
+            return Err(Error::Invalid(format!(
+                "--align-faces needs 3x112x96 faces (dvsp align), the data are {shape:?}"
+            )));
+        }
+        input.face = Some(crate::model::FaceCrop::Sphereface112x96);
+        crate::face::photo::copy_detector(&crate::face::model_dir(), out)?;
+    }
     let spec = NetSpec {
         method: cfg.method,
         backbone: cfg.backbone_for(shape),
-        input: InputSpec::for_shape(shape),
+        input,
         feature_dim: cfg.feature_dim,
         classes: train.classes as i64,
         radius: cfg.radius,

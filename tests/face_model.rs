@@ -180,7 +180,7 @@ fn align_writes_112x96_crops_and_lists_photos_without_a_face() {
     let crop = image::open(out.join("Barack_Obama/Barack_Obama_0001.png")).unwrap();
     assert_eq!((crop.width(), crop.height()), (96, 112));
     let missed = std::fs::read_to_string(out.join("no_face.txt")).unwrap();
-    assert_eq!(missed.trim(), "Barack_Obama/Barack_Obama_0002.png");
+    assert_eq!(missed.trim(), "Barack_Obama/Barack_Obama_0002.png: no face");
     // Nothing to align: a clear error, non-zero exit.
     let empty = dir.path().join("empty");
     std::fs::create_dir_all(&empty).unwrap();

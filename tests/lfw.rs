@@ -73,8 +73,14 @@ fn ten_fold_accuracy_on_hand_made_scores() {
         assert!((f.accuracy - want).abs() < 1e-12, "fold {k}: {f:?}");
     }
     assert!((r.accuracy_mean - 0.975).abs() < 1e-12);
-    // std of nine 1.0 and one 0.75: sqrt(0.9 * 0.025^2 + 0.1 * 0.225^2) = 0.075.
-    assert!((r.accuracy_std - 0.075).abs() < 1e-12, "{}", r.accuracy_std);
+    // Nine 1.0 and one 0.75: squared deviations 9 * 0.025^2 + 0.225^2 = 0.05625, sample
+    // variance 0.05625 / 9 = 0.00625, std 0.0790569, SE sqrt(0.00625 / 10) = 0.025.
+    assert!(
+        (r.accuracy_std - 0.00625f64.sqrt()).abs() < 1e-12,
+        "{}",
+        r.accuracy_std
+    );
+    assert!((r.accuracy_se - 0.025).abs() < 1e-12, "{}", r.accuracy_se);
     assert_eq!(r.pairs, 40);
     // All pairs: 20 genuine (<= 0.2), 1 of 20 impostors at 0.15: EER between 0 and 5%.
     assert!(r.eer <= 0.05, "{}", r.eer);

@@ -86,15 +86,17 @@ pub struct PairAttack {
     pub rms: Option<f64>,
 }
 
-/// The model input of a photo: the face crop for face models, else the resized image.
-fn input_of(model: &artifact::Model, dir: &Path, path: &Path) -> anyhow::Result<tch::Tensor> {
+/// The model input of a photo: the face crop for face models (with `faces`), else the
+/// resized image.
+fn input_of(
+    model: &artifact::Model,
+    faces: Option<&crate::face::FaceApi>,
+    path: &Path,
+) -> anyhow::Result<tch::Tensor> {
     let input = &model.card.net.input;
-    Ok(match input.face {
-        Some(how) => {
-            let faces = crate::face::photo::load_for(dir)?;
-            crate::face::photo::crop_file(&faces, path, how)?
-        }
-        None => {
+    Ok(match (input.face, faces) {
+        (Some(how), Some(faces)) => crate::face::photo::crop_file(faces, path, how)?,
+        _ => {
             let img =
                 crate::data::folder::load_image(path, input.height as u32, input.width as u32)?;
             let img = img.to_kind(tch::Kind::Float) / 255.0;
@@ -121,9 +123,13 @@ pub fn audit_pair(
     let model = artifact::load(dir, tch::Device::Cpu)?;
     let cfg = args.config();
     let threshold = cfg.threshold_at.from_card(&model.card)?;
+    let faces = match model.card.net.input.face {
+        Some(_) => Some(crate::face::photo::load_for(dir)?),
+        None => None,
+    };
     let (a, b) = (
-        input_of(&model, dir, probe)?,
-        input_of(&model, dir, target)?,
+        input_of(&model, faces.as_ref(), probe)?,
+        input_of(&model, faces.as_ref(), target)?,
     );
     let mut x1 = vec![a.shallow_clone(), b.shallow_clone()];
     let mut x2 = vec![b.shallow_clone(), a.shallow_clone()];

@@ -94,10 +94,11 @@ pub fn evaluate_lfw(
         );
     }
     println!(
-        "{} LFW {} pairs: accuracy {:.2}% +- {:.2}%, EER {:.2}% (T = {:.4})",
+        "{} LFW {} pairs: accuracy {:.2}% +- {:.2}% (SE; std {:.2}%), EER {:.2}% (T = {:.4})",
         dir.display(),
         r.pairs,
         r.accuracy_mean * 100.0,
+        r.accuracy_se * 100.0,
         r.accuracy_std * 100.0,
         r.eer * 100.0,
         r.eer_threshold

@@ -1,6 +1,5 @@
-//! Face commands: `dvsp import face-api` (face-api's recognition net as a model directory),
-//! `dvsp align` (photos to aligned crops) and `dvsp attack-pair` (the minimal CW-L2
-//! perturbation turning one face photo into another person's, both directions).
+//! Face commands: `dvsp import face-api` (face-api's recognition net as a model directory)
+//! and `dvsp align` (photos to aligned crops). The face audit is `dvsp audit --probe --target`.
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -31,14 +30,6 @@ pub enum Import {
         out: PathBuf,
     },
 }
-
-/// The face-api files a model directory carries for its face detection.
-const DETECTION_FILES: [&str; 4] = [
-    "tiny_face_detector_model-weights_manifest.json",
-    "tiny_face_detector_model.bin",
-    "face_landmark_68_model-weights_manifest.json",
-    "face_landmark_68_model.bin",
-];
 
 /// Writes the imported model to `out` and evaluates it on face-samples (thresholds in its
 /// card). Every weight is checked by name and shape.
@@ -84,12 +75,7 @@ pub fn import_face_api(from: &Path, out: &Path) -> anyhow::Result<ModelCard> {
             .shallow_clone();
         tch::no_grad(|| d.copy_(t));
     }
-    std::fs::create_dir_all(out.join("face-api"))
-        .with_context(|| format!("creating {}", out.display()))?;
-    for f in DETECTION_FILES {
-        std::fs::copy(from.join(f), out.join("face-api").join(f))
-            .with_context(|| format!("copying {}", from.join(f).display()))?;
-    }
+    photo::copy_detector(from, out)?;
     let cfg = TrainConfig {
         method: Method::Pretrained,
         backbone: Some(Backbone::FaceapiResnet),
@@ -205,8 +191,8 @@ pub fn save_png(t: &tch::Tensor, path: &Path) -> anyhow::Result<()> {
     .with_context(|| format!("writing {}", path.display()))
 }
 
-/// Aligns every photo; photos without a face are listed (in `no_face.txt` too), and the
-/// command fails if none was aligned.
+/// Aligns every photo; photos without a face, undecodable or unalignable ones are listed
+/// with the reason (in `no_face.txt` too), and the command fails if none was aligned.
 pub fn align(a: AlignArgs) -> anyhow::Result<()> {
     let how = match a.crop {
         CropArg::Sphereface => FaceCrop::Sphereface112x96,
@@ -222,16 +208,17 @@ pub fn align(a: AlignArgs) -> anyhow::Result<()> {
     for f in &files {
         let rel = f.strip_prefix(&a.input).unwrap_or(f);
         let out = a.out.join(rel).with_extension("png");
-        let img = crate::face::load_rgb(f)?;
-        match photo::best_face(&faces, &img, how)? {
-            Some((_, crop)) => {
+        let found = crate::face::load_rgb(f).and_then(|img| photo::best_face(&faces, &img, how));
+        match found {
+            Ok(Some((_, crop))) => {
                 if let Some(dir) = out.parent() {
                     std::fs::create_dir_all(dir)?;
                 }
                 save_png(&crop, &out)?;
                 done += 1;
             }
-            None => missed.push(rel.display().to_string()),
+            Ok(None) => missed.push(format!("{}: no face", rel.display())),
+            Err(e) => missed.push(format!("{}: {e}", rel.display())),
         }
         pb.inc(1);
     }
@@ -245,7 +232,7 @@ pub fn align(a: AlignArgs) -> anyhow::Result<()> {
         start.elapsed().as_secs_f64() * 1e3 / files.len() as f64
     );
     for m in &missed {
-        println!("    no face: {m}");
+        println!("    skipped {m}");
     }
     anyhow::ensure!(done > 0, "no face found in any photo");
     Ok(())

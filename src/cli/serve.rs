@@ -127,31 +127,41 @@ pub fn run(a: Args) -> anyhow::Result<()> {
             state.threshold,
             state.operating_point
         );
-        // One signal stops both servers; each finishes its in-flight requests.
+        // A signal, or either server ending (an error), stops both; each finishes its
+        // in-flight requests.
         let (stop, stopped) = tokio::sync::watch::channel(false);
+        let stop = std::sync::Arc::new(stop);
+        let on_signal = stop.clone();
         tokio::spawn(async move {
             server::shutdown_signal().await;
-            let _ = stop.send(true);
+            let _ = on_signal.send(true);
         });
         let until_stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
             let _ = rx.wait_for(|s| *s).await;
         };
-        let grpc = match grpc {
-            Some(l) => {
-                println!("dvsp serving gRPC on {}", l.local_addr()?);
-                let (state, rx) = (state.clone(), stopped.clone());
-                Some(tokio::spawn(server::grpc::serve(
-                    l,
-                    state,
-                    until_stopped(rx),
-                )))
-            }
-            None => None,
-        };
-        server::serve(listener, state, until_stopped(stopped)).await?;
-        if let Some(g) = grpc {
-            g.await??;
+        let mut servers = tokio::task::JoinSet::new();
+        if let Some(l) = grpc {
+            println!("dvsp serving gRPC on {}", l.local_addr()?);
+            let (state, rx) = (state.clone(), stopped.clone());
+            servers.spawn(async move {
+                server::grpc::serve(l, state, until_stopped(rx))
+                    .await
+                    .context("the gRPC server")
+            });
         }
-        Ok(())
+        servers.spawn(async move {
+            server::serve(listener, state, until_stopped(stopped))
+                .await
+                .context("the HTTP server")
+        });
+        let mut result = Ok(());
+        while let Some(ended) = servers.join_next().await {
+            let _ = stop.send(true);
+            if let Err(e) = ended? {
+                tracing::error!(error = %format!("{e:#}"), "server stopped");
+                result = result.and(Err(e));
+            }
+        }
+        result
     })
 }

@@ -37,6 +37,25 @@ pub fn best_face(faces: &FaceApi, img: &Tensor, how: FaceCrop) -> Result<Option<
     }
 }
 
+/// The face-api files a face model directory carries for its face detection.
+const DETECTION_FILES: [&str; 4] = [
+    "tiny_face_detector_model-weights_manifest.json",
+    "tiny_face_detector_model.bin",
+    "face_landmark_68_model-weights_manifest.json",
+    "face_landmark_68_model.bin",
+];
+
+/// Copies the detector and landmark weights from `from` into `model_dir/face-api`, so the
+/// model directory serves on its own (in a container, say).
+pub fn copy_detector(from: &Path, model_dir: &Path) -> Result<()> {
+    let dir = model_dir.join("face-api");
+    std::fs::create_dir_all(&dir).map_err(Error::io(&dir))?;
+    for f in DETECTION_FILES {
+        std::fs::copy(from.join(f), dir.join(f)).map_err(Error::io(from.join(f)))?;
+    }
+    Ok(())
+}
+
 /// Where a face model finds the detector and landmark weights: `MODEL_DIR/face-api` (written
 /// by `dvsp import face-api`), else the cache `make setup` fills.
 pub fn detector_dir(model_dir: &Path) -> std::path::PathBuf {

@@ -4,8 +4,8 @@
 //! matched pairs `name n1 n2` followed by as many mismatched pairs `name1 n1 name2 n2`, where
 //! `n` is the 1-based image number (`ROOT/name/name_0001.jpg`). For each fold the threshold
 //! that maximises accuracy on the other folds is applied to it (decision rule of eq. 1: match
-//! when D <= T); the report gives the mean and standard deviation of the ten accuracies and
-//! the EER over all pairs.
+//! when D <= T); the report gives the mean, sample standard deviation and standard error of
+//! the ten accuracies (LFW results are quoted as mean +- SE) and the EER over all pairs.
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -166,7 +166,10 @@ pub struct Fold {
 pub struct LfwReport {
     pub folds: Vec<Fold>,
     pub accuracy_mean: f64,
+    /// Sample standard deviation of the fold accuracies (n - 1).
     pub accuracy_std: f64,
+    /// Standard error of the mean, std / sqrt(folds): LFW's "mean +- SE".
+    pub accuracy_se: f64,
     /// EER over all pairs, and its threshold.
     pub eer: f64,
     pub eer_threshold: f64,
@@ -220,7 +223,7 @@ pub fn cross_validate(scored: &[(f32, bool, usize)], folds: usize) -> Result<Lfw
     }
     let n = out.len() as f64;
     let mean = out.iter().map(|f| f.accuracy).sum::<f64>() / n;
-    let var = out.iter().map(|f| (f.accuracy - mean).powi(2)).sum::<f64>() / n;
+    let var = out.iter().map(|f| (f.accuracy - mean).powi(2)).sum::<f64>() / (n - 1.0);
     let (genuine, impostor): (Vec<&(f32, bool, usize)>, Vec<_>) = scored.iter().partition(|s| s.1);
     let scores = Scores::new(
         genuine.iter().map(|s| s.0).collect(),
@@ -231,6 +234,7 @@ pub fn cross_validate(scored: &[(f32, bool, usize)], folds: usize) -> Result<Lfw
         folds: out,
         accuracy_mean: mean,
         accuracy_std: var.sqrt(),
+        accuracy_se: (var / n).sqrt(),
         eer: e.target,
         eer_threshold: e.threshold,
         pairs: scored.len(),

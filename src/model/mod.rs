@@ -46,8 +46,7 @@ pub enum FaceCrop {
 
 impl InputSpec {
     /// MNIST-family (mean and std of the MNIST training pixels) or faces ((x - 127.5) / 128,
-    /// SphereFace's preprocessing, in [0, 1] units). 3x112x96 is the aligned-face size: the
-    /// service aligns photos onto SphereFace's template for such models.
+    /// SphereFace's preprocessing, in [0, 1] units). No face crop: see `train --align-faces`.
     pub fn for_shape(shape: [i64; 3]) -> InputSpec {
         let [channels, height, width] = shape;
         let (mean, std) = if channels == 1 {
@@ -61,7 +60,7 @@ impl InputSpec {
             width,
             mean,
             std,
-            face: (shape == [3, 112, 96]).then_some(FaceCrop::Sphereface112x96),
+            face: None,
         }
     }
 

@@ -185,7 +185,7 @@ impl Verification for Grpc {
         req: Request<proto::EnrollRequest>,
     ) -> Result<Response<proto::Template>, Status> {
         self.call("Enroll", req, |c, r| async move {
-            let e = self.app.enroll(&c, &r.subject_id, r.image).await?;
+            let e = self.app.enroll(&c, &r.subject_id, Ok(r.image)).await?;
             Ok(proto::Template {
                 id: e.template_id,
                 subject_id: e.subject_id,
@@ -215,7 +215,10 @@ impl Verification for Grpc {
         req: Request<proto::VerifyRequest>,
     ) -> Result<Response<proto::SubjectDecision>, Status> {
         self.call("Verify", req, |c, r| async move {
-            let d = self.app.verify_subject(&c, &r.subject_id, r.image).await?;
+            let d = self
+                .app
+                .verify_subject(&c, &r.subject_id, Ok(r.image))
+                .await?;
             Ok(proto::SubjectDecision {
                 subject_id: d.subject_id,
                 decision_rule: d.decision_rule.to_string(),
@@ -231,7 +234,11 @@ impl Verification for Grpc {
         req: Request<proto::VerifyPairRequest>,
     ) -> Result<Response<proto::Decision>, Status> {
         self.call("VerifyPair", req, |c, r| async move {
-            Ok(self.app.verify_pair(&c, r.image_a, r.image_b).await?.into())
+            Ok(self
+                .app
+                .verify_pair(&c, Ok(r.image_a), Ok(r.image_b))
+                .await?
+                .into())
         })
         .await
     }
@@ -242,7 +249,7 @@ impl Verification for Grpc {
     ) -> Result<Response<proto::IdentifyResponse>, Status> {
         self.call("Identify", req, |c, r| async move {
             let top_k = if r.top_k == 0 { 5 } else { r.top_k as usize };
-            let id = self.app.identify(&c, r.image, top_k).await?;
+            let id = self.app.identify(&c, Ok(r.image), Ok(top_k)).await?;
             Ok(proto::IdentifyResponse {
                 r#match: id.is_match,
                 candidates: id
@@ -269,14 +276,13 @@ impl Verification for Grpc {
         req: Request<proto::GetModelRequest>,
     ) -> Result<Response<proto::ModelInfo>, Status> {
         self.call("GetModel", req, |c, _| async move {
-            c.require(super::auth::Role::Verify)?;
-            let card = &self.app.card;
+            let m = self.app.model_info(&c)?;
             Ok(proto::ModelInfo {
-                model_id: card.model_id.clone(),
-                method: card.training.config.method.name().to_string(),
-                threshold: self.app.threshold,
-                operating_point: self.app.operating_point.clone(),
-                card_json: serde_json::to_string(card)
+                model_id: m.card.model_id.clone(),
+                method: m.card.training.config.method.name().to_string(),
+                threshold: m.threshold,
+                operating_point: m.operating_point,
+                card_json: serde_json::to_string(&m.card)
                     .map_err(|e| ApiError::Internal(e.to_string()))?,
             })
         })

@@ -165,13 +165,17 @@ pub fn decode(
             .view([h, w, 3])
             .permute([2, 0, 1])
             .to_kind(tch::Kind::Float);
+        // The nets are read-only: a panic elsewhere cannot leave them half-updated.
         let faces = faces
             .lock()
-            .map_err(|_| ApiError::Internal("the face detector panicked earlier".into()))?;
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         return match crate::face::photo::best_face(&faces, &t, how) {
             Ok(Some((_, crop))) => Ok(crop),
             Ok(None) => Err(ApiError::Unprocessable("no face found in the image".into())),
-            Err(e) => Err(ApiError::Internal(format!("face detection: {e}"))),
+            // Degenerate geometry of this photo's face (an empty crop, coinciding landmarks).
+            Err(e) => Err(ApiError::Unprocessable(format!(
+                "the face could not be cropped: {e}"
+            ))),
         };
     }
     let (iw, ih) = (input.width as u32, input.height as u32);

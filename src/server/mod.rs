@@ -55,6 +55,8 @@ pub struct App {
     pub limits: Limits,
     /// Face detection and landmarks, for face models (their input has a face crop).
     pub faces: Option<Arc<std::sync::Mutex<crate::face::FaceApi>>>,
+    /// Face photos being decoded at once (each is a full-size float image).
+    pub face_slots: tokio::sync::Semaphore,
 }
 
 pub type AppState = Arc<App>;
@@ -95,6 +97,7 @@ impl App {
             metrics,
             limits,
             faces: faces.map(|f| Arc::new(std::sync::Mutex::new(f))),
+            face_slots: tokio::sync::Semaphore::new(2),
         })
     }
 }

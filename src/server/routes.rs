@@ -8,10 +8,12 @@ use axum::Json;
 use serde::Deserialize;
 use serde_json::json;
 
-use super::auth::{Caller, Role};
+use super::auth::Caller;
 use super::error::ApiError;
 use super::input::Payload;
-use super::service::{Decision, Identification, SubjectDecision, SubjectDetail, SubjectPage};
+use super::service::{
+    Decision, Identification, ModelInfo, SubjectDecision, SubjectDetail, SubjectPage,
+};
 use super::AppState;
 
 /// `Json<T>` whose rejections are the API's JSON errors (400 malformed, 415 wrong type,
@@ -96,7 +98,7 @@ pub async fn enroll(
     payload: Payload,
 ) -> Result<Response, ApiError> {
     let e = app
-        .enroll(&caller, &id, payload.image("image")?.clone())
+        .enroll(&caller, &id, payload.image("image").cloned())
         .await?;
     Ok((StatusCode::CREATED, Json(e)).into_response())
 }
@@ -117,7 +119,7 @@ pub async fn verify_subject(
     payload: Payload,
 ) -> Result<Json<SubjectDecision>, ApiError> {
     Ok(Json(
-        app.verify_subject(&caller, &id, payload.image("image")?.clone())
+        app.verify_subject(&caller, &id, payload.image("image").cloned())
             .await?,
     ))
 }
@@ -127,8 +129,10 @@ pub async fn verify_pair(
     caller: Caller,
     payload: Payload,
 ) -> Result<Json<Decision>, ApiError> {
-    let (a, b) = (payload.image("image_a")?, payload.image("image_b")?);
-    Ok(Json(app.verify_pair(&caller, a.clone(), b.clone()).await?))
+    let (a, b) = (payload.image("image_a"), payload.image("image_b"));
+    Ok(Json(
+        app.verify_pair(&caller, a.cloned(), b.cloned()).await?,
+    ))
 }
 
 #[derive(Debug, Deserialize)]
@@ -143,17 +147,17 @@ pub async fn identify(
     q: Result<Query<TopK>, QueryRejection>,
     payload: Payload,
 ) -> Result<Json<Identification>, ApiError> {
-    let Query(q) = q.map_err(|e| ApiError::BadRequest(e.body_text()))?;
-    let top_k = match (q.top_k, payload.json.get("top_k")) {
-        (Some(k), _) => k,
-        (None, Some(v)) => v
-            .as_u64()
-            .ok_or_else(|| ApiError::Unprocessable("top_k must be a positive integer".into()))?
-            as usize,
-        (None, None) => 5,
-    };
+    let top_k =
+        q.map_err(|e| ApiError::BadRequest(e.body_text()))
+            .and_then(|Query(q)| match (q.top_k, payload.json.get("top_k")) {
+                (Some(k), _) => Ok(k),
+                (None, Some(v)) => v.as_u64().map(|k| k as usize).ok_or_else(|| {
+                    ApiError::Unprocessable("top_k must be a positive integer".into())
+                }),
+                (None, None) => Ok(5),
+            });
     Ok(Json(
-        app.identify(&caller, payload.image("image")?.clone(), top_k)
+        app.identify(&caller, payload.image("image").cloned(), top_k)
             .await?,
     ))
 }
@@ -161,11 +165,8 @@ pub async fn identify(
 pub async fn model(
     State(app): State<AppState>,
     caller: Caller,
-) -> Result<Json<serde_json::Value>, ApiError> {
-    caller.require(Role::Verify)?;
-    Ok(Json(
-        json!({ "threshold": app.threshold, "operating_point": app.operating_point, "card": app.card }),
-    ))
+) -> Result<Json<ModelInfo>, ApiError> {
+    Ok(Json(app.model_info(&caller)?))
 }
 
 pub async fn healthz() -> Json<serde_json::Value> {

@@ -38,6 +38,17 @@ pub fn valid_id(what: &str, id: &str) -> Result<(), ApiError> {
     }
 }
 
+/// An image from a request, or why the request has none; operations check the caller's role
+/// before looking at it (403 comes before 422).
+pub type Image = Result<Bytes, ApiError>;
+
+#[derive(Debug, Serialize)]
+pub struct ModelInfo {
+    pub threshold: f64,
+    pub operating_point: String,
+    pub card: crate::artifact::ModelCard,
+}
+
 #[derive(Debug, Serialize)]
 pub struct SubjectPage {
     pub subjects: Vec<Subject>,
@@ -147,6 +158,17 @@ impl App {
         let input = self.card.net.input.clone();
         let max_pixels = self.limits.max_pixels;
         let faces = self.faces.clone();
+        // Face photos are decoded at full size in float: at most two at a time (the detector
+        // runs one at a time anyway), the others wait here without holding memory.
+        let _slot = match &faces {
+            Some(_) => Some(
+                self.face_slots
+                    .acquire()
+                    .await
+                    .map_err(|_| ApiError::Internal("the face decoder is closed".into()))?,
+            ),
+            None => None,
+        };
         let owned: Vec<Bytes> = images.iter().map(|(_, b)| b.clone()).collect();
         let tensors = tokio::task::spawn_blocking(move || {
             owned
@@ -256,9 +278,10 @@ impl App {
         &self,
         caller: &Caller,
         id: &str,
-        image: Bytes,
+        image: Image,
     ) -> Result<Enrolled, ApiError> {
         caller.require(Role::Enroll)?;
+        let image = image?;
         self.subject_or_404(id).await?;
         let e = self.embed(&[("image", image)]).await?.remove(0);
         let tid = uuid::Uuid::new_v4().to_string();
@@ -306,9 +329,10 @@ impl App {
         &self,
         caller: &Caller,
         id: &str,
-        image: Bytes,
+        image: Image,
     ) -> Result<SubjectDecision, ApiError> {
         caller.require(Role::Verify)?;
+        let image = image?;
         self.subject_or_404(id).await?;
         let attempts = self
             .store
@@ -355,10 +379,11 @@ impl App {
     pub async fn verify_pair(
         &self,
         caller: &Caller,
-        image_a: Bytes,
-        image_b: Bytes,
+        image_a: Image,
+        image_b: Image,
     ) -> Result<Decision, ApiError> {
         caller.require(Role::Verify)?;
+        let (image_a, image_b) = (image_a?, image_b?);
         let e = self
             .embed(&[("image_a", image_a), ("image_b", image_b)])
             .await?;
@@ -378,10 +403,11 @@ impl App {
     pub async fn identify(
         &self,
         caller: &Caller,
-        image: Bytes,
-        top_k: usize,
+        image: Image,
+        top_k: Result<usize, ApiError>,
     ) -> Result<Identification, ApiError> {
         caller.require(Role::Verify)?;
+        let (image, top_k) = (image?, top_k?);
         if !(1..=100).contains(&top_k) {
             return Err(ApiError::Unprocessable(
                 "top_k must be within 1..=100".into(),
@@ -414,6 +440,16 @@ impl App {
             quality: probe.spread,
             model_id: self.card.model_id.clone(),
             gallery_templates: gallery.len(),
+        })
+    }
+
+    /// The served model's card, threshold and operating point.
+    pub fn model_info(&self, caller: &Caller) -> Result<ModelInfo, ApiError> {
+        caller.require(Role::Verify)?;
+        Ok(ModelInfo {
+            threshold: self.threshold,
+            operating_point: self.operating_point.clone(),
+            card: self.card.clone(),
         })
     }
 
