@@ -191,6 +191,13 @@ pub fn run(
     }
     let labels: Vec<i64> = Vec::<i64>::try_from(&test.labels)?;
     let sampled = sample_pairs(&labels, test.classes, cfg.pairs, cfg.seed);
+    if sampled.is_empty() {
+        return Err(Error::Invalid(format!(
+            "no pairs of different classes to attack in a test set of {} images and {} classes",
+            labels.len(),
+            test.classes
+        )));
+    }
     let start = Instant::now();
     let pb = crate::train::progress_bar(sampled.len() as u64, "audit cw-l2 pairs");
     let mut records = Vec::with_capacity(sampled.len());

@@ -230,3 +230,36 @@ fn robustness_index_over_hand_made_results() {
             && "fmr=2".parse::<dvsp::audit::ThresholdAt>().is_err()
     );
 }
+
+#[test]
+fn an_audit_of_a_single_class_set_is_an_error_not_a_panic() {
+    let test = dvsp::data::Dataset {
+        images: Tensor::zeros([4, 1, 28, 28], (Kind::Uint8, Device::Cpu)),
+        labels: Tensor::zeros([4], (Kind::Int64, Device::Cpu)),
+        classes: 1,
+    };
+    let vs = nn::VarStore::new(Device::Cpu);
+    let spec = dvsp::model::NetSpec {
+        method: dvsp::config::Method::Center,
+        backbone: dvsp::config::Backbone::Small,
+        input: dvsp::model::InputSpec::for_shape([1, 28, 28]),
+        feature_dim: 4,
+        classes: 2,
+        radius: 1.0,
+    };
+    let net = dvsp::model::Net::new(&vs.root(), spec);
+    let cfg = dvsp::audit::AuditConfig {
+        pairs: 2,
+        threshold_at: dvsp::audit::ThresholdAt::Eer,
+        cw: cw::CwConfig::default(),
+        budgets: vec![1.0],
+        pgd_steps: 2,
+        batch: 8,
+        seed: 0,
+    };
+    let e = dvsp::audit::run(&net, "m", 0.5, &test, &cfg, Device::Cpu).unwrap_err();
+    assert!(
+        e.to_string().contains("no pairs of different classes"),
+        "{e}"
+    );
+}

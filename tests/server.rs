@@ -1062,3 +1062,33 @@ async fn openapi_documents_the_real_routes_and_metrics_are_exported() {
     }
     s.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_over_the_timeout_gets_a_json_408() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!("sqlite://{}", dir.path().join("t.db").display());
+    let k = keys(&db).await;
+    let s = Server::start(&db, &["--timeout-secs", "1"]).await;
+    // Headers promise 100 body bytes; 3 arrive, then nothing: the server gives up after 1 s.
+    let addr = s.base.trim_start_matches("http://").to_string();
+    let mut tcp = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let head = format!(
+        "POST /v1/identify HTTP/1.1\r\nHost: {addr}\r\nx-api-key: {}\r\ncontent-type: image/png\r\ncontent-length: 100\r\n\r\nabc",
+        k.verify
+    );
+    tcp.write_all(head.as_bytes()).await.unwrap();
+    let mut buf = vec![0u8; 4096];
+    let n = tokio::time::timeout(std::time::Duration::from_secs(10), tcp.read(&mut buf))
+        .await
+        .expect("an answer within 10 s")
+        .unwrap();
+    let text = String::from_utf8_lossy(&buf[..n]);
+    assert!(text.starts_with("HTTP/1.1 408"), "{text}");
+    assert!(
+        text.contains(r#""error":"timeout""#) && text.contains("longer than 1 s"),
+        "{text}"
+    );
+    drop(tcp);
+    s.stop().await;
+}

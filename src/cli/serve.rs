@@ -98,7 +98,8 @@ impl Args {
 
 /// The URL without its password, for messages.
 pub fn redact(url: &str) -> String {
-    match (url.find("://"), url.find('@')) {
+    // The last '@' ends the user info (a password may hold an unescaped '@').
+    match (url.find("://"), url.rfind('@')) {
         (Some(s), Some(at)) if at > s => format!("{}://***@{}", &url[..s], &url[at + 1..]),
         _ => url.to_string(),
     }

@@ -39,6 +39,7 @@ impl From<ApiError> for Status {
                 Code::ResourceExhausted
             }
             ApiError::Busy => Code::Unavailable,
+            ApiError::Timeout(_) => Code::DeadlineExceeded,
             ApiError::Internal(cause) => {
                 tracing::error!(%cause, "internal error");
                 return Status::internal("internal error");

@@ -137,10 +137,31 @@ pub fn app(state: AppState) -> Router {
         axum::http::StatusCode::REQUEST_TIMEOUT,
         limits.timeout,
     ))
+    .layer(axum::middleware::map_response_with_state(
+        limits.timeout,
+        json_timeout,
+    ))
     .layer(PropagateRequestIdLayer::x_request_id())
     .layer(TraceLayer::new_for_http())
     .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
     .with_state(state)
+}
+
+/// The timeout layer's bare 408 as the API's JSON error.
+async fn json_timeout(
+    axum::extract::State(after): axum::extract::State<Duration>,
+    res: axum::response::Response,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    if res.status() == axum::http::StatusCode::REQUEST_TIMEOUT {
+        error::ApiError::Timeout(format!(
+            "the request took longer than {} s",
+            after.as_secs_f64()
+        ))
+        .into_response()
+    } else {
+        res
+    }
 }
 
 /// Serves until `shutdown` resolves; in-flight requests finish first.
