@@ -1092,3 +1092,23 @@ async fn a_request_over_the_timeout_gets_a_json_408() {
     drop(tcp);
     s.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panicking_batch_fails_its_jobs_and_the_worker_goes_on() {
+    use dvsp::server::{error::ApiError, metrics::Metrics, worker::Worker};
+    let model = dvsp::artifact::load(&model(), tch::Device::Cpu).unwrap();
+    let w = Worker::start(
+        model,
+        1,
+        std::time::Duration::from_millis(1),
+        4,
+        std::sync::Arc::new(Metrics::new()),
+    );
+    // The model takes 1x28x28; three channels make its first conv panic inside libtorch.
+    let bad = tch::Tensor::zeros([3, 28, 28], (tch::Kind::Float, tch::Device::Cpu));
+    let e = w.embed(vec![bad]).await.unwrap_err();
+    assert!(matches!(e, ApiError::Internal(_)), "{e:?}");
+    let good = tch::Tensor::zeros([1, 28, 28], (tch::Kind::Float, tch::Device::Cpu));
+    let out = w.embed(vec![good]).await.unwrap();
+    assert_eq!(out.len(), 1);
+}

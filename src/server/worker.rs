@@ -65,7 +65,11 @@ impl Worker {
                         }
                     }
                     let start = Instant::now();
-                    let result = run_batch(&model, &jobs, device);
+                    // A panic inside libtorch fails this batch's jobs, not the worker.
+                    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        run_batch(&model, &jobs, device)
+                    }))
+                    .unwrap_or_else(|_| Err("inference panicked on this batch".to_string()));
                     m.batch_size.observe(n as f64);
                     m.inference_seconds.observe(start.elapsed().as_secs_f64());
                     let mut result = result.map(|v| v.into_iter());
