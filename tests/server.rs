@@ -1112,3 +1112,41 @@ async fn a_panicking_batch_fails_its_jobs_and_the_worker_goes_on() {
     let out = w.embed(vec![good]).await.unwrap();
     assert_eq!(out.len(), 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_api_key_has_a_probe_budget() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!("sqlite://{}", dir.path().join("b.db").display());
+    let k = keys(&db).await;
+    let s = Server::start(&db, &["--max-key-probes", "2"]).await;
+    let c = Client::new();
+    let three = digits(3, 1).remove(0);
+    let identify = |key: &str| png_body(&c, &s.url("/v1/identify"), key, &three);
+    for _ in 0..2 {
+        assert_eq!(send(identify(&k.verify)).await.0, StatusCode::OK);
+    }
+    // The third probe by the same key, whatever the route, is refused; another key is not.
+    let form = multipart::Form::new()
+        .part("image_a", multipart::Part::bytes(three.clone()))
+        .part("image_b", multipart::Part::bytes(three.clone()));
+    let r = send(
+        c.post(s.url("/v1/verify"))
+            .bearer_auth(&k.verify)
+            .multipart(form),
+    )
+    .await;
+    assert_error(&r, 429);
+    assert!(
+        r.1["message"]
+            .as_str()
+            .unwrap()
+            .contains("probes by API key"),
+        "{:?}",
+        r.1
+    );
+    let res = identify(&k.verify).send().await.unwrap();
+    assert_eq!(res.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert!(res.headers().contains_key("retry-after"));
+    assert_eq!(send(identify(&k.admin)).await.0, StatusCode::OK);
+    s.stop().await;
+}

@@ -47,6 +47,9 @@ pub struct Args {
     /// Verify attempts per subject per window before 429.
     #[arg(long, env = "DVSP_MAX_ATTEMPTS", default_value_t = 30)]
     pub max_attempts: i64,
+    /// Probes (verify, pair verify, identify) per API key per window before 429.
+    #[arg(long, env = "DVSP_MAX_KEY_PROBES", default_value_t = 1200)]
+    pub max_key_probes: i64,
     #[arg(long, env = "DVSP_ATTEMPT_WINDOW_SECS", default_value_t = 60)]
     pub attempt_window_secs: u64,
     #[arg(long, env = "DVSP_TIMEOUT_SECS", default_value_t = 30)]
@@ -78,6 +81,7 @@ impl Args {
             max_pixels: self.max_pixels,
             max_uncertainty: self.max_uncertainty,
             max_attempts: self.max_attempts,
+            max_key_probes: self.max_key_probes,
             attempt_window: Duration::from_secs(self.attempt_window_secs),
             timeout: Duration::from_secs(self.timeout_secs),
         };

@@ -35,6 +35,9 @@ pub struct Limits {
     pub max_uncertainty: Option<f64>,
     /// Verify attempts per subject per window before 429.
     pub max_attempts: i64,
+    /// Probes (verify, pair verify, identify) per API key per window before 429: the
+    /// distances they return must not become an oracle to hill-climb on.
+    pub max_key_probes: i64,
     pub attempt_window: Duration,
     pub timeout: Duration,
 }

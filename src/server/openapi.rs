@@ -64,6 +64,8 @@ pub fn document() -> Value {
             .collect()
     };
     let image_errors = with(&["400", "404", "413", "415", "422", "503"]);
+    // Probes also count against the API key's budget (429).
+    let probe_errors = with(&["400", "404", "413", "415", "422", "429", "503"]);
     json!({
         "openapi": "3.0.3",
         "info": { "title": "dvsp verification service", "version": env!("CARGO_PKG_VERSION"),
@@ -110,11 +112,11 @@ pub fn document() -> Value {
                 "post": op("1:1 verify a probe against a subject (best template): {match, similarity, distance, threshold, quality, model_id}", "verify", ("200", "decision"), Some(image_body(&["image"])), &with(&["400", "404", "409", "413", "415", "422", "429", "503"]))
             },
             "/v1/verify": {
-                "post": op("Verify two images against each other; nothing is stored", "verify", ("200", "decision"), Some(image_body(&["image_a", "image_b"])), &image_errors)
+                "post": op("Verify two images against each other; nothing is stored", "verify", ("200", "decision"), Some(image_body(&["image_a", "image_b"])), &probe_errors)
             },
             "/v1/identify": {
                 "parameters": [{ "name": "top_k", "in": "query", "schema": { "type": "integer", "minimum": 1, "maximum": 100 } }],
-                "post": op("1:N identify: subjects ranked by their best template distance", "verify", ("200", "ranked candidates"), Some(image_body(&["image"])), &image_errors)
+                "post": op("1:N identify: subjects ranked by their best template distance", "verify", ("200", "ranked candidates"), Some(image_body(&["image"])), &probe_errors)
             },
             "/v1/model": { "get": op("The served model card, threshold and operating point", "verify", ("200", "model"), None, &common) },
             "/healthz": { "get": { "summary": "Liveness", "security": [], "responses": { "200": { "description": "alive" } } } },

@@ -191,6 +191,37 @@ impl App {
         Ok(out)
     }
 
+    /// Counts one attempt in `bucket`; 429 with Retry-After beyond `max` per window.
+    async fn limit(
+        &self,
+        bucket: &str,
+        max: i64,
+        what: impl FnOnce() -> String,
+    ) -> Result<(), ApiError> {
+        let window = self.limits.attempt_window;
+        let n = self
+            .store
+            .count_attempt(bucket, window.as_millis() as i64)
+            .await?;
+        if n > max {
+            return Err(ApiError::TooManyRequests {
+                message: format!("more than {max} {} in {}s", what(), window.as_secs()),
+                retry_after: window.as_secs().max(1),
+            });
+        }
+        Ok(())
+    }
+
+    /// The caller's probe budget (verify, pair verify, identify per key per window).
+    async fn within_budget(&self, caller: &Caller) -> Result<(), ApiError> {
+        self.limit(
+            &format!("key:{}", caller.key_id),
+            self.limits.max_key_probes,
+            || format!("probes by API key {}", caller.key_id),
+        )
+        .await
+    }
+
     fn decide(&self, kind: &str, d: f64) -> bool {
         let m = d <= self.threshold;
         self.metrics
@@ -334,20 +365,11 @@ impl App {
         caller.require(Role::Verify)?;
         let image = image?;
         self.subject_or_404(id).await?;
-        let attempts = self
-            .store
-            .count_attempt(id, self.limits.attempt_window.as_millis() as i64)
-            .await?;
-        if attempts > self.limits.max_attempts {
-            return Err(ApiError::TooManyRequests {
-                message: format!(
-                    "more than {} verify attempts for subject {id:?} in {}s",
-                    self.limits.max_attempts,
-                    self.limits.attempt_window.as_secs()
-                ),
-                retry_after: self.limits.attempt_window.as_secs().max(1),
-            });
-        }
+        self.within_budget(caller).await?;
+        self.limit(id, self.limits.max_attempts, || {
+            format!("verify attempts for subject {id:?}")
+        })
+        .await?;
         let templates = self.store.subject_features(id).await?;
         if templates.is_empty() {
             return Err(ApiError::Precondition(format!(
@@ -384,6 +406,7 @@ impl App {
     ) -> Result<Decision, ApiError> {
         caller.require(Role::Verify)?;
         let (image_a, image_b) = (image_a?, image_b?);
+        self.within_budget(caller).await?;
         let e = self
             .embed(&[("image_a", image_a), ("image_b", image_b)])
             .await?;
@@ -408,6 +431,7 @@ impl App {
     ) -> Result<Identification, ApiError> {
         caller.require(Role::Verify)?;
         let (image, top_k) = (image?, top_k?);
+        self.within_budget(caller).await?;
         if !(1..=100).contains(&top_k) {
             return Err(ApiError::Unprocessable(
                 "top_k must be within 1..=100".into(),

@@ -333,9 +333,11 @@ impl Store {
         Ok(n)
     }
 
-    /// Counts one verify attempt against `subject_id` in a fixed window of `window_ms` and
-    /// returns the attempts in the current window (atomic upsert, shared by all replicas).
-    pub async fn count_attempt(&self, subject_id: &str, window_ms: i64) -> StoreResult<i64> {
+    /// Counts one attempt in `bucket` in a fixed window of `window_ms` and returns the attempts
+    /// in the current window (atomic upsert, shared by all replicas). Buckets: a subject id
+    /// (verify attempts against it) or `key:<key id>` (probes by an API key; subject ids
+    /// cannot hold ':').
+    pub async fn count_attempt(&self, bucket: &str, window_ms: i64) -> StoreResult<i64> {
         let now = now_ms();
         let n = on_pool!(self, |p| {
             sqlx::query(
@@ -345,7 +347,7 @@ impl Store {
              window_start = CASE WHEN verify_attempts.window_start <= $3 THEN $2 ELSE verify_attempts.window_start END \
              RETURNING count"
         )
-        .bind(subject_id)
+        .bind(bucket)
         .bind(now)
         .bind(now - window_ms)
         .fetch_one(p)
