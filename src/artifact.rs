@@ -105,6 +105,24 @@ pub fn save(dir: &Path, card: &mut ModelCard, vs: &VarStore) -> Result<()> {
     write_card(dir, card)
 }
 
+/// A new model's card (this build's provenance, no metrics yet), saved with its weights into
+/// `dir`; returns the card with its `model_id`.
+pub fn save_new(dir: &Path, net: NetSpec, training: Training, vs: &VarStore) -> Result<ModelCard> {
+    let mut card = ModelCard {
+        format_version: FORMAT_VERSION,
+        model_id: String::new(),
+        net,
+        training,
+        git_commit: env!("DVSP_GIT_COMMIT").to_string(),
+        dvsp_version: env!("CARGO_PKG_VERSION").to_string(),
+        created: chrono::Utc::now().to_rfc3339(),
+        metrics: Default::default(),
+        robustness: None,
+    };
+    save(dir, &mut card, vs)?;
+    Ok(card)
+}
+
 pub fn write_card(dir: &Path, card: &ModelCard) -> Result<()> {
     write_atomic(
         &dir.join(CARD),

@@ -157,28 +157,17 @@ pub fn train(
     }
     pb.finish_and_clear();
     let seconds = start.elapsed().as_secs_f64();
-    let mut card = ModelCard {
-        format_version: artifact::FORMAT_VERSION,
-        model_id: String::new(),
-        net: spec,
-        training: Training {
-            config: cfg.clone(),
-            dataset: data.to_string(),
-            split: split.description.clone(),
-            train_images: n,
-            seconds,
-            images_per_second: (batches * cfg.batch_size * cfg.epochs) as f64 / seconds,
-            final_loss: last_loss,
-            final_accuracy: last_acc,
-            device: format!("{device:?}"),
-            threads: tch::get_num_threads(),
-        },
-        git_commit: env!("DVSP_GIT_COMMIT").to_string(),
-        dvsp_version: env!("CARGO_PKG_VERSION").to_string(),
-        created: chrono::Utc::now().to_rfc3339(),
-        metrics: Default::default(),
-        robustness: None,
+    let training = Training {
+        config: cfg.clone(),
+        dataset: data.to_string(),
+        split: split.description.clone(),
+        train_images: n,
+        seconds,
+        images_per_second: (batches * cfg.batch_size * cfg.epochs) as f64 / seconds,
+        final_loss: last_loss,
+        final_accuracy: last_acc,
+        device: format!("{device:?}"),
+        threads: tch::get_num_threads(),
     };
-    artifact::save(out, &mut card, &vs)?;
-    Ok(card)
+    artifact::save_new(out, spec, training, &vs)
 }

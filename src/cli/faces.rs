@@ -83,29 +83,19 @@ pub fn import_face_api(from: &Path, out: &Path) -> anyhow::Result<ModelCard> {
         epochs: 0,
         ..TrainConfig::default()
     };
-    let mut card = ModelCard {
-        format_version: artifact::FORMAT_VERSION,
-        model_id: String::new(),
-        net: spec,
-        training: Training {
-            config: cfg,
-            dataset: crate::data::DataSpec::FaceSamples.to_string(),
-            split: "imported from @vladmandic/face-api@1.7.15 (dlib face recognition ResNet, trained by its authors); not trained here".into(),
-            train_images: 0,
-            seconds: start.elapsed().as_secs_f64(),
-            images_per_second: 0.0,
-            final_loss: 0.0,
-            final_accuracy: 0.0,
-            device: "Cpu".into(),
-            threads: tch::get_num_threads(),
-        },
-        git_commit: env!("DVSP_GIT_COMMIT").to_string(),
-        dvsp_version: env!("CARGO_PKG_VERSION").to_string(),
-        created: chrono::Utc::now().to_rfc3339(),
-        metrics: Default::default(),
-        robustness: None,
+    let training = Training {
+        config: cfg,
+        dataset: crate::data::DataSpec::FaceSamples.to_string(),
+        split: "imported from @vladmandic/face-api@1.7.15 (dlib face recognition ResNet, trained by its authors); not trained here".into(),
+        train_images: 0,
+        seconds: start.elapsed().as_secs_f64(),
+        images_per_second: 0.0,
+        final_loss: 0.0,
+        final_accuracy: 0.0,
+        device: "Cpu".into(),
+        threads: tch::get_num_threads(),
     };
-    artifact::save(out, &mut card, &vs)?;
+    artifact::save_new(out, spec, training, &vs)?;
     super::eval::evaluate(
         out,
         &super::DataArgs {

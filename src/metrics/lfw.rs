@@ -102,31 +102,10 @@ pub fn parse_pairs(text: &str) -> Result<Vec<Pair>> {
                 )
             })?;
             let f: Vec<&str> = line.split_whitespace().collect();
-            let pair = match (same, &f[..]) {
-                (true, [name, n1, n2]) => Pair {
-                    a: Image {
-                        name: name.to_string(),
-                        number: number(ln, n1)?,
-                    },
-                    b: Image {
-                        name: name.to_string(),
-                        number: number(ln, n2)?,
-                    },
-                    same,
-                    fold,
-                },
-                (false, [name1, n1, name2, n2]) => Pair {
-                    a: Image {
-                        name: name1.to_string(),
-                        number: number(ln, n1)?,
-                    },
-                    b: Image {
-                        name: name2.to_string(),
-                        number: number(ln, n2)?,
-                    },
-                    same,
-                    fold,
-                },
+            // (name a, number a, name b, number b) of either line form.
+            let (name_a, n_a, name_b, n_b) = match (same, &f[..]) {
+                (true, [name, n1, n2]) => (*name, *n1, *name, *n2),
+                (false, [name1, n1, name2, n2]) => (*name1, *n1, *name2, *n2),
                 (true, _) => {
                     return Err(bad(
                         ln,
@@ -140,7 +119,18 @@ pub fn parse_pairs(text: &str) -> Result<Vec<Pair>> {
                     ))
                 }
             };
-            pairs.push(pair);
+            pairs.push(Pair {
+                a: Image {
+                    name: name_a.to_string(),
+                    number: number(ln, n_a)?,
+                },
+                b: Image {
+                    name: name_b.to_string(),
+                    number: number(ln, n_b)?,
+                },
+                same,
+                fold,
+            });
         }
     }
     if let Some((ln, line)) = lines.next() {

@@ -20,7 +20,6 @@ use axum::extract::DefaultBodyLimit;
 use axum::routing::{delete, get, post};
 use axum::Router;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
-use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 
 use crate::artifact::{Model, ModelCard};
@@ -136,35 +135,23 @@ pub fn app(state: AppState) -> Router {
         metrics::track,
     ))
     .layer(DefaultBodyLimit::max(limits.max_body_bytes))
-    .layer(TimeoutLayer::with_status_code(
-        axum::http::StatusCode::REQUEST_TIMEOUT,
-        limits.timeout,
-    ))
-    .layer(axum::middleware::map_response_with_state(
-        limits.timeout,
-        json_timeout,
-    ))
+    .layer(
+        // The router never fails, so the only error here is the timeout's: a JSON 408.
+        tower::ServiceBuilder::new()
+            .layer(axum::error_handling::HandleErrorLayer::new(
+                move |_: tower::BoxError| async move {
+                    error::ApiError::Timeout(format!(
+                        "the request took longer than {} s",
+                        limits.timeout.as_secs_f64()
+                    ))
+                },
+            ))
+            .timeout(limits.timeout),
+    )
     .layer(PropagateRequestIdLayer::x_request_id())
     .layer(TraceLayer::new_for_http())
     .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
     .with_state(state)
-}
-
-/// The timeout layer's bare 408 as the API's JSON error.
-async fn json_timeout(
-    axum::extract::State(after): axum::extract::State<Duration>,
-    res: axum::response::Response,
-) -> axum::response::Response {
-    use axum::response::IntoResponse;
-    if res.status() == axum::http::StatusCode::REQUEST_TIMEOUT {
-        error::ApiError::Timeout(format!(
-            "the request took longer than {} s",
-            after.as_secs_f64()
-        ))
-        .into_response()
-    } else {
-        res
-    }
 }
 
 /// Serves until `shutdown` resolves; in-flight requests finish first.
