@@ -56,8 +56,17 @@ pub struct ModelCard {
 /// RI (eq. 17) and how it was measured.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RobustnessSummary {
+    /// RI (eq. 17) over the ensemble's smallest verified perturbations (an upper bound).
     pub ri: Option<f64>,
-    pub success_rate: f64,
+    /// The same with every adversarial image rounded to 8 bits.
+    #[serde(default)]
+    pub ri_8bit: Option<f64>,
+    /// RI at 1x over RI at the largest re-attack budget, on the convergence subset.
+    #[serde(default)]
+    pub convergence_ratio: Option<f64>,
+    /// Whether that ratio is within 2% of 1; an audit that did not converge says so here.
+    #[serde(default)]
+    pub converged: Option<bool>,
     pub threshold: f64,
     pub threshold_at: String,
     pub pairs_per_class_pair: usize,

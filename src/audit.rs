@@ -1,6 +1,8 @@
-//! The robustness audit: feature-space CW-L2 between sampled pairs of every ordered class
-//! pair, H_{k,l} and RI (eq. 4, 17), and fixed-budget FGSM / PGD-L2 success rates on the
-//! same pairs.
+//! The robustness audit: the minimal-perturbation ensemble (`attack::ensemble`) between
+//! sampled pairs of every ordered class pair, H_{k,l} and RI (eq. 4, 17) in float and at 8
+//! bits, evidence that the attack converged (a subset re-attacked at 3x and 10x the budget),
+//! and checks for gradient masking (success against budget, FGSM <= PGD <= ensemble at fixed
+//! budgets, input-gradient norm).
 use std::time::Instant;
 
 use rand::seq::IndexedRandom;
@@ -9,7 +11,8 @@ use serde::{Deserialize, Serialize};
 use tch::{Device, Kind, Tensor};
 
 use crate::artifact::ModelCard;
-use crate::attack::{self, cw, FeatureMap};
+use crate::attack::ensemble::{self, Attack, EnsembleConfig};
+use crate::attack::{self, pgd, FeatureMap, Goal};
 use crate::data::{to_input, Dataset};
 use crate::metrics::robustness::{self, Robustness};
 use crate::model::unit;
@@ -92,28 +95,45 @@ pub struct AuditConfig {
     /// Sampled (x1, x2) pairs per ordered class pair.
     pub pairs: usize,
     pub threshold_at: ThresholdAt,
-    pub cw: cw::CwConfig,
-    /// L2 budgets for the FGSM and PGD-L2 baselines.
+    pub attack: EnsembleConfig,
+    /// L2 budgets of the fixed-budget FGSM and PGD-L2 success rates.
     pub budgets: Vec<f64>,
-    /// PGD steps (step size 2.5 eps / steps).
+    /// PGD steps of those success rates.
     pub pgd_steps: usize,
     /// Pairs optimised together.
     pub batch: usize,
     pub seed: u64,
+    /// About this many pairs (the same number from every class pair) are attacked again at
+    /// each budget multiple in `convergence_budgets`.
+    pub convergence_pairs: usize,
+    pub convergence_budgets: Vec<usize>,
 }
 
-/// One attacked pair: test-set indices, classes and the minimal perturbation found.
+/// Each attack's verified L2 on a pair (`None`: it found no success).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MemberL2 {
+    pub cw: Option<f64>,
+    pub ddn: Option<f64>,
+    pub segment: Option<f64>,
+    pub pgd: Option<f64>,
+}
+
+/// One attacked pair: test-set indices, classes and the smallest perturbation found.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PairRecord {
     pub source_class: usize,
     pub target_class: usize,
     pub source_index: usize,
     pub target_index: usize,
-    /// ||x~ - x1||_2 of the smallest success, `None` if the attack failed.
-    pub l2: Option<f64>,
+    /// ||x~ - x1||_2 of the smallest verified success over the ensemble (an upper bound of
+    /// the true minimum; every pair has one).
+    pub l2: f64,
+    /// The same after rounding x~ to 8 bits.
+    pub l2_8bit: f64,
     /// D(f(x~), f(x2)) rechecked by a fresh forward pass.
     pub distance: f64,
-    pub c: f64,
+    pub winner: Attack,
+    pub members: MemberL2,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -123,6 +143,39 @@ pub struct BudgetResult {
     pub success_rate: f64,
 }
 
+/// RI of the convergence subset at one budget multiple.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BudgetPoint {
+    pub multiplier: usize,
+    pub ri: f64,
+    pub ri_8bit: f64,
+    /// RI of each attack alone on the subset (`None` if it failed on a whole class pair).
+    pub member_ri: Vec<(Attack, Option<f64>)>,
+    pub seconds: f64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Convergence {
+    /// Indices into `pairs` of the re-attacked subset.
+    pub pairs: Vec<usize>,
+    pub points: Vec<BudgetPoint>,
+    /// RI at 1x over RI at the largest multiple, on the subset.
+    pub ratio: f64,
+    /// `ratio` is within 2% of 1.
+    pub converged: bool,
+}
+
+/// Checks for gradient masking (Athalye et al. 2018; Carlini et al. 2019).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MaskingChecks {
+    /// (eps, share of pairs with a verified success at L2 <= eps): must reach 1.
+    pub success_vs_budget: Vec<(f64, f64)>,
+    /// At every fixed budget: FGSM <= PGD <= the ensemble's success rate.
+    pub iterative_beats_single_step: bool,
+    /// Mean ||grad_x D(f(x), f(x2))||_2 at x = x1 over the pairs.
+    pub input_gradient_norm: f64,
+}
+
 /// `audit.json`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AuditReport {
@@ -130,10 +183,21 @@ pub struct AuditReport {
     pub config: AuditConfig,
     pub threshold: f64,
     pub robustness: Robustness,
+    /// The same with every x~ rounded to 8 bits.
+    pub robustness_8bit: Robustness,
+    /// Pairs on which each attack gave the kept (smallest) perturbation.
+    pub wins: Vec<(Attack, usize)>,
+    /// Pairs where PGD-L2 at the ensemble's per-pair budget succeeded more than 0.1% below
+    /// it (its point is then kept).
+    pub pgd_below_budget: usize,
+    pub convergence: Convergence,
     pub baselines: Vec<BudgetResult>,
+    pub masking: MaskingChecks,
+    /// Wall time of the whole audit and of the 1x attack.
     pub seconds: f64,
-    /// CW pair-steps per second (pairs x steps x rounds / CW time).
-    pub pair_steps_per_second: f64,
+    pub attack_seconds: f64,
+    /// Gradient steps per pair at 1x: CW (all rounds, after early stops), DDN, PGD check.
+    pub steps_per_pair: [usize; 3],
     pub pairs: Vec<PairRecord>,
 }
 
@@ -174,6 +238,154 @@ pub fn sample_pairs(
     out
 }
 
+/// The pairs' inputs x1, x2 and the unit features of x2.
+fn batch(
+    net: &impl FeatureMap,
+    test: &Dataset,
+    pairs: &[(usize, usize, usize, usize)],
+    device: Device,
+) -> (Tensor, Tensor, Tensor) {
+    let idx = |f: fn(&(usize, usize, usize, usize)) -> usize| {
+        Tensor::from_slice(&pairs.iter().map(|p| f(p) as i64).collect::<Vec<_>>())
+    };
+    let x1 = to_input(&test.images.index_select(0, &idx(|p| p.2)), device);
+    let x2 = to_input(&test.images.index_select(0, &idx(|p| p.3)), device);
+    let target = tch::no_grad(|| unit(&net.features(&x2)));
+    (x1, x2, target)
+}
+
+struct Attacked {
+    records: Vec<PairRecord>,
+    /// `[P, ...]` on the CPU.
+    adversarial: Tensor,
+    /// Gradient steps per pair of the last batch (CW, DDN, PGD check).
+    steps: [usize; 3],
+    pgd_below: usize,
+}
+
+/// The ensemble over `pairs` in batches of `cfg.batch`, with a progress bar.
+fn attack_all(
+    net: &impl FeatureMap,
+    test: &Dataset,
+    pairs: &[(usize, usize, usize, usize)],
+    threshold: f64,
+    attack: &EnsembleConfig,
+    cfg: &AuditConfig,
+    label: &str,
+) -> Result<Attacked> {
+    let device = crate::device();
+    let pb = crate::train::progress_bar(pairs.len() as u64, label);
+    let mut records = Vec::with_capacity(pairs.len());
+    let mut advs = Vec::new();
+    let mut steps = [0usize; 3];
+    let mut pgd_below = 0;
+    for chunk in pairs.chunks(cfg.batch) {
+        let (x1, x2, target) = batch(net, test, chunk, device);
+        let goal = Goal {
+            target: &target,
+            t: threshold,
+        };
+        let out = ensemble::attack(net, &x1, &x2, goal, attack)?;
+        for (i, &(k, l, si, ti)) in chunk.iter().enumerate() {
+            let m = |a: usize| out.members[a].1[i];
+            records.push(PairRecord {
+                source_class: k,
+                target_class: l,
+                source_index: si,
+                target_index: ti,
+                l2: out.l2[i],
+                l2_8bit: out.l2_8bit[i],
+                distance: out.distance[i],
+                winner: out.winner[i],
+                members: MemberL2 {
+                    cw: m(0),
+                    ddn: m(1),
+                    segment: m(2),
+                    pgd: m(3),
+                },
+            });
+        }
+        steps = out.steps;
+        pgd_below += out.pgd_below;
+        advs.push(out.adversarial.to_device(Device::Cpu));
+        pb.inc(chunk.len() as u64);
+    }
+    pb.finish_and_clear();
+    Ok(Attacked {
+        records,
+        adversarial: Tensor::cat(&advs, 0),
+        steps,
+        pgd_below,
+    })
+}
+
+fn summarize_by(
+    classes: usize,
+    records: &[&PairRecord],
+    l2: impl Fn(&PairRecord) -> Option<f64>,
+) -> Robustness {
+    let results: Vec<(usize, usize, Option<f64>)> = records
+        .iter()
+        .map(|r| (r.source_class, r.target_class, l2(r)))
+        .collect();
+    robustness::summarize(classes, &results)
+}
+
+fn member(r: &PairRecord, a: Attack) -> Option<f64> {
+    match a {
+        Attack::Cw => r.members.cw,
+        Attack::Ddn => r.members.ddn,
+        Attack::Segment => r.members.segment,
+        Attack::Pgd => r.members.pgd,
+    }
+}
+
+/// A point of the convergence curve over `records`.
+fn budget_point(
+    classes: usize,
+    multiplier: usize,
+    records: &[&PairRecord],
+    seconds: f64,
+) -> BudgetPoint {
+    let ri = |f: &dyn Fn(&PairRecord) -> Option<f64>| {
+        summarize_by(classes, records, f).ri.unwrap_or(f64::NAN)
+    };
+    BudgetPoint {
+        multiplier,
+        ri: ri(&|r| Some(r.l2)),
+        ri_8bit: ri(&|r| Some(r.l2_8bit)),
+        member_ri: [Attack::Cw, Attack::Ddn, Attack::Segment]
+            .into_iter()
+            .map(|a| {
+                let rb = summarize_by(classes, records, |r| member(r, a));
+                (
+                    a,
+                    rb.failures
+                        .iter()
+                        .flatten()
+                        .all(|&f| f == 0)
+                        .then_some(rb.ri)
+                        .flatten(),
+                )
+            })
+            .collect(),
+        seconds,
+    }
+}
+
+/// The convergence subset: the first `ceil(n / class pairs)` pairs of every class pair.
+fn convergence_subset(
+    records: &[PairRecord],
+    per_class_pair: usize,
+    n: usize,
+    class_pairs: usize,
+) -> Vec<usize> {
+    let take = n.div_ceil(class_pairs.max(1)).min(per_class_pair);
+    (0..records.len())
+        .filter(|i| i % per_class_pair < take)
+        .collect()
+}
+
 /// Runs the audit of `net` on `test`; also returns the adversarial images of the pairs in
 /// record order (`[P, C, H, W]` in [0, 1]) for figures.
 pub fn run(
@@ -182,7 +394,6 @@ pub fn run(
     threshold: f64,
     test: &Dataset,
     cfg: &AuditConfig,
-    device: Device,
 ) -> Result<(AuditReport, Tensor)> {
     if cfg.pairs == 0 || cfg.batch == 0 {
         return Err(Error::Invalid(
@@ -199,86 +410,132 @@ pub fn run(
         )));
     }
     let start = Instant::now();
-    let pb = crate::train::progress_bar(sampled.len() as u64, "audit cw-l2 pairs");
-    let mut records = Vec::with_capacity(sampled.len());
-    let mut advs = Vec::new();
+    let Attacked {
+        records,
+        adversarial: advs,
+        steps: steps_per_pair,
+        pgd_below,
+    } = attack_all(
+        net,
+        test,
+        &sampled,
+        threshold,
+        &cfg.attack,
+        cfg,
+        "audit: ensemble",
+    )?;
+    let attack_seconds = start.elapsed().as_secs_f64();
+    let device = crate::device();
+    // Fixed-budget baselines and the input-gradient norm, on the same pairs.
     let mut budget_hits = vec![[0usize; 2]; cfg.budgets.len()];
-    let mut cw_seconds = 0.0;
+    let mut grad_sum = 0.0;
     for chunk in sampled.chunks(cfg.batch) {
-        let src = Tensor::from_slice(&chunk.iter().map(|c| c.2 as i64).collect::<Vec<_>>());
-        let dst = Tensor::from_slice(&chunk.iter().map(|c| c.3 as i64).collect::<Vec<_>>());
-        let x1 = to_input(&test.images.index_select(0, &src), device);
-        let target = tch::no_grad(|| {
-            unit(&net.features(&to_input(&test.images.index_select(0, &dst), device)))
-        });
-        let t0 = Instant::now();
-        let out = cw::attack(net, &x1, &target, threshold, &cfg.cw);
-        cw_seconds += t0.elapsed().as_secs_f64();
-        for (i, &(k, l, si, ti)) in chunk.iter().enumerate() {
-            records.push(PairRecord {
-                source_class: k,
-                target_class: l,
-                source_index: si,
-                target_index: ti,
-                l2: out.l2[i],
-                distance: out.distance[i],
-                c: out.c[i],
-            });
-        }
-        advs.push(out.adversarial.to_device(Device::Cpu));
+        let (x1, _, target) = batch(net, test, chunk, device);
+        let xg = x1.copy().set_requires_grad(true);
+        let d = attack::distance(net, &xg, &target).sum(Kind::Float);
+        let g = Tensor::run_backward(&[&d], &[&xg], false, false).remove(0);
+        grad_sum += attack::l2(&g).sum(Kind::Double).double_value(&[]);
+        let goal = Goal {
+            target: &target,
+            t: threshold,
+        };
         for (b, &eps) in cfg.budgets.iter().enumerate() {
-            let fg = attack::pgd::fgsm(net, &x1, &target, eps);
-            let pg = attack::pgd::attack(
-                net,
-                &x1,
-                &target,
-                eps,
-                cfg.pgd_steps,
-                2.5 * eps / cfg.pgd_steps as f64,
-            );
+            let eps = pgd::budget(&x1, eps);
+            let fg = pgd::fgsm(net, &x1, &target, &eps);
+            let pg = pgd::attack(net, &x1, &target, &eps, cfg.pgd_steps);
             for (j, x) in [fg, pg].iter().enumerate() {
-                let hit = tch::no_grad(|| {
-                    attack::distance(net, x, &target)
-                        .le(threshold)
-                        .sum(Kind::Int64)
-                        .int64_value(&[])
-                });
-                budget_hits[b][j] += hit as usize;
+                budget_hits[b][j] +=
+                    goal.accepted(net, x).sum(Kind::Int64).int64_value(&[]) as usize;
             }
         }
-        pb.inc(chunk.len() as u64);
     }
-    pb.finish_and_clear();
-    let results: Vec<(usize, usize, Option<f64>)> = records
-        .iter()
-        .map(|r| (r.source_class, r.target_class, r.l2))
-        .collect();
     let n = records.len() as f64;
-    let baselines = cfg
-        .budgets
-        .iter()
-        .zip(&budget_hits)
-        .flat_map(|(&eps, hits)| {
-            [
-                ("fgsm", hits[0]),
-                (&*format!("pgd-l2/{}", cfg.pgd_steps), hits[1]),
-            ]
-            .map(|(a, h)| BudgetResult {
-                attack: a.to_string(),
+    let within = |eps: f64| records.iter().filter(|r| r.l2 <= eps).count() as f64 / n;
+    let mut baselines = Vec::new();
+    let mut ordered = true;
+    for (&eps, hits) in cfg.budgets.iter().zip(&budget_hits) {
+        let (fgsm, pgd_rate) = (hits[0] as f64 / n, hits[1] as f64 / n);
+        ordered &= fgsm <= pgd_rate && pgd_rate <= within(eps);
+        for (attack, success_rate) in [
+            ("fgsm".to_string(), fgsm),
+            (format!("pgd-l2/{}", cfg.pgd_steps), pgd_rate),
+            ("ensemble".to_string(), within(eps)),
+        ] {
+            baselines.push(BudgetResult {
+                attack,
                 eps,
-                success_rate: h as f64 / n,
-            })
+                success_rate,
+            });
+        }
+    }
+    let max_l2 = records.iter().map(|r| r.l2).fold(0.0, f64::max);
+    let success_vs_budget = (1..=20)
+        .map(|i| {
+            let eps = max_l2 * i as f64 / 20.0;
+            (eps, within(eps))
         })
         .collect();
+    // Convergence: the subset again at every budget multiple.
+    let class_pairs = test.classes * (test.classes - 1);
+    let subset = convergence_subset(&records, cfg.pairs, cfg.convergence_pairs, class_pairs);
+    let sub_records: Vec<&PairRecord> = subset.iter().map(|&i| &records[i]).collect();
+    let mut points = vec![budget_point(
+        test.classes,
+        1,
+        &sub_records,
+        attack_seconds * subset.len() as f64 / n,
+    )];
+    let sub_pairs: Vec<_> = subset.iter().map(|&i| sampled[i]).collect();
+    for &m in &cfg.convergence_budgets {
+        let t0 = Instant::now();
+        let again = attack_all(
+            net,
+            test,
+            &sub_pairs,
+            threshold,
+            &cfg.attack.scaled(m),
+            cfg,
+            &format!("audit: convergence at {m}x"),
+        )?;
+        let again: Vec<&PairRecord> = again.records.iter().collect();
+        points.push(budget_point(
+            test.classes,
+            m,
+            &again,
+            t0.elapsed().as_secs_f64(),
+        ));
+    }
+    let last = points.last().expect("the 1x point").ri;
+    let ratio = points[0].ri / last;
+    let wins = Attack::ALL
+        .into_iter()
+        .map(|a| (a, records.iter().filter(|r| r.winner == a).count()))
+        .collect();
+    let all: Vec<&PairRecord> = records.iter().collect();
     let report = AuditReport {
         model_id: model_id.to_string(),
         config: cfg.clone(),
         threshold,
-        robustness: robustness::summarize(test.classes, &results),
+        robustness: summarize_by(test.classes, &all, |r| Some(r.l2)),
+        robustness_8bit: summarize_by(test.classes, &all, |r| Some(r.l2_8bit)),
+        wins,
+        pgd_below_budget: pgd_below,
+        convergence: Convergence {
+            pairs: subset,
+            points,
+            ratio,
+            converged: (ratio - 1.0).abs() <= 0.02,
+        },
         baselines,
+        masking: MaskingChecks {
+            success_vs_budget,
+            iterative_beats_single_step: ordered,
+            input_gradient_norm: grad_sum / n,
+        },
         seconds: start.elapsed().as_secs_f64(),
-        pair_steps_per_second: n * (cfg.cw.steps * cfg.cw.search) as f64 / cw_seconds,
+        attack_seconds,
+        steps_per_pair,
         pairs: records,
     };
-    Ok((report, Tensor::cat(&advs, 0)))
+    Ok((report, advs))
 }

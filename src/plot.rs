@@ -235,3 +235,96 @@ pub fn attack_grid(path: &Path, rows: &[[tch::Tensor; 3]], scale: u32) -> Result
     img.save(path)
         .map_err(|e| Error::Plot(format!("{}: {e}", path.display())))
 }
+
+fn convergence_chart<DB: DrawingBackend>(
+    root: DrawingArea<DB, Shift>,
+    title: &str,
+    curves: &[Curve],
+) -> Result<()>
+where
+    DB::ErrorType: 'static,
+{
+    let err = |e: DrawingAreaErrorKind<DB::ErrorType>| Error::Plot(e.to_string());
+    root.fill(&WHITE).map_err(err)?;
+    let pts = || curves.iter().flat_map(|c| c.1.iter());
+    let x_max = pts().map(|p| p.0).fold(1.0, f64::max);
+    let y_max = pts()
+        .map(|p| p.1)
+        .filter(|y| y.is_finite())
+        .fold(0.0, f64::max)
+        * 1.1;
+    let mut chart = ChartBuilder::on(&root)
+        .caption(title, ("sans-serif", 22))
+        .margin(12)
+        .x_label_area_size(40)
+        .y_label_area_size(56)
+        .build_cartesian_2d((1.0..x_max * 1.2).log_scale(), 0.0..y_max.max(1e-3))
+        .map_err(err)?;
+    chart
+        .configure_mesh()
+        .x_desc("attack budget (multiple of the audit's iterations)")
+        .y_desc("RI on the convergence subset")
+        .draw()
+        .map_err(err)?;
+    for (i, (label, pts)) in curves.iter().enumerate() {
+        let color = Palette99::pick(i).to_rgba();
+        let pts: Vec<(f64, f64)> = pts.iter().filter(|p| p.1.is_finite()).copied().collect();
+        chart
+            .draw_series(LineSeries::new(pts.clone(), color.stroke_width(2)))
+            .map_err(err)?
+            .label(label.as_str())
+            .legend(move |(x, y)| {
+                PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2))
+            });
+        chart
+            .draw_series(pts.into_iter().map(|p| Circle::new(p, 4, color.filled())))
+            .map_err(err)?;
+    }
+    chart
+        .configure_series_labels()
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .draw()
+        .map_err(err)?;
+    root.present().map_err(err)
+}
+
+/// Writes RI against the attack budget (the audit's convergence evidence: the ensemble, its
+/// 8-bit form and each attack alone) to `stem.png` and `stem.svg`.
+pub fn convergence(stem: &Path, method: &str, points: &[crate::audit::BudgetPoint]) -> Result<()> {
+    let mut curves: Vec<Curve> = vec![
+        (
+            "ensemble".into(),
+            points.iter().map(|p| (p.multiplier as f64, p.ri)).collect(),
+        ),
+        (
+            "ensemble, 8 bits".into(),
+            points
+                .iter()
+                .map(|p| (p.multiplier as f64, p.ri_8bit))
+                .collect(),
+        ),
+    ];
+    if let Some(first) = points.first() {
+        for (j, (a, _)) in first.member_ri.iter().enumerate() {
+            curves.push((
+                format!("{} alone", a.name()),
+                points
+                    .iter()
+                    .map(|p| (p.multiplier as f64, p.member_ri[j].1.unwrap_or(f64::NAN)))
+                    .collect(),
+            ));
+        }
+    }
+    let title = format!("{method}: RI against attack budget");
+    convergence_chart(
+        BitMapBackend::new(&stem.with_extension("png"), (800, 600)).into_drawing_area(),
+        &title,
+        &curves,
+    )?;
+    convergence_chart(
+        SVGBackend::new(&stem.with_extension("svg"), (800, 600)).into_drawing_area(),
+        &title,
+        &curves,
+    )
+}

@@ -1,6 +1,7 @@
 //! The feature-space attacks against models whose minimal perturbation is known in closed
 //! form, and the robustness index over hand-made results.
-use dvsp::attack::{self, cw, pgd, FeatureMap};
+use dvsp::attack::ensemble::{self, Attack, EnsembleConfig};
+use dvsp::attack::{self, pgd, round8, FeatureMap, Goal};
 use dvsp::metrics::robustness::summarize;
 use std::f64::consts::PI;
 use tch::{nn, Device, Kind, Tensor};
@@ -55,26 +56,69 @@ fn t() -> f64 {
     1.0 - THETA_T.cos()
 }
 
+/// The ensemble on the pairs, with its default budget.
+fn ensemble_on(
+    f: &impl FeatureMap,
+    x1: &Tensor,
+    x2: &Tensor,
+    target: &Tensor,
+    t: f64,
+    cfg: &EnsembleConfig,
+) -> ensemble::EnsembleOutcome {
+    ensemble::attack(f, x1, x2, Goal { target, t }, cfg).unwrap()
+}
+
+/// Inputs at the target angles, radius 0.3, as x2 for the segment bound.
+fn x2_of(cases: &[(f64, f64, f64)]) -> Tensor {
+    let x2: Vec<f32> = cases
+        .iter()
+        .flat_map(|&(_, _, b)| [(0.5 + 0.3 * b.cos()) as f32, (0.5 + 0.3 * b.sin()) as f32])
+        .collect();
+    Tensor::from_slice(&x2).view([cases.len() as i64, 1, 1, 2])
+}
+
+/// Checks one attack's L2 per pair against the closed-form minimum: never below it (it is a
+/// verified success), at most 5% above.
+fn within_five_percent(name: &str, got: &[Option<f64>], truth: &[f64]) {
+    for (i, (g, want)) in got.iter().zip(truth).enumerate() {
+        let g = g.unwrap_or_else(|| panic!("{name}: pair {i} failed"));
+        assert!(
+            g >= want - 1e-5,
+            "{name}: pair {i}: {g} below the true minimum {want}"
+        );
+        assert!(
+            g <= want * 1.05,
+            "{name}: pair {i}: {g} more than 5% above {want}"
+        );
+    }
+}
+
 #[test]
-fn cw_finds_the_closed_form_minimum_within_five_percent() {
-    let (x1, target, truth) = inputs(&cases());
-    let out = cw::attack(&Shifted, &x1, &target, t(), &cw::CwConfig::default());
+fn every_attack_finds_the_closed_form_minimum_within_five_percent() {
+    let all = cases();
+    let (x1, target, truth) = inputs(&all);
+    let out = ensemble_on(
+        &Shifted,
+        &x1,
+        &x2_of(&all),
+        &target,
+        t(),
+        &EnsembleConfig::default(),
+    );
+    let l2: Vec<Option<f64>> = out.l2.iter().map(|&v| Some(v)).collect();
+    within_five_percent("ensemble", &l2, &truth);
+    for (a, m) in &out.members {
+        if matches!(a, Attack::Cw | Attack::Ddn) {
+            within_five_percent(a.name(), m, &truth);
+        }
+    }
+    // A success re-checked by a fresh forward pass crosses the threshold, and the reported
+    // L2 is the recomputed ||x~ - x1||.
     let d_fresh = attack::distance(&Shifted, &out.adversarial, &target);
     let l2_fresh = attack::l2(&(&out.adversarial - &x1));
-    for (i, want) in truth.iter().enumerate() {
-        let got = out.l2[i].unwrap_or_else(|| panic!("pair {i} failed"));
-        assert!(
-            got >= want - 1e-5,
-            "pair {i}: {got} below the true minimum {want}"
-        );
-        assert!(
-            got <= want * 1.05,
-            "pair {i}: {got} more than 5% above {want}"
-        );
-        // A success re-checked by a fresh forward pass crosses the threshold, and the
-        // reported L2 is the recomputed ||x~ - x1||.
+    for i in 0..truth.len() {
         assert!(d_fresh.double_value(&[i as i64]) <= t(), "pair {i}");
-        assert!((l2_fresh.double_value(&[i as i64]) - got).abs() < 1e-6);
+        assert!((l2_fresh.double_value(&[i as i64]) - out.l2[i]).abs() < 1e-6);
         assert!((out.distance[i] - d_fresh.double_value(&[i as i64])).abs() < 1e-6);
     }
     assert!(
@@ -83,23 +127,109 @@ fn cw_finds_the_closed_form_minimum_within_five_percent() {
     );
 }
 
+/// f(x) = (x_0 - 0.5, x_1 - 0.5) on 4-pixel images whose pixels 2 and 3 are idle at exactly
+/// 0 and 1, and x1 with saturated active pixels too (the tanh start used to park such pixels
+/// where the optimiser could not move them).
+struct Saturated;
+
+impl FeatureMap for Saturated {
+    fn features(&self, x: &Tensor) -> Tensor {
+        x.flatten(1, -1).narrow(1, 0, 2) - 0.5
+    }
+}
+
 #[test]
-fn batched_and_one_pair_at_a_time_agree() {
+fn saturated_pixels_move_and_the_minimum_is_found_within_five_percent() {
+    // (x1's two active pixels, the target's angle); the minimum is rho sin(phi - theta_T)
+    // with its foot inside the box in every case (worked out in the comments).
+    let cases: [([f64; 2], f64); 3] = [
+        // rho 0.5 at 0 deg, target 90 deg: 0.5 sin 60 deg, foot (0.625, 0.717).
+        ([1.0, 0.5], PI / 2.0),
+        // rho 0.707 at 225 deg, target 300 deg: 0.707 sin 45 deg = 0.5, foot (0.5, 0).
+        ([0.0, 0.0], 300f64.to_radians()),
+        // rho 0.707 at 45 deg, target -35 deg: 0.707 sin 50 deg, foot (0.953, 0.482).
+        ([1.0, 1.0], (-35f64).to_radians()),
+    ];
+    let x1: Vec<f32> = cases
+        .iter()
+        .flat_map(|(p, _)| [p[0] as f32, p[1] as f32, 0.0, 1.0])
+        .collect();
+    let x1 = Tensor::from_slice(&x1).view([3, 1, 1, 4]);
+    let x2: Vec<f32> = cases
+        .iter()
+        .flat_map(|&(_, b)| {
+            [
+                (0.5 + 0.4 * b.cos()) as f32,
+                (0.5 + 0.4 * b.sin()) as f32,
+                0.0,
+                1.0,
+            ]
+        })
+        .collect();
+    let x2 = Tensor::from_slice(&x2).view([3, 1, 1, 4]);
+    let target = tch::no_grad(|| dvsp::model::unit(&Saturated.features(&x2)));
+    let truth: Vec<f64> = cases
+        .iter()
+        .map(|&(p, b)| {
+            let (u, v) = (p[0] - 0.5, p[1] - 0.5);
+            let phi = (v.atan2(u) - b).rem_euclid(2.0 * PI);
+            let phi = phi.min(2.0 * PI - phi);
+            (u * u + v * v).sqrt() * (phi - THETA_T).sin()
+        })
+        .collect();
+    assert!((truth[1] - 0.5).abs() < 1e-9, "{truth:?}");
+    let out = ensemble_on(
+        &Saturated,
+        &x1,
+        &x2,
+        &target,
+        t(),
+        &EnsembleConfig::default(),
+    );
+    for (a, m) in &out.members {
+        if matches!(a, Attack::Cw | Attack::Ddn) {
+            within_five_percent(a.name(), m, &truth);
+        }
+    }
+    // The idle saturated pixels have no gradient: the smallest perturbation leaves them.
+    let idle = out.adversarial.flatten(1, -1).narrow(1, 2, 2);
+    assert!(idle.allclose(&x1.flatten(1, -1).narrow(1, 2, 2), 0.0, 1e-6, false));
+}
+
+#[test]
+fn a_pair_no_attack_reaches_is_bounded_by_the_segment_never_dropped() {
     let all = cases();
     let (x1, target, _) = inputs(&all);
-    let cfg = cw::CwConfig::default();
-    let batched = cw::attack(&Shifted, &x1, &target, t(), &cfg);
-    for (i, case) in all.iter().enumerate() {
-        let (x, tt, _) = inputs(std::slice::from_ref(case));
-        let one = cw::attack(&Shifted, &x, &tt, t(), &cfg);
-        let (a, b) = (batched.l2[i].unwrap(), one.l2[0].unwrap());
-        assert!(
-            (a - b).abs() <= 1e-4 * b.max(1e-3),
-            "pair {i}: batched {a} vs single {b}"
-        );
+    let x2 = x2_of(&all);
+    // No optimisation at all: only the segment [x1, x2] is left.
+    let mut cfg = EnsembleConfig::default();
+    cfg.cw.search = 0;
+    cfg.ddn.steps = 0;
+    cfg.pgd_steps = 0;
+    let out = ensemble_on(&Shifted, &x1, &x2, &target, t(), &cfg);
+    let span = attack::l2(&(&x2 - &x1));
+    for i in 0..all.len() {
+        assert_eq!(out.winner[i], Attack::Segment);
+        assert!(out.l2[i] > 0.0 && out.l2[i] <= span.double_value(&[i as i64]) + 1e-6);
+        assert!(out.distance[i] <= t());
+        assert!(out.members[0].1[i].is_none() && out.members[1].1[i].is_none());
     }
-    // On a real (randomly initialised) CNN too, within 5%.
-    tch::manual_seed(5);
+    // A threshold below D(x2, x2) = 0 cannot be crossed even by x2: an error, not a number.
+    let e = ensemble::attack(
+        &Shifted,
+        &x1,
+        &x2,
+        Goal {
+            target: &target,
+            t: -0.01,
+        },
+        &cfg,
+    );
+    assert!(e.unwrap_err().to_string().contains("not even x2"));
+}
+
+fn random_net(seed: i64) -> (nn::VarStore, dvsp::model::Net) {
+    tch::manual_seed(seed);
     let vs = nn::VarStore::new(Device::Cpu);
     let spec = dvsp::model::NetSpec {
         method: dvsp::config::Method::Dvib,
@@ -110,87 +240,103 @@ fn batched_and_one_pair_at_a_time_agree() {
         radius: 1.0,
     };
     let net = dvsp::model::Net::new(&vs.root(), spec);
-    let x = Tensor::rand([6, 1, 28, 28], (Kind::Float, Device::Cpu));
-    let target = tch::no_grad(|| dvsp::model::unit(&net.features(&x.roll([1], [0]))));
-    let cfg = cw::CwConfig {
-        steps: 60,
-        search: 3,
-        ..Default::default()
-    };
+    (vs, net)
+}
+
+#[test]
+fn on_a_cnn_the_ensemble_is_never_above_a_member_and_its_8_bit_points_are_accepted() {
+    let (_vs, net) = random_net(5);
+    let x1 = round8(Tensor::rand([6, 1, 28, 28], (Kind::Float, Device::Cpu)));
+    let x2 = x1.roll([1], [0]);
+    let target = tch::no_grad(|| dvsp::model::unit(&net.features(&x2)));
     let t_net = 0.02;
-    let batched = cw::attack(&net, &x, &target, t_net, &cfg);
+    let mut cfg = EnsembleConfig::default();
+    cfg.cw.steps = 60;
+    cfg.cw.search = 3;
+    cfg.ddn.steps = 60;
+    let out = ensemble_on(&net, &x1, &x2, &target, t_net, &cfg);
     for i in 0..6 {
-        let one = cw::attack(
+        for (a, m) in &out.members {
+            if let Some(v) = m[i] {
+                assert!(
+                    out.l2[i] <= v + 1e-6,
+                    "pair {i}: ensemble {} above {} {v}",
+                    out.l2[i],
+                    a.name()
+                );
+            }
+        }
+    }
+    let q = &out.adversarial_8bit;
+    assert!(
+        (q * 255.0 - (q * 255.0).round())
+            .abs()
+            .max()
+            .double_value(&[])
+            < 1e-4
+    );
+    let d8 = attack::distance(&net, q, &target);
+    let l8 = attack::l2(&(q - &x1));
+    for i in 0..6 {
+        assert!(d8.double_value(&[i]) <= t_net, "pair {i} at 8 bits");
+        assert!((l8.double_value(&[i]) - out.l2_8bit[i as usize]).abs() < 1e-5);
+    }
+    // Batched and one pair at a time agree within 5%.
+    for i in 0..6 {
+        let one = ensemble_on(
             &net,
-            &x.narrow(0, i, 1),
+            &x1.narrow(0, i, 1),
+            &x2.narrow(0, i, 1),
             &target.narrow(0, i, 1),
             t_net,
             &cfg,
         );
-        match (batched.l2[i as usize], one.l2[0]) {
-            (Some(a), Some(b)) => assert!(
-                (a - b).abs() <= 0.05 * b,
-                "pair {i}: batched {a} vs single {b}"
-            ),
-            (a, b) => assert_eq!(a.is_some(), b.is_some(), "pair {i}"),
-        }
+        let (a, b) = (out.l2[i as usize], one.l2[0]);
+        assert!(
+            (a - b).abs() <= 0.05 * b,
+            "pair {i}: batched {a} vs single {b}"
+        );
     }
-}
-
-#[test]
-fn an_impossible_target_is_a_failure_not_a_number() {
-    let (x1, target, _) = inputs(&cases());
-    // D >= 0 always, so T < 0 cannot be crossed.
-    let out = cw::attack(
-        &Shifted,
-        &x1,
-        &target,
-        -0.01,
-        &cw::CwConfig {
-            steps: 30,
-            search: 3,
-            ..Default::default()
-        },
-    );
-    assert!(out.l2.iter().all(Option::is_none));
-    assert!(
-        out.adversarial.allclose(&x1, 0.0, 0.0, false),
-        "failures return x1 unchanged"
-    );
-    let r = summarize(2, &out.l2.iter().map(|&l| (0, 1, l)).collect::<Vec<_>>());
-    assert_eq!((r.ri, r.failures[0][1], r.success_rate), (None, 5, 0.0));
 }
 
 #[test]
 fn pgd_and_fgsm_respect_their_budget_and_the_box() {
     let (x1, target, truth) = inputs(&cases());
     for eps in [0.05, 0.5] {
+        let b = pgd::budget(&x1, eps);
         for x in [
-            pgd::fgsm(&Shifted, &x1, &target, eps),
-            pgd::attack(&Shifted, &x1, &target, eps, 20, 2.5 * eps / 20.0),
+            pgd::fgsm(&Shifted, &x1, &target, &b),
+            pgd::attack(&Shifted, &x1, &target, &b, 20),
         ] {
             let n = attack::l2(&(&x - &x1));
             assert!(n.max().double_value(&[]) <= eps + 1e-5);
             assert!(x.min().double_value(&[]) >= 0.0 && x.max().double_value(&[]) <= 1.0);
         }
     }
-    // With a budget above every true minimum, PGD succeeds on all pairs; below all, on none.
-    let big = truth.iter().cloned().fold(0.0, f64::max) * 1.3;
-    let x = pgd::attack(&Shifted, &x1, &target, big, 50, 2.5 * big / 50.0);
+    // Per-pair budgets: 10% above every true minimum PGD succeeds on all pairs; 10% below,
+    // on none.
+    let above = Tensor::from_slice(&truth.iter().map(|v| v * 1.1).collect::<Vec<_>>());
+    let x = pgd::attack(&Shifted, &x1, &target, &above, 50);
     assert!(
-        attack::distance(&Shifted, &x, &target)
-            .le(t())
-            .all()
-            .int64_value(&[])
+        Goal {
+            target: &target,
+            t: t()
+        }
+        .accepted(&Shifted, &x)
+        .all()
+        .int64_value(&[])
             == 1
     );
-    let small = truth.iter().cloned().fold(f64::INFINITY, f64::min) * 0.9;
-    let x = pgd::attack(&Shifted, &x1, &target, small, 50, 2.5 * small / 50.0);
+    let below = Tensor::from_slice(&truth.iter().map(|v| v * 0.9).collect::<Vec<_>>());
+    let x = pgd::attack(&Shifted, &x1, &target, &below, 50);
     assert!(
-        attack::distance(&Shifted, &x, &target)
-            .le(t())
-            .any()
-            .int64_value(&[])
+        Goal {
+            target: &target,
+            t: t()
+        }
+        .accepted(&Shifted, &x)
+        .any()
+        .int64_value(&[])
             == 0
     );
 }
@@ -251,15 +397,70 @@ fn an_audit_of_a_single_class_set_is_an_error_not_a_panic() {
     let cfg = dvsp::audit::AuditConfig {
         pairs: 2,
         threshold_at: dvsp::audit::ThresholdAt::Eer,
-        cw: cw::CwConfig::default(),
+        attack: EnsembleConfig::default(),
         budgets: vec![1.0],
         pgd_steps: 2,
         batch: 8,
         seed: 0,
+        convergence_pairs: 2,
+        convergence_budgets: vec![3],
     };
-    let e = dvsp::audit::run(&net, "m", 0.5, &test, &cfg, Device::Cpu).unwrap_err();
+    let e = dvsp::audit::run(&net, "m", 0.5, &test, &cfg).unwrap_err();
     assert!(
         e.to_string().contains("no pairs of different classes"),
         "{e}"
     );
+}
+
+#[test]
+fn an_audit_bounds_every_pair_and_re_attacks_a_subset_at_larger_budgets() {
+    tch::manual_seed(3);
+    let test = dvsp::data::Dataset {
+        images: Tensor::randint(256, [30, 1, 28, 28], (Kind::Uint8, Device::Cpu)),
+        labels: Tensor::arange(30, (Kind::Int64, Device::Cpu)).remainder(3),
+        classes: 3,
+    };
+    let (_vs, net) = random_net(7);
+    let mut attack = EnsembleConfig::default();
+    attack.cw.steps = 20;
+    attack.cw.search = 2;
+    attack.ddn.steps = 20;
+    attack.pgd_steps = 5;
+    let cfg = dvsp::audit::AuditConfig {
+        pairs: 3,
+        threshold_at: dvsp::audit::ThresholdAt::Eer,
+        attack,
+        budgets: vec![0.5, 2.0],
+        pgd_steps: 5,
+        batch: 7,
+        seed: 1,
+        convergence_pairs: 6,
+        convergence_budgets: vec![3],
+    };
+    let (r, adv) = dvsp::audit::run(&net, "m", 0.01, &test, &cfg).unwrap();
+    assert_eq!(r.pairs.len(), 18);
+    assert_eq!(adv.size()[0], 18);
+    assert!(r.robustness.failures.iter().flatten().all(|&f| f == 0));
+    assert_eq!(r.robustness.success_rate, 1.0);
+    assert!(r.robustness.ri.is_some_and(f64::is_finite));
+    assert_eq!(r.wins.iter().map(|w| w.1).sum::<usize>(), 18);
+    for p in &r.pairs {
+        let m = &p.members;
+        for v in [m.cw, m.ddn, m.segment, m.pgd].into_iter().flatten() {
+            assert!(p.l2 <= v + 1e-6, "{p:?}");
+        }
+        assert!(p.distance <= 0.01 && p.l2_8bit.is_finite(), "{p:?}");
+    }
+    // One pair of every ordered class pair (6 requested over 6 class pairs), at 1x and 3x.
+    assert_eq!(r.convergence.pairs, vec![0, 3, 6, 9, 12, 15]);
+    let m: Vec<usize> = r.convergence.points.iter().map(|p| p.multiplier).collect();
+    assert_eq!(m, vec![1, 3]);
+    assert!(
+        (r.convergence.ratio - r.convergence.points[0].ri / r.convergence.points[1].ri).abs()
+            < 1e-12
+    );
+    // The success curve reaches every pair at the largest perturbation.
+    assert_eq!(r.masking.success_vs_budget.last().unwrap().1, 1.0);
+    assert!(r.masking.input_gradient_norm > 0.0);
+    assert_eq!(r.baselines.len(), 6);
 }

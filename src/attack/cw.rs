@@ -1,108 +1,129 @@
 //! Carlini-Wagner L2 in feature space (section 2.2, eq. 3):
 //! minimise ||x~ - x1||_2^2 + c * max(0, D(f(x~), f(x2)) - T + kappa) over x~ in [0, 1]^n,
-//! with the tanh change of variables x~ = (tanh(w) + 1) / 2, Adam on w, and a binary search
-//! over c for every pair (Carlini & Wagner 2017). Many pairs are optimised at once, each with
-//! its own c. The smallest successful perturbation of each pair is kept, then shrunk towards
-//! x1 by bisection on the segment [x1, x~] (still a success at every kept point).
+//! with a binary search over c for every pair (Carlini & Wagner 2017). Many pairs are
+//! optimised at once, each with its own c.
+//!
+//! Departures from the original, each because it stalled the search (issue 10):
+//! - the box is kept by projection (Adam on delta = x~ - x1, then delta clipped to
+//!   [-x1, 1 - x1]) instead of the tanh change of variables, whose start atanh(2 x1 - 1)
+//!   parks pixels that are exactly 0 or 1 (most of MNIST) where tanh' ~ 0 and Adam cannot
+//!   move them;
+//! - every round after the first starts from the pair's best success so far (warm start), else
+//!   from where the last round ended, not from x1;
+//! - the learning rate decays over a round by a cosine from `lr` to `lr / 100`;
+//! - a round stops early only on measured convergence: no pair's objective improved by more
+//!   than `tol` (relative) for `patience` steps.
 use serde::{Deserialize, Serialize};
 use tch::{Kind, Tensor};
 
-use super::{distance, l2, FeatureMap};
+use super::{per_pair, FeatureMap, Goal};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CwConfig {
-    /// Adam steps per binary-search round.
+    /// Most Adam steps per binary-search round.
     pub steps: usize,
     /// Binary-search rounds over c.
     pub search: usize,
-    /// Adam learning rate on w.
+    /// Adam learning rate on delta at the start of a round (pixel values).
     pub lr: f64,
     /// Initial c.
     pub c0: f64,
     /// Confidence margin kappa of the hinge.
     pub kappa: f64,
-    /// Bisection steps shrinking each success towards x1.
-    pub refine: usize,
+    /// A round ends when no pair's objective improved by more than `tol` (relative) in this
+    /// many steps.
+    pub patience: usize,
+    pub tol: f64,
 }
 
 impl Default for CwConfig {
     fn default() -> Self {
         CwConfig {
             steps: 100,
-            search: 5,
-            lr: 0.05,
+            search: 6,
+            lr: 0.01,
             c0: 10.0,
             kappa: 0.0,
-            refine: 12,
+            patience: 20,
+            tol: 1e-4,
         }
     }
 }
 
-/// Per-pair outcome. `l2` is `None` when no x~ within the box reached D <= T.
+/// Per-pair outcome: the smallest success of every pair (x1 where there was none).
 #[derive(Debug)]
 pub struct CwOutcome {
-    /// Best adversarial inputs `[P, ...]` (x1 itself where the attack failed).
+    /// `[P, ...]`
     pub adversarial: Tensor,
-    pub l2: Vec<Option<f64>>,
-    /// D(f(x~), f(x2)) of the returned x~, recomputed by a fresh forward pass.
-    pub distance: Vec<f64>,
-    /// The last c of each pair's search.
+    /// `[P]` bool: the pair has a success.
+    pub found: Tensor,
+    /// The last c each pair's search used.
     pub c: Vec<f64>,
+    /// Adam steps taken (over all rounds; early stops make it smaller than steps x search).
+    pub steps: usize,
 }
 
-/// Runs the attack for the pairs (`x1[i]`, target feature `target[i]`) at threshold `t`.
-/// `x1`: `[P, ...]` in [0, 1]; `target`: `[P, k]` unit-norm features of the x2.
-pub fn attack(
-    f: &impl FeatureMap,
-    x1: &Tensor,
-    target: &Tensor,
-    t: f64,
-    cfg: &CwConfig,
-) -> CwOutcome {
+/// Runs the attack for the pairs (`x1[i]`, goal `target[i]`).
+pub fn attack(f: &impl FeatureMap, x1: &Tensor, goal: Goal, cfg: &CwConfig) -> CwOutcome {
     let p = x1.size()[0] as usize;
     let x1 = x1.detach();
-    let target = target.detach();
-    let w0 = ((&x1 * 2.0 - 1.0) * (1.0 - 1e-6)).atanh();
+    let dev = x1.device();
     let (mut c, mut lower, mut upper) = (vec![cfg.c0; p], vec![0.0; p], vec![f64::INFINITY; p]);
-    let mut best_l2 = Tensor::full([p as i64], f64::INFINITY, (Kind::Float, x1.device()));
+    let mut last_c = c.clone();
+    let mut best_l2 = Tensor::full([p as i64], f64::INFINITY, (Kind::Float, dev));
     let mut best = x1.copy();
-    let bshape = |t: &Tensor| {
-        let mut s = vec![p as i64];
-        s.resize(x1.dim(), 1);
-        t.view(s.as_slice())
-    };
+    let mut start = x1.copy();
     let (b1, b2) = (0.9, 0.999);
+    let mut taken = 0;
     for _ in 0..cfg.search {
-        let mut w = w0.copy().set_requires_grad(true);
-        let (mut m, mut v) = (w0.zeros_like(), w0.zeros_like());
-        let ct = Tensor::from_slice(&c)
-            .to_kind(Kind::Float)
-            .to_device(x1.device());
-        let mut succeeded = Tensor::zeros([p as i64], (Kind::Bool, x1.device()));
+        let ct = Tensor::from_slice(&c).to_kind(Kind::Float).to_device(dev);
+        let mut delta = (&start - &x1).set_requires_grad(true);
+        let (mut m, mut v) = (x1.zeros_like(), x1.zeros_like());
+        let mut succeeded = Tensor::zeros([p as i64], (Kind::Bool, dev));
+        let mut best_loss = Tensor::full([p as i64], f64::INFINITY, (Kind::Float, dev));
+        let mut stale = 0;
         for step in 1..=cfg.steps {
-            let x = (w.tanh() + 1.0) / 2.0;
-            let d = distance(f, &x, &target);
-            let l2sq = (&x - &x1)
+            let x = &x1 + &delta;
+            let d = goal.distance(f, &x);
+            let l2sq = delta
                 .flatten(1, -1)
                 .square()
                 .sum_dim_intlist(1, false, None);
-            let loss = (&l2sq + &ct * (&d - t + cfg.kappa).clamp_min(0.0)).sum(Kind::Float);
-            let g = Tensor::run_backward(&[&loss], &[&w], false, false).remove(0);
+            let obj = &l2sq + &ct * (&d - goal.t + cfg.kappa).clamp_min(0.0);
+            let g =
+                Tensor::run_backward(&[&obj.sum(Kind::Float)], &[&delta], false, false).remove(0);
             let _guard = tch::no_grad_guard();
-            let ok = d.le(t);
+            taken += 1;
+            let ok = d.le(goal.t);
             let norm = l2sq.sqrt();
             let better = ok.logical_and(&norm.lt_tensor(&best_l2));
             best_l2 = norm.where_self(&better, &best_l2);
-            best = x.detach().where_self(&bshape(&better), &best);
+            best = x.detach().where_self(&per_pair(&better, &x1), &best);
             succeeded = succeeded.logical_or(&ok);
-            // Adam on w (bias-corrected).
+            let improved = obj.lt_tensor(&(&best_loss * (1.0 - cfg.tol)));
+            best_loss = obj.minimum(&best_loss);
+            stale = if improved.any().int64_value(&[]) == 1 {
+                0
+            } else {
+                stale + 1
+            };
+            if stale >= cfg.patience {
+                break;
+            }
+            // Adam on delta (bias-corrected), learning rate cosine-decayed to lr / 100.
             m = &m * b1 + &g * (1.0 - b1);
             v = &v * b2 + g.square() * (1.0 - b2);
             let mh = &m / (1.0 - b1.powi(step as i32));
             let vh = &v / (1.0 - b2.powi(step as i32));
-            let _ = w.f_sub_(&(mh / (vh.sqrt() + 1e-8) * cfg.lr));
+            let progress = (step - 1) as f64 / cfg.steps as f64;
+            let lr = cfg.lr * (0.01 + 0.99 * 0.5 * (1.0 + (std::f64::consts::PI * progress).cos()));
+            let moved = &delta - mh / (vh.sqrt() + 1e-8) * lr;
+            // Projection onto the box: x1 + delta in [0, 1].
+            let _ = delta.copy_(&((&x1 + moved).clamp(0.0, 1.0) - &x1));
         }
         let won: Vec<bool> = Vec::<bool>::try_from(&succeeded).expect("bool vector");
+        let has_best: Vec<bool> = Vec::<bool>::try_from(&best_l2.isfinite()).expect("bool vector");
+        last_c.clone_from(&c);
         for i in 0..p {
             if won[i] {
                 upper[i] = upper[i].min(c[i]);
@@ -116,33 +137,16 @@ pub fn attack(
                 };
             }
         }
+        // Warm start: the best success so far, else where this round ended.
+        let ended = (&x1 + delta.detach()).clamp(0.0, 1.0);
+        let has_best = Tensor::from_slice(&has_best).to_device(dev);
+        start = best.where_self(&per_pair(&has_best, &x1), &ended);
     }
-    let _guard = tch::no_grad_guard();
     let found = best_l2.isfinite();
-    // Bisection on x1 + a (best - x1): hi is always a success (a = 1 is one by construction).
-    let delta = &best - &x1;
-    let (mut lo, mut hi) = (best_l2.zeros_like(), best_l2.ones_like());
-    for _ in 0..cfg.refine {
-        let mid = (&lo + &hi) / 2.0;
-        let ok = distance(f, &(&x1 + &delta * bshape(&mid)), &target).le(t);
-        hi = mid.where_self(&ok, &hi);
-        lo = lo.where_self(&ok, &mid);
-    }
-    let adversarial = (&x1 + &delta * bshape(&hi)).where_self(&bshape(&found), &x1);
-    let final_d = distance(f, &adversarial, &target);
-    let final_l2 = l2(&(&adversarial - &x1));
-    let found: Vec<bool> =
-        Vec::<bool>::try_from(&found.logical_and(&final_d.le(t))).expect("bool vector");
-    let final_l2: Vec<f64> =
-        Vec::<f64>::try_from(final_l2.to_kind(Kind::Double)).expect("f64 vector");
     CwOutcome {
-        adversarial,
-        l2: found
-            .iter()
-            .zip(&final_l2)
-            .map(|(&ok, &n)| ok.then_some(n))
-            .collect(),
-        distance: Vec::<f64>::try_from(final_d.to_kind(Kind::Double)).expect("f64 vector"),
-        c,
+        adversarial: best,
+        found,
+        c: last_c,
+        steps: taken,
     }
 }

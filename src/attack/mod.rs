@@ -1,10 +1,14 @@
 //! Feature-space attacks (section 2.2). Every attack works on any map from an input batch
 //! `[P, ...]` in [0, 1] to features `[P, k]`, compared by cosine distance
-//! D(a, b) = 1 - cos(a, b); the model is frozen (only the input is optimised).
+//! D(a, b) = 1 - cos(a, b); the model is frozen (only the input is optimised). An attack on
+//! the pair (x1, x2) succeeds at x~ when D(f(x~), f(x2)) <= T (eq. 3); its size is
+//! ||x~ - x1||_2, and the smallest one found is an upper bound of the true minimum.
 pub mod cw;
+pub mod ddn;
+pub mod ensemble;
 pub mod pgd;
 
-use tch::Tensor;
+use tch::{Kind, Tensor};
 
 /// A feature extractor under attack.
 pub trait FeatureMap {
@@ -26,4 +30,67 @@ pub fn distance(f: &impl FeatureMap, x: &Tensor, target: &Tensor) -> Tensor {
 /// Per-pair L2 norm `[P]` of `d` `[P, ...]`.
 pub fn l2(d: &Tensor) -> Tensor {
     d.flatten(1, -1).norm_scalaropt_dim(2, [1], false)
+}
+
+/// `v` `[P]` viewed as `[P, 1, 1, ...]` to broadcast over inputs shaped like `like`.
+pub fn per_pair(v: &Tensor, like: &Tensor) -> Tensor {
+    let mut s = vec![v.size()[0]];
+    s.resize(like.dim(), 1);
+    v.view(s.as_slice())
+}
+
+/// What an attack must reach: D(f(x~), f(x2)) <= t for the unit-norm features `target`
+/// `[P, k]` of the x2.
+#[derive(Debug, Clone, Copy)]
+pub struct Goal<'a> {
+    pub target: &'a Tensor,
+    pub t: f64,
+}
+
+impl Goal<'_> {
+    /// D(f(x), f(x2)) `[P]` (differentiable).
+    pub fn distance(&self, f: &impl FeatureMap, x: &Tensor) -> Tensor {
+        distance(f, x, self.target)
+    }
+
+    /// Successes `[P]` (bool), by a fresh forward pass.
+    pub fn accepted(&self, f: &impl FeatureMap, x: &Tensor) -> Tensor {
+        tch::no_grad(|| distance(f, x, self.target).le(self.t))
+    }
+}
+
+/// Bisection on the segment `from + a (to - from)`, a in [0, 1], for the smallest a that is
+/// still accepted, for the pairs where `to` is accepted (`ok`); `from` is returned elsewhere.
+/// The invariant keeps `hi` accepted, so every returned point of an `ok` pair is a success
+/// (the acceptance region need not be convex: this is a bound, not the segment's minimum).
+/// `round` maps points before they are checked (8-bit quantisation, or the identity).
+pub fn bisect(
+    f: &impl FeatureMap,
+    goal: Goal,
+    from: &Tensor,
+    to: &Tensor,
+    ok: &Tensor,
+    steps: usize,
+    round: &dyn Fn(Tensor) -> Tensor,
+) -> Tensor {
+    let _guard = tch::no_grad_guard();
+    let delta = to - from;
+    let at = |a: &Tensor| round(from + &delta * per_pair(a, from));
+    let p = from.size()[0];
+    let (mut lo, mut hi) = (
+        Tensor::zeros([p], (Kind::Float, from.device())),
+        Tensor::ones([p], (Kind::Float, from.device())),
+    );
+    for _ in 0..steps {
+        let mid = (&lo + &hi) / 2.0;
+        let won = goal.accepted(f, &at(&mid));
+        hi = mid.where_self(&won, &hi);
+        lo = lo.where_self(&won, &mid);
+    }
+    at(&hi).where_self(&per_pair(ok, from), from)
+}
+
+/// The image rounded to 8 bits per pixel value (k / 255), as a camera or a PNG would store it.
+pub fn round8(x: Tensor) -> Tensor {
+    (x * 255.0).round() / 255.0
 }

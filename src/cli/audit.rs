@@ -5,6 +5,9 @@ use std::path::{Path, PathBuf};
 use super::DataArgs;
 use crate::artifact::{self, RobustnessSummary};
 use crate::attack::cw::CwConfig;
+use crate::attack::ddn::DdnConfig;
+use crate::attack::ensemble::{self, EnsembleConfig};
+use crate::attack::Goal;
 use crate::audit::{AuditConfig, AuditReport, ThresholdAt};
 
 #[derive(Debug, Clone, clap::Args)]
@@ -12,24 +15,65 @@ pub struct AuditArgs {
     /// Sampled pairs per ordered class pair (90 class pairs on MNIST).
     #[arg(long, default_value_t = 20)]
     pub pairs: usize,
-    /// Adam steps per binary-search round.
-    #[arg(long, default_value_t = CwConfig::default().steps)]
-    pub steps: usize,
-    /// Binary-search rounds over c.
-    #[arg(long, default_value_t = CwConfig::default().search)]
-    pub search: usize,
     /// The threshold to cross: eer, or fmr=X for a target of the model card.
     #[arg(long, default_value = "eer")]
     pub threshold_at: ThresholdAt,
-    /// L2 budgets for the FGSM and PGD-L2 baselines, comma-separated.
+    /// CW: most Adam steps per binary-search round.
+    #[arg(long, default_value_t = CwConfig::default().steps)]
+    pub cw_steps: usize,
+    /// CW: binary-search rounds over c.
+    #[arg(long, default_value_t = CwConfig::default().search)]
+    pub cw_search: usize,
+    /// CW: Adam learning rate at the start of a round (cosine-decayed to 1/100).
+    #[arg(long, default_value_t = CwConfig::default().lr)]
+    pub cw_lr: f64,
+    /// CW: the first c.
+    #[arg(long, default_value_t = CwConfig::default().c0)]
+    pub cw_c0: f64,
+    /// CW: confidence margin kappa of the hinge.
+    #[arg(long, default_value_t = CwConfig::default().kappa)]
+    pub cw_kappa: f64,
+    /// CW: a round ends after this many steps without a relative improvement of --cw-tol.
+    #[arg(long, default_value_t = CwConfig::default().patience)]
+    pub cw_patience: usize,
+    #[arg(long, default_value_t = CwConfig::default().tol)]
+    pub cw_tol: f64,
+    /// DDN: steps.
+    #[arg(long, default_value_t = DdnConfig::default().steps)]
+    pub ddn_steps: usize,
+    /// DDN: the first L2 radius.
+    #[arg(long, default_value_t = DdnConfig::default().init_norm)]
+    pub ddn_init_norm: f64,
+    /// DDN: the first step length alpha (cosine-decayed to 1/100).
+    #[arg(long, default_value_t = DdnConfig::default().alpha)]
+    pub ddn_alpha: f64,
+    /// DDN: the first radius factor gamma (cosine-decayed to 1/100).
+    #[arg(long, default_value_t = DdnConfig::default().gamma)]
+    pub ddn_gamma: f64,
+    /// Steps of the PGD-L2 check at each pair's ensemble budget.
+    #[arg(long, default_value_t = EnsembleConfig::default().pgd_steps)]
+    pub pgd_check_steps: usize,
+    /// Bisection steps (shrinking successes towards x1, the segment [x1, x2], 8 bits).
+    #[arg(long, default_value_t = EnsembleConfig::default().bisect)]
+    pub bisect: usize,
+    /// L2 budgets of the fixed-budget FGSM and PGD-L2 success rates, comma-separated.
     #[arg(long, value_delimiter = ',', default_value = "1,2")]
     pub budgets: Vec<f64>,
+    /// PGD steps of those success rates.
+    #[arg(long, default_value_t = 20)]
+    pub pgd_steps: usize,
     /// Pairs optimised at once.
     #[arg(long, default_value_t = 600)]
     pub batch: usize,
     /// Seed for sampling the attacked pairs.
     #[arg(long, default_value_t = 0)]
     pub audit_seed: u64,
+    /// About this many pairs (as many from every class pair) are attacked again at each
+    /// multiple of the budget in --convergence-budgets.
+    #[arg(long, default_value_t = 180)]
+    pub convergence_pairs: usize,
+    #[arg(long, value_delimiter = ',', default_value = "3,10")]
+    pub convergence_budgets: Vec<usize>,
 }
 
 impl AuditArgs {
@@ -37,15 +81,31 @@ impl AuditArgs {
         AuditConfig {
             pairs: self.pairs,
             threshold_at: self.threshold_at,
-            cw: CwConfig {
-                steps: self.steps,
-                search: self.search,
-                ..CwConfig::default()
+            attack: EnsembleConfig {
+                cw: CwConfig {
+                    steps: self.cw_steps,
+                    search: self.cw_search,
+                    lr: self.cw_lr,
+                    c0: self.cw_c0,
+                    kappa: self.cw_kappa,
+                    patience: self.cw_patience,
+                    tol: self.cw_tol,
+                },
+                ddn: DdnConfig {
+                    steps: self.ddn_steps,
+                    init_norm: self.ddn_init_norm,
+                    alpha: self.ddn_alpha,
+                    gamma: self.ddn_gamma,
+                },
+                pgd_steps: self.pgd_check_steps,
+                bisect: self.bisect,
             },
             budgets: self.budgets.clone(),
-            pgd_steps: 10,
+            pgd_steps: self.pgd_steps,
             batch: self.batch,
             seed: self.audit_seed,
+            convergence_pairs: self.convergence_pairs,
+            convergence_budgets: self.convergence_budgets.clone(),
         }
     }
 }
@@ -80,10 +140,14 @@ pub struct PairAttack {
     pub distance_before: f64,
     pub distance_after: f64,
     pub threshold: f64,
-    /// The smallest L2 perturbation found (pixels in [0, 1]); `None` if the attack failed.
-    pub l2: Option<f64>,
+    /// The smallest verified L2 perturbation found by the ensemble (pixels in [0, 1]).
+    pub l2: f64,
     /// Its root mean square per pixel value.
-    pub rms: Option<f64>,
+    pub rms: f64,
+    /// The attack that found it.
+    pub winner: ensemble::Attack,
+    /// The same perturbation with the image rounded to 8 bits.
+    pub l2_8bit: f64,
 }
 
 /// The model input of a photo: the face crop for face models (with `faces`), else the
@@ -109,7 +173,7 @@ fn input_of(
     })
 }
 
-/// Pair mode: the minimal CW-L2 perturbation making the model accept `probe` as `target`,
+/// Pair mode: the smallest perturbation the ensemble finds making the model accept `probe` as `target`,
 /// and `target` as `probe` (both optimised in one batch). Writes attack_pair.json and the
 /// Figure-5-style grid attack_pair.png (original, adversarial, amplified perturbation,
 /// target) into the model directory.
@@ -160,7 +224,11 @@ pub fn audit_pair(
     let (x1, x2) = (tch::Tensor::stack(&x1, 0), tch::Tensor::stack(&x2, 0));
     let goals = tch::no_grad(|| crate::model::unit(&model.net.features(&x2)));
     let before = tch::no_grad(|| crate::attack::distance(&model.net, &x1, &goals));
-    let out = crate::attack::cw::attack(&model.net, &x1, &goals, threshold, &cfg.cw);
+    let goal = Goal {
+        target: &goals,
+        t: threshold,
+    };
+    let out = ensemble::attack(&model.net, &x1, &x2, goal, &cfg.attack)?;
     let n = a.numel() as f64;
     let result: Vec<PairAttack> = names
         .into_iter()
@@ -172,7 +240,9 @@ pub fn audit_pair(
             distance_after: out.distance[i],
             threshold,
             l2: out.l2[i],
-            rms: out.l2[i].map(|l| l / n.sqrt()),
+            rms: out.l2[i] / n.sqrt(),
+            winner: out.winner[i],
+            l2_8bit: out.l2_8bit[i],
         })
         .collect();
     artifact::write_atomic(
@@ -200,7 +270,6 @@ pub fn audit(dir: &Path, data: &DataArgs, args: &AuditArgs) -> anyhow::Result<Au
         threshold,
         &split.test,
         &cfg,
-        device,
     )?;
     artifact::write_atomic(
         &dir.join("audit.json"),
@@ -215,14 +284,19 @@ pub fn audit(dir: &Path, data: &DataArgs, args: &AuditArgs) -> anyhow::Result<Au
             .map_or("-".into(), |r| format!("{r:.3}"))
     );
     crate::plot::heatmap(&dir.join("heatmap"), &[(title, &report.robustness.h)])?;
-    // Figure 5: the first successful pair from each source class.
+    crate::plot::convergence(
+        &dir.join("ri_vs_budget"),
+        model.card.net.method.name(),
+        &report.convergence.points,
+    )?;
+    // Figure 5: the first pair from each source class.
     let mut rows = Vec::new();
     for k in 0..split.test.classes {
         if let Some((i, r)) = report
             .pairs
             .iter()
             .enumerate()
-            .find(|(_, r)| r.source_class == k && r.l2.is_some())
+            .find(|(_, r)| r.source_class == k)
         {
             let img = |j: usize| {
                 crate::data::to_input(&split.test.images.get(j as i64), tch::Device::Cpu)
@@ -235,7 +309,9 @@ pub fn audit(dir: &Path, data: &DataArgs, args: &AuditArgs) -> anyhow::Result<Au
     }
     model.card.robustness = Some(RobustnessSummary {
         ri: report.robustness.ri,
-        success_rate: report.robustness.success_rate,
+        ri_8bit: report.robustness_8bit.ri,
+        convergence_ratio: Some(report.convergence.ratio),
+        converged: Some(report.convergence.converged),
         threshold,
         threshold_at: cfg.threshold_at.to_string(),
         pairs_per_class_pair: cfg.pairs,
@@ -250,26 +326,26 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         let results = audit_pair(&a.model, probe, target, a.impostors, &a.audit)?;
         for r in &results {
             println!(
-                "{} -> {}: D {:.4} -> {:.4} (T = {:.4}), L2 {} (RMS per pixel value {})",
+                "{} -> {}: D {:.4} -> {:.4} (T = {:.4}), L2 {:.3} (RMS per pixel value {:.4}, by {}), L2 at 8 bits {:.3}",
                 r.probe.display(),
                 r.target.display(),
                 r.distance_before,
                 r.distance_after,
                 r.threshold,
-                r.l2.map_or("- (attack failed)".into(), |v| format!("{v:.3}")),
-                r.rms.map_or("-".into(), |v| format!("{v:.4}"))
+                r.l2,
+                r.rms,
+                r.winner.name(),
+                r.l2_8bit
             );
         }
         if a.impostors > 0 {
-            let mut l2: Vec<f64> = results[2..].iter().filter_map(|r| r.l2).collect();
+            let mut l2: Vec<f64> = results[2..].iter().map(|r| r.l2).collect();
             l2.sort_by(f64::total_cmp);
             println!(
-                "impostor pool: {} of {} LFW faces reached, L2 min {} median {}",
+                "impostor pool: {} LFW faces, L2 min {:.3} median {:.3}",
                 l2.len(),
-                results.len() - 2,
-                l2.first().map_or("-".into(), |v| format!("{v:.3}")),
-                l2.get(l2.len() / 2)
-                    .map_or("-".into(), |v| format!("{v:.3}"))
+                l2[0],
+                l2[l2.len() / 2]
             );
         }
         println!(
@@ -280,21 +356,50 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         return Ok(());
     }
     let r = audit(&a.model, &a.data, &a.audit)?;
-    let rb = &r.robustness;
-    let failed: usize = rb.failures.iter().flatten().sum();
+    let fmt = |v: Option<f64>| v.map_or("-".into(), |v| format!("{v:.3}"));
     println!(
-        "{}: RI {} at T = {:.4} ({}), success {:.1}% ({} of {} pairs failed), L2 median {} mean {}, {:.0}s, {:.0} pair-steps/s",
+        "{}: RI {} (8 bits: {}) at T = {:.4} ({}) over {} pairs, L2 median {} mean {}; {:.0}s ({:.0}s attacking; steps per pair: CW {}, DDN {}, PGD check {})",
         a.model.display(),
-        rb.ri.map_or("-".into(), |v| format!("{v:.3}")),
+        fmt(r.robustness.ri),
+        fmt(r.robustness_8bit.ri),
         r.threshold,
         r.config.threshold_at,
-        rb.success_rate * 100.0,
-        failed,
         r.pairs.len(),
-        rb.median_l2.map_or("-".into(), |v| format!("{v:.3}")),
-        rb.mean_l2.map_or("-".into(), |v| format!("{v:.3}")),
+        fmt(r.robustness.median_l2),
+        fmt(r.robustness.mean_l2),
         r.seconds,
-        r.pair_steps_per_second
+        r.attack_seconds,
+        r.steps_per_pair[0],
+        r.steps_per_pair[1],
+        r.steps_per_pair[2],
+    );
+    let wins: Vec<String> = r
+        .wins
+        .iter()
+        .map(|(a, n)| format!("{} {n}", a.name()))
+        .collect();
+    println!(
+        "    pairs won: {}; PGD below the ensemble's budget: {} pairs",
+        wins.join(", "),
+        r.pgd_below_budget
+    );
+    let c = &r.convergence;
+    let points: Vec<String> = c
+        .points
+        .iter()
+        .map(|p| format!("{}x {:.3} ({:.0}s)", p.multiplier, p.ri, p.seconds))
+        .collect();
+    println!(
+        "    convergence on {} pairs: RI {}; 1x / {}x = {:.4}: {}",
+        c.pairs.len(),
+        points.join(", "),
+        c.points.last().map_or(1, |p| p.multiplier),
+        c.ratio,
+        if c.converged {
+            "converged"
+        } else {
+            "NOT CONVERGED (more than 2% apart)"
+        }
     );
     for b in &r.baselines {
         println!(
@@ -305,7 +410,11 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         );
     }
     println!(
-        "wrote audit.json, heatmap.png/svg, adversarial.png in {}",
+        "    gradient masking: FGSM <= PGD <= ensemble at every budget: {}; mean ||grad_x D|| at x1 {:.4}",
+        r.masking.iterative_beats_single_step, r.masking.input_gradient_norm
+    );
+    println!(
+        "wrote audit.json, heatmap.png/svg, ri_vs_budget.png/svg, adversarial.png in {}",
         a.model.display()
     );
     Ok(())

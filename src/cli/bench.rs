@@ -331,10 +331,11 @@ fn attack(a: &Args) -> anyhow::Result<()> {
         .pairs
         .div_ceil(split.test.classes * (split.test.classes - 1));
     let pairs = crate::audit::sample_pairs(&labels, split.test.classes, per_class_pair, 0);
+    // Early stopping off: every pair takes exactly `steps` steps.
     let cfg = crate::attack::cw::CwConfig {
         steps: a.steps,
         search: 1,
-        refine: 0,
+        patience: usize::MAX,
         ..Default::default()
     };
     let take = |n: usize| -> (Tensor, Tensor) {
@@ -359,18 +360,15 @@ fn attack(a: &Args) -> anyhow::Result<()> {
     let (x1, target) = take(single);
     let t0 = Instant::now();
     for i in 0..single as i64 {
-        crate::attack::cw::attack(
-            &model.net,
-            &x1.narrow(0, i, 1),
-            &target.narrow(0, i, 1),
-            t,
-            &cfg,
-        );
+        let target = target.narrow(0, i, 1);
+        let goal = crate::attack::Goal { target: &target, t };
+        crate::attack::cw::attack(&model.net, &x1.narrow(0, i, 1), goal, &cfg);
     }
     let one = (single * a.steps) as f64 / t0.elapsed().as_secs_f64();
     let (x1, target) = take(a.pairs);
     let t0 = Instant::now();
-    crate::attack::cw::attack(&model.net, &x1, &target, t, &cfg);
+    let goal = crate::attack::Goal { target: &target, t };
+    crate::attack::cw::attack(&model.net, &x1, goal, &cfg);
     let batched = (a.pairs.min(pairs.len()) * a.steps) as f64 / t0.elapsed().as_secs_f64();
     println!(
         "CW-L2 attack throughput on {} ({} threads, {} steps)",

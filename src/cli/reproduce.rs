@@ -60,7 +60,8 @@ struct Row {
     eer_percent: f64,
     paper_ri: f64,
     ri: Option<f64>,
-    attack_success_rate: f64,
+    ri_8bit: Option<f64>,
+    convergence_ratio: f64,
     audit_seconds: f64,
     eer_t10k_percent: Option<f64>,
     fnmr_at_fmr_1e3_percent: f64,
@@ -111,7 +112,8 @@ pub fn run(a: Args) -> anyhow::Result<()> {
             eer_percent: test.eer * 100.0,
             paper_ri,
             ri: audit.robustness.ri,
-            attack_success_rate: audit.robustness.success_rate,
+            ri_8bit: audit.robustness_8bit.ri,
+            convergence_ratio: audit.convergence.ratio,
             audit_seconds: audit.seconds,
             eer_t10k_percent: card.metrics.get("t10k").map(|r| r.eer * 100.0),
             fnmr_at_fmr_1e3_percent: test
@@ -144,8 +146,11 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     md += &line("RI, measured", &|r| {
         r.ri.map_or("-".into(), |v| format!("{v:.3}"))
     });
-    md += &line("CW success rate", &|r| {
-        format!("{:.1}%", r.attack_success_rate * 100.0)
+    md += &line("RI at 8 bits, measured", &|r| {
+        r.ri_8bit.map_or("-".into(), |v| format!("{v:.3}"))
+    });
+    md += &line("RI 1x / 10x budget (converged if within 2%)", &|r| {
+        format!("{:.4}", r.convergence_ratio)
     });
     md += &line("audit wall time (s)", &|r| {
         format!("{:.0}", r.audit_seconds)

@@ -1,0 +1,203 @@
+//! The minimal-perturbation ensemble (AutoAttack's principle, Croce & Hein 2020): every pair
+//! is attacked by CW-L2 and DDN, each success shrunk towards x1 by bisection on [x1, x~], and
+//! bounded by bisection on the segment [x1, x2] (x2 itself is always accepted: D = 0 <= T), so
+//! no pair is ever without a perturbation. The smallest success, re-checked by a fresh forward
+//! pass, is kept; PGD-L2 at that per-pair budget then checks it: a PGD success below the
+//! budget is counted and taken. The kept point is also rounded to 8 bits; where the rounding
+//! loses the match, the 8-bit point is searched on the segment towards x2.
+use serde::{Deserialize, Serialize};
+use tch::{Kind, Tensor};
+
+use super::{bisect, cw, ddn, l2, pgd, round8, FeatureMap, Goal};
+use crate::{Error, Result};
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EnsembleConfig {
+    pub cw: cw::CwConfig,
+    pub ddn: ddn::DdnConfig,
+    /// PGD-L2 steps of the check at each pair's ensemble budget.
+    pub pgd_steps: usize,
+    /// Bisection steps (shrinking a success towards x1, the segment, the 8-bit search).
+    pub bisect: usize,
+}
+
+impl Default for EnsembleConfig {
+    fn default() -> Self {
+        EnsembleConfig {
+            cw: cw::CwConfig::default(),
+            ddn: ddn::DdnConfig::default(),
+            pgd_steps: 50,
+            bisect: 14,
+        }
+    }
+}
+
+impl EnsembleConfig {
+    /// The same ensemble with `m` times the iterations: CW steps and patience, DDN and PGD
+    /// steps times m, and 2 log2(m) more CW search rounds.
+    pub fn scaled(&self, m: usize) -> Self {
+        let mut s = self.clone();
+        s.cw.steps = s.cw.steps.saturating_mul(m);
+        s.cw.patience = s.cw.patience.saturating_mul(m);
+        s.cw.search += 2 * m.max(1).ilog2() as usize;
+        s.ddn.steps = s.ddn.steps.saturating_mul(m);
+        s.pgd_steps = s.pgd_steps.saturating_mul(m);
+        s
+    }
+}
+
+/// The attacks of the ensemble, in the order ties are broken.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Attack {
+    Cw,
+    Ddn,
+    Segment,
+    Pgd,
+}
+
+impl Attack {
+    pub const ALL: [Attack; 4] = [Attack::Cw, Attack::Ddn, Attack::Segment, Attack::Pgd];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Attack::Cw => "cw",
+            Attack::Ddn => "ddn",
+            Attack::Segment => "segment",
+            Attack::Pgd => "pgd",
+        }
+    }
+}
+
+#[derive(Debug)]
+pub struct EnsembleOutcome {
+    /// The smallest verified success of every pair `[P, ...]`.
+    pub adversarial: Tensor,
+    pub l2: Vec<f64>,
+    /// D(f(x~), f(x2)) of `adversarial` by a fresh forward pass (<= T on every pair).
+    pub distance: Vec<f64>,
+    pub winner: Vec<Attack>,
+    /// Each member's verified L2 per pair (`None`: no success), in `Attack::ALL` order; PGD's
+    /// is its success at the ensemble's budget, shrunk towards x1.
+    pub members: Vec<(Attack, Vec<Option<f64>>)>,
+    /// Pairs where PGD at the ensemble's budget succeeded more than 0.1% below it.
+    pub pgd_below: usize,
+    /// The kept point rounded to 8 bits (or the 8-bit point found towards x2), and its L2.
+    pub adversarial_8bit: Tensor,
+    pub l2_8bit: Vec<f64>,
+    /// Gradient steps per pair: CW (all rounds), DDN, PGD.
+    pub steps: [usize; 3],
+}
+
+fn to_vec(t: &Tensor) -> Vec<f64> {
+    Vec::<f64>::try_from(t.to_kind(Kind::Double)).expect("f64 vector")
+}
+
+/// Attacks the pairs (`x1[i]`, `x2[i]`) whose features are `goal.target`; `x1`, `x2`
+/// `[P, ...]` in [0, 1]. Fails only when even x2 is not accepted (T below D(f(x2), f(x2))).
+pub fn attack(
+    f: &impl FeatureMap,
+    x1: &Tensor,
+    x2: &Tensor,
+    goal: Goal,
+    cfg: &EnsembleConfig,
+) -> Result<EnsembleOutcome> {
+    let x1 = x1.detach();
+    let p = x1.size()[0];
+    let dev = x1.device();
+    let id = |x: Tensor| x;
+    let all = Tensor::ones([p], (Kind::Bool, dev));
+    let cw = cw::attack(f, &x1, goal, &cfg.cw);
+    let (ddn, ddn_found) = ddn::attack(f, &x1, goal, &cfg.ddn);
+    let candidates = [
+        (
+            Attack::Cw,
+            bisect(f, goal, &x1, &cw.adversarial, &cw.found, cfg.bisect, &id),
+        ),
+        (
+            Attack::Ddn,
+            bisect(f, goal, &x1, &ddn, &ddn_found, cfg.bisect, &id),
+        ),
+        (
+            Attack::Segment,
+            bisect(f, goal, &x1, x2, &all, cfg.bisect, &id),
+        ),
+    ];
+    let _guard = tch::no_grad_guard();
+    let inf = Tensor::full([p], f64::INFINITY, (Kind::Float, dev));
+    // A member's verified size: its L2 where a fresh forward pass accepts it, else infinity.
+    let verified = |x: &Tensor| l2(&(x - &x1)).where_self(&goal.accepted(f, x), &inf);
+    let mut best = x1.copy();
+    let mut best_l2 = inf.copy();
+    let mut winner = Tensor::full([p], -1, (Kind::Int64, dev));
+    let mut members = Vec::new();
+    for (i, (a, x)) in candidates.iter().enumerate() {
+        let n = verified(x);
+        let better = n.lt_tensor(&best_l2);
+        best = x.where_self(&super::per_pair(&better, &x1), &best);
+        best_l2 = n.where_self(&better, &best_l2);
+        winner = winner.masked_fill(&better, i as i64);
+        members.push((*a, n));
+    }
+    if best_l2.isinf().any().int64_value(&[]) == 1 {
+        return Err(Error::Invalid(format!(
+            "no accepted point on some pair, not even x2 itself: T = {} is below the \
+             distance of an image to itself",
+            goal.t
+        )));
+    }
+    // The PGD check at each pair's budget.
+    drop(_guard);
+    let pgd_x = pgd::attack(f, &x1, goal.target, &best_l2, cfg.pgd_steps);
+    let pgd_ok = goal.accepted(f, &pgd_x);
+    let pgd_x = bisect(f, goal, &x1, &pgd_x, &pgd_ok, cfg.bisect, &id);
+    let _guard = tch::no_grad_guard();
+    let n = verified(&pgd_x);
+    let pgd_below = n
+        .lt_tensor(&(&best_l2 * (1.0 - 1e-3)))
+        .sum(Kind::Int64)
+        .int64_value(&[]) as usize;
+    let better = n.lt_tensor(&best_l2);
+    best = pgd_x.where_self(&super::per_pair(&better, &x1), &best);
+    best_l2 = n.where_self(&better, &best_l2);
+    winner = winner.masked_fill(&better, 3);
+    members.push((Attack::Pgd, n));
+    let distance = goal.distance(f, &best);
+    // 8 bits: the rounded point, else the first rounded point towards x2 that is accepted.
+    let q = round8(best.copy());
+    let q_ok = goal.accepted(f, &q);
+    let towards_x2 = bisect(f, goal, &best, x2, &all, cfg.bisect, &|x| round8(x));
+    let q = q.where_self(&super::per_pair(&q_ok, &x1), &towards_x2);
+    let l2_8bit = verified(&q);
+    if l2_8bit.isinf().any().int64_value(&[]) == 1 {
+        return Err(Error::Invalid(
+            "an 8-bit image of some x2 is not accepted as itself".into(),
+        ));
+    }
+    let members = members
+        .into_iter()
+        .map(|(a, n)| {
+            let v = to_vec(&n);
+            (
+                a,
+                v.into_iter().map(|x| x.is_finite().then_some(x)).collect(),
+            )
+        })
+        .collect();
+    let winner = Vec::<i64>::try_from(&winner)
+        .expect("i64 vector")
+        .into_iter()
+        .map(|w| Attack::ALL[w as usize])
+        .collect();
+    Ok(EnsembleOutcome {
+        l2: to_vec(&best_l2),
+        distance: to_vec(&distance),
+        adversarial: best,
+        winner,
+        members,
+        pgd_below,
+        adversarial_8bit: q,
+        l2_8bit: to_vec(&l2_8bit),
+        steps: [cw.steps, cfg.ddn.steps, cfg.pgd_steps],
+    })
+}
