@@ -78,9 +78,11 @@ pub struct TrainConfig {
     /// Samples m per input for the likelihood term (dvsp, dvib).
     #[arg(long, default_value_t = 8)]
     pub samples: i64,
-    /// Adversarial step epsilon of eq. 15 (dvsp); 0 disables adversarial learning.
-    #[arg(long, default_value_t = 0.1)]
-    pub eps: f64,
+    /// Adversarial step epsilon of eq. 15, for any method (default: 0.1 for dvsp, as the paper;
+    /// 0, no adversarial learning, for the others). `--method dvsp --eps 0` and `--method dvib
+    /// --eps 0.1` are the ablations that attribute robustness to projection or to eq. 15.
+    #[arg(long)]
+    pub eps: Option<f64>,
     /// Center-loss weight lambda (center; Wen et al. use 0.003 for faces).
     #[arg(long, default_value_t = 0.003)]
     pub center_lambda: f64,
@@ -113,6 +115,15 @@ pub struct TrainConfig {
 }
 
 impl TrainConfig {
+    /// The eq. 15 step size in use.
+    pub fn eps(&self) -> f64 {
+        self.eps.unwrap_or(if self.method == Method::Dvsp {
+            0.1
+        } else {
+            0.0
+        })
+    }
+
     /// The backbone used: the explicit one, else the default for the data's image shape.
     pub fn backbone_for(&self, shape: [i64; 3]) -> Backbone {
         self.backbone.unwrap_or(if shape == [1, 28, 28] {

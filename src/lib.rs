@@ -23,6 +23,7 @@ pub mod plot;
 pub mod server;
 pub mod store;
 pub mod train;
+pub mod tune;
 
 pub use error::{Error, Result};
 

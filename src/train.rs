@@ -7,7 +7,7 @@ use tch::nn::{self, OptimizerConfig};
 use tch::{Device, Kind, Tensor};
 
 use crate::artifact::{self, ModelCard, Training};
-use crate::config::{Method, TrainConfig};
+use crate::config::TrainConfig;
 use crate::data::{to_input, DataSpec, Split};
 use crate::loss;
 use crate::model::{InputSpec, Net, NetSpec};
@@ -37,7 +37,7 @@ fn adversarial(
     let xg = x.detach().set_requires_grad(true);
     let out = net.loss(&xg, y, cfg, iter)?;
     let grad = Tensor::f_run_backward(&[&out.loss], &[&xg], false, false)?.remove(0);
-    Ok(loss::dvsp::adversarial_step(x, &grad, cfg.eps).detach())
+    Ok(loss::dvsp::adversarial_step(x, &grad, cfg.eps()).detach())
 }
 
 /// The paper's face augmentation: each image of `[B, C, H, W]` mirrored left-right with
@@ -113,7 +113,7 @@ pub fn train(
                 x = random_mirror(&x);
             }
             let mut y = train.labels.index_select(0, &idx).to_device(device);
-            if cfg.method == Method::Dvsp && cfg.eps > 0.0 {
+            if cfg.eps() > 0.0 {
                 let xa = adversarial(&net, &x, &y, cfg, iter)?;
                 x = Tensor::cat(&[&x, &xa], 0);
                 y = Tensor::cat(&[&y, &y], 0);

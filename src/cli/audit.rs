@@ -256,7 +256,17 @@ pub fn audit_pair(
     Ok(result)
 }
 
-/// Audits the model in `dir`; writes audit.json, heatmap.{png,svg}, adversarial.png and the
+/// The file name of an audit's output `stem.ext` at threshold `t`: `stem.ext` at the EER
+/// threshold, `stem_fmr=1e-3.ext` at another, so audits at both thresholds live side by side.
+pub fn output_name(stem: &str, ext: &str, t: ThresholdAt) -> String {
+    match t {
+        ThresholdAt::Eer => format!("{stem}.{ext}"),
+        other => format!("{stem}_{other}.{ext}"),
+    }
+}
+
+/// Audits the model in `dir`; writes audit.json, heatmap.{png,svg}, adversarial.png (with the
+/// threshold in their names when it is not the EER one, see `output_name`) and the
 /// summary into model.json. Returns the report.
 pub fn audit(dir: &Path, data: &DataArgs, args: &AuditArgs) -> anyhow::Result<AuditReport> {
     let device = crate::device();
@@ -272,7 +282,7 @@ pub fn audit(dir: &Path, data: &DataArgs, args: &AuditArgs) -> anyhow::Result<Au
         &cfg,
     )?;
     artifact::write_atomic(
-        &dir.join("audit.json"),
+        &dir.join(output_name("audit", "json", cfg.threshold_at)),
         serde_json::to_string_pretty(&report)?.as_bytes(),
     )?;
     let title = format!(
@@ -283,9 +293,10 @@ pub fn audit(dir: &Path, data: &DataArgs, args: &AuditArgs) -> anyhow::Result<Au
             .ri
             .map_or("-".into(), |r| format!("{r:.3}"))
     );
-    crate::plot::heatmap(&dir.join("heatmap"), &[(title, &report.robustness.h)])?;
+    let stem = |s: &str| dir.join(output_name(s, "png", cfg.threshold_at));
+    crate::plot::heatmap(&stem("heatmap"), &[(title, &report.robustness.h)])?;
     crate::plot::convergence(
-        &dir.join("ri_vs_budget"),
+        &stem("ri_vs_budget"),
         model.card.net.method.name(),
         &report.convergence.points,
     )?;
@@ -305,7 +316,7 @@ pub fn audit(dir: &Path, data: &DataArgs, args: &AuditArgs) -> anyhow::Result<Au
         }
     }
     if !rows.is_empty() {
-        crate::plot::attack_grid(&dir.join("adversarial.png"), &rows, 4)?;
+        crate::plot::attack_grid(&stem("adversarial"), &rows, 4)?;
     }
     model.card.robustness = Some(RobustnessSummary {
         ri: report.robustness.ri,
@@ -414,7 +425,8 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         r.masking.iterative_beats_single_step, r.masking.input_gradient_norm
     );
     println!(
-        "wrote audit.json, heatmap.png/svg, ri_vs_budget.png/svg, adversarial.png in {}",
+        "wrote {}, heatmap, ri_vs_budget and adversarial images in {}",
+        output_name("audit", "json", r.config.threshold_at),
         a.model.display()
     );
     Ok(())

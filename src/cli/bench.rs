@@ -287,12 +287,12 @@ fn run_case(c: &Case, steps: usize) -> anyhow::Result<(f64, f64)> {
     let y = Tensor::randint(10, [c.batch], (Kind::Int64, device));
     reset_peak();
     let mut step = |x: &Tensor| -> anyhow::Result<()> {
-        let (x, y) = if c.method == Method::Dvsp {
+        let (x, y) = if cfg.eps() > 0.0 {
             let xg = x.detach().set_requires_grad(true);
             let g =
                 Tensor::f_run_backward(&[&net.loss(&xg, &y, &cfg, 0)?.loss], &[&xg], false, false)?
                     .remove(0);
-            let xa = crate::loss::dvsp::adversarial_step(x, &g, cfg.eps).detach();
+            let xa = crate::loss::dvsp::adversarial_step(x, &g, cfg.eps()).detach();
             (Tensor::cat(&[x, &xa], 0), Tensor::cat(&[&y, &y], 0))
         } else {
             (x.shallow_clone(), y.shallow_clone())

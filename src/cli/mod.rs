@@ -7,6 +7,7 @@ pub mod keys;
 pub mod reproduce;
 pub mod serve;
 pub mod train;
+pub mod tune;
 
 use std::path::PathBuf;
 
@@ -36,6 +37,8 @@ pub enum Command {
     Eval(eval::Args),
     /// Feature-space CW-L2 robustness audit: RI (eq. 17), heat map, adversarial samples.
     Audit(audit::Args),
+    /// Choose a method's hyperparameters on a validation split of the training images.
+    Tune(tune::Args),
     /// Reproduce the paper's tables end to end.
     Reproduce(reproduce::Args),
     /// Benchmarks, reported as ratios against a reference run in the same command.
@@ -105,6 +108,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Train(a) => train::run(a),
         Command::Eval(a) => eval::run(a),
         Command::Audit(a) => audit::run(a),
+        Command::Tune(a) => tune::run(a),
         Command::Reproduce(a) => reproduce::run(a),
         Command::Bench(a) => bench::run(a),
         Command::Serve(a) => serve::run(a),

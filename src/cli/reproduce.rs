@@ -1,19 +1,23 @@
-//! `dvsp reproduce table1`: trains (or reuses) the four methods on MNIST with one command,
-//! evaluates each and prints Table 1 of the paper next to the measured values.
-use std::path::PathBuf;
+//! `dvsp reproduce table1`: trains (or reuses) the four methods and two ablations on MNIST
+//! over several seeds, evaluates and audits each (RI at the EER threshold and at FMR 1e-3),
+//! and prints Table 1 of the paper next to the measured values with mean +- std over seeds and
+//! bootstrap 95% intervals. Resumable: every finished model, evaluation and audit is reused.
+use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-use super::audit::AuditArgs;
+use super::audit::{output_name, AuditArgs};
 use super::DataArgs;
 use crate::artifact;
-use crate::audit::AuditReport;
+use crate::audit::{AuditReport, ThresholdAt};
 use crate::config::{Method, TrainConfig};
 use crate::data::DataSpec;
+use crate::metrics::bootstrap;
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
 pub enum Table {
-    /// MNIST: EER and RI of DVIB, Center-loss, SphereFace, DVSP (paper Table 1).
+    /// MNIST: EER and RI of DVIB, Center-loss, SphereFace, DVSP (paper Table 1) and the two
+    /// eq. 15 ablations.
     Table1,
 }
 
@@ -21,25 +25,75 @@ pub enum Table {
 pub struct Args {
     #[arg(value_enum)]
     pub table: Table,
-    /// Folder for the four model directories and table1.{md,json}.
+    /// Folder for the model directories (OUT/ROW/seedS) and table1.{md,json}.
     #[arg(long, default_value = "runs/table1")]
     pub out: PathBuf,
-    /// Training epochs for every method.
+    /// Training epochs for every row.
     #[arg(long, default_value_t = TrainConfig::default().epochs)]
     pub epochs: usize,
     /// Train on only the first N training images (0 = all 50,000).
     #[arg(long, default_value_t = 0)]
     pub limit: usize,
-    #[arg(long, default_value_t = 0)]
-    pub seed: u64,
+    /// Seeds 0..N for every row.
+    #[arg(long, default_value_t = 1)]
+    pub seeds: u64,
+    /// The hyperparameters chosen by `dvsp tune --out DIR` (every method must be tuned);
+    /// without it, the defaults of `dvsp train`.
+    #[arg(long)]
+    pub tuned: Option<PathBuf>,
+    /// Bootstrap resamples of the 95% intervals (seed 0's models).
+    #[arg(long, default_value_t = 200)]
+    pub bootstrap: usize,
     /// Retrain even when a model with the same configuration exists.
     #[arg(long)]
     pub retrain: bool,
     #[command(flatten)]
     pub data: DataArgs,
+    /// The audit (its convergence re-attack runs on seed 0 only).
     #[command(flatten)]
     pub audit: AuditArgs,
 }
+
+/// A row of the table: a method, with the eq. 15 step as tuned or switched for an ablation.
+struct Variant {
+    name: &'static str,
+    method: Method,
+    /// `Some`: the eq. 15 step size forced (the ablations).
+    eps: Option<f64>,
+}
+
+const ROWS: [Variant; 6] = [
+    Variant {
+        name: "dvib",
+        method: Method::Dvib,
+        eps: None,
+    },
+    Variant {
+        name: "center",
+        method: Method::Center,
+        eps: None,
+    },
+    Variant {
+        name: "sphereface",
+        method: Method::Sphereface,
+        eps: None,
+    },
+    Variant {
+        name: "dvsp",
+        method: Method::Dvsp,
+        eps: None,
+    },
+    Variant {
+        name: "dvsp-no-eq15",
+        method: Method::Dvsp,
+        eps: Some(0.0),
+    },
+    Variant {
+        name: "dvib-eq15",
+        method: Method::Dvib,
+        eps: Some(0.1),
+    },
+];
 
 /// The paper's Table 1: EER (x 0.01) and RI for each trained method.
 pub fn paper(m: Method) -> Option<(f64, f64)> {
@@ -52,120 +106,191 @@ pub fn paper(m: Method) -> Option<(f64, f64)> {
     }
 }
 
+/// Mean and (sample) standard deviation.
+#[derive(Debug, Clone, Copy, Serialize)]
+struct Stat {
+    mean: f64,
+    std: f64,
+}
+
+impl Stat {
+    fn of(v: &[f64]) -> Stat {
+        let n = v.len() as f64;
+        let mean = v.iter().sum::<f64>() / n;
+        let var = v.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n - 1.0).max(1.0);
+        Stat {
+            mean,
+            std: var.sqrt(),
+        }
+    }
+}
+
+/// One model of a row.
 #[derive(Debug, Serialize)]
-struct Row {
-    method: Method,
+struct Run {
+    seed: u64,
     model: PathBuf,
-    paper_eer_percent: f64,
     eer_percent: f64,
-    paper_ri: f64,
-    ri: Option<f64>,
-    ri_8bit: Option<f64>,
-    convergence_ratio: f64,
-    audit_seconds: f64,
     eer_t10k_percent: Option<f64>,
     fnmr_at_fmr_1e3_percent: f64,
+    ri_eer: f64,
+    ri_eer_8bit: f64,
+    ri_fmr_1e3: f64,
     train_seconds: f64,
-    eval_seconds: f64,
+    audit_seconds: f64,
+}
+
+#[derive(Debug, Serialize)]
+struct Row {
+    name: &'static str,
+    config: TrainConfig,
+    paper_eer_percent: Option<f64>,
+    paper_ri: Option<f64>,
+    runs: Vec<Run>,
+    eer: Stat,
+    ri_eer: Stat,
+    ri_eer_8bit: Stat,
+    ri_fmr_1e3: Stat,
+    fnmr_at_fmr_1e3: Stat,
+    /// Bootstrap 95% intervals on seed 0's model.
+    eer_ci_percent: (f64, f64),
+    ri_eer_ci: (f64, f64),
+    ri_fmr_1e3_ci: (f64, f64),
+    /// Seed 0's audit at the EER threshold: RI at 1x over RI at the largest budget, and the
+    /// pairs each attack won.
+    convergence_ratio: f64,
+    converged: bool,
+    wins: Vec<(crate::attack::ensemble::Attack, usize)>,
+    pgd_below_budget: usize,
+}
+
+/// The audit of `dir` at `t` (reused when its model and configuration match).
+fn audit_at(
+    dir: &Path,
+    model_id: &str,
+    data: &DataArgs,
+    args: &AuditArgs,
+) -> anyhow::Result<AuditReport> {
+    let path = dir.join(output_name("audit", "json", args.threshold_at));
+    let previous: Option<AuditReport> = std::fs::read(&path)
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok());
+    match previous {
+        Some(r) if r.model_id == model_id && r.config == args.config() => Ok(r),
+        _ => super::audit::audit(dir, data, args),
+    }
+}
+
+fn ri_ci(r: &AuditReport, reps: usize) -> (f64, f64) {
+    let results: Vec<(usize, usize, f64)> = r
+        .pairs
+        .iter()
+        .map(|p| (p.source_class, p.target_class, p.l2))
+        .collect();
+    bootstrap::ri_interval(r.robustness.classes, &results, reps, 0)
 }
 
 pub fn run(a: Args) -> anyhow::Result<()> {
     let Table::Table1 = a.table;
+    anyhow::ensure!(a.seeds >= 1, "--seeds must be at least 1");
     let data = DataArgs {
         data: Some(DataSpec::Mnist),
         data_dir: a.data.data_dir.clone(),
     };
     let split = DataSpec::Mnist.load(&data.root(), None)?;
+    let labels: Vec<i64> = Vec::<i64>::try_from(&split.test.labels)?;
     let mut rows = Vec::new();
-    let mut audits = Vec::new();
-    for method in Method::ALL {
-        let cfg = TrainConfig {
-            method,
-            epochs: a.epochs,
-            limit: a.limit,
-            seed: a.seed,
-            ..TrainConfig::default()
+    let mut heatmaps = Vec::new();
+    for v in &ROWS {
+        let mut cfg = match &a.tuned {
+            Some(dir) => super::tune::tuned(dir, v.method)?,
+            None => TrainConfig {
+                method: v.method,
+                ..TrainConfig::default()
+            },
         };
-        let dir = a.out.join(method.name());
-        let reuse = !a.retrain && artifact::read_card(&dir).is_ok_and(|c| c.training.config == cfg);
-        if !reuse {
-            crate::train::train(&cfg, &DataSpec::Mnist, &split, &dir, crate::device())?;
+        (cfg.epochs, cfg.limit) = (a.epochs, a.limit);
+        if v.eps.is_some() {
+            cfg.eps = v.eps;
         }
-        let t = std::time::Instant::now();
-        let card = super::eval::evaluate(&dir, &data)?;
-        let eval_seconds = t.elapsed().as_secs_f64();
-        let previous: Option<AuditReport> = std::fs::read(dir.join("audit.json"))
-            .ok()
-            .and_then(|b| serde_json::from_slice(&b).ok());
-        let audit = match previous {
-            Some(r) if r.model_id == card.model_id && r.config == a.audit.config() => r,
-            _ => super::audit::audit(&dir, &data, &a.audit)?,
-        };
-        let test = &card.metrics["test"];
-        let (paper_eer, paper_ri) =
-            paper(method).ok_or_else(|| anyhow::anyhow!("{} is not in Table 1", method.name()))?;
-        audits.push((method, audit.robustness.h.clone()));
+        let mut runs = Vec::new();
+        let mut seed0 = None;
+        for seed in 0..a.seeds {
+            cfg.seed = seed;
+            let dir = a.out.join(v.name).join(format!("seed{seed}"));
+            let reuse =
+                !a.retrain && artifact::read_card(&dir).is_ok_and(|c| c.training.config == cfg);
+            if !reuse {
+                crate::train::train(&cfg, &DataSpec::Mnist, &split, &dir, crate::device())?;
+            }
+            let card = match artifact::read_card(&dir)? {
+                c if c.metrics.contains_key("test") && c.metrics.contains_key("t10k") => c,
+                _ => super::eval::evaluate(&dir, &data)?,
+            };
+            let mut at_eer = a.audit.clone();
+            at_eer.threshold_at = ThresholdAt::Eer;
+            if seed > 0 {
+                at_eer.convergence_budgets.clear();
+            }
+            let mut at_fmr = at_eer.clone();
+            at_fmr.threshold_at = ThresholdAt::Fmr(1e-3);
+            at_fmr.convergence_budgets.clear();
+            let eer_audit = audit_at(&dir, &card.model_id, &data, &at_eer)?;
+            let fmr_audit = audit_at(&dir, &card.model_id, &data, &at_fmr)?;
+            let test = &card.metrics["test"];
+            runs.push(Run {
+                seed,
+                model: dir.clone(),
+                eer_percent: test.eer * 100.0,
+                eer_t10k_percent: card.metrics.get("t10k").map(|r| r.eer * 100.0),
+                fnmr_at_fmr_1e3_percent: test
+                    .at_fmr
+                    .iter()
+                    .find(|p| p.target == 1e-3)
+                    .map_or(f64::NAN, |p| p.fnmr * 100.0),
+                ri_eer: eer_audit.robustness.ri.unwrap_or(f64::NAN),
+                ri_eer_8bit: eer_audit.robustness_8bit.ri.unwrap_or(f64::NAN),
+                ri_fmr_1e3: fmr_audit.robustness.ri.unwrap_or(f64::NAN),
+                train_seconds: card.training.seconds,
+                audit_seconds: eer_audit.seconds + fmr_audit.seconds,
+            });
+            if seed == 0 {
+                seed0 = Some((dir, eer_audit, fmr_audit));
+            }
+        }
+        let (dir0, eer0, fmr0) = seed0.expect("seed 0 runs first");
+        let model = artifact::load(&dir0, crate::device())?;
+        let emb = crate::model::embed(&model.net, &split.test.images, 500, crate::device());
+        let (lo, hi) = bootstrap::PairTable::new(&emb, &labels)?.eer_interval(a.bootstrap, 0);
+        let stat = |f: &dyn Fn(&Run) -> f64| Stat::of(&runs.iter().map(f).collect::<Vec<_>>());
+        heatmaps.push((v.name.to_string(), eer0.robustness.h.clone()));
+        let paper = (v.eps.is_none()).then(|| paper(v.method)).flatten();
         rows.push(Row {
-            method,
-            model: dir,
-            paper_eer_percent: paper_eer,
-            eer_percent: test.eer * 100.0,
-            paper_ri,
-            ri: audit.robustness.ri,
-            ri_8bit: audit.robustness_8bit.ri,
-            convergence_ratio: audit.convergence.ratio,
-            audit_seconds: audit.seconds,
-            eer_t10k_percent: card.metrics.get("t10k").map(|r| r.eer * 100.0),
-            fnmr_at_fmr_1e3_percent: test
-                .at_fmr
-                .iter()
-                .find(|p| p.target == 1e-3)
-                .map_or(f64::NAN, |p| p.fnmr * 100.0),
-            train_seconds: card.training.seconds,
-            eval_seconds,
+            name: v.name,
+            config: TrainConfig { seed: 0, ..cfg },
+            paper_eer_percent: paper.map(|p| p.0),
+            paper_ri: paper.map(|p| p.1),
+            eer: stat(&|r| r.eer_percent),
+            ri_eer: stat(&|r| r.ri_eer),
+            ri_eer_8bit: stat(&|r| r.ri_eer_8bit),
+            ri_fmr_1e3: stat(&|r| r.ri_fmr_1e3),
+            fnmr_at_fmr_1e3: stat(&|r| r.fnmr_at_fmr_1e3_percent),
+            eer_ci_percent: (lo * 100.0, hi * 100.0),
+            ri_eer_ci: ri_ci(&eer0, a.bootstrap),
+            ri_fmr_1e3_ci: ri_ci(&fmr0, a.bootstrap),
+            convergence_ratio: eer0.convergence.ratio,
+            converged: eer0.convergence.converged,
+            wins: eer0.wins.clone(),
+            pgd_below_budget: eer0.pgd_below_budget,
+            runs,
         });
     }
-    let mut md =
-        String::from("| | DVIB | Center-loss | SphereFace | DVSP |\n|---|---|---|---|---|\n");
-    let line = |name: &str, f: &dyn Fn(&Row) -> String| {
-        format!(
-            "| {name} | {} |\n",
-            rows.iter().map(f).collect::<Vec<_>>().join(" | ")
-        )
-    };
-    md += &line("EER (x0.01), paper", &|r| {
-        format!("{:.3}", r.paper_eer_percent)
-    });
-    md += &line("EER (x0.01), measured", &|r| {
-        format!("{:.3}", r.eer_percent)
-    });
-    md += &line("EER (x0.01), official t10k", &|r| {
-        r.eer_t10k_percent.map_or("-".into(), |e| format!("{e:.3}"))
-    });
-    md += &line("RI, paper", &|r| format!("{:.3}", r.paper_ri));
-    md += &line("RI, measured", &|r| {
-        r.ri.map_or("-".into(), |v| format!("{v:.3}"))
-    });
-    md += &line("RI at 8 bits, measured", &|r| {
-        r.ri_8bit.map_or("-".into(), |v| format!("{v:.3}"))
-    });
-    md += &line("RI 1x / 10x budget (converged if within 2%)", &|r| {
-        format!("{:.4}", r.convergence_ratio)
-    });
-    md += &line("audit wall time (s)", &|r| {
-        format!("{:.0}", r.audit_seconds)
-    });
-    md += &line("FNMR at FMR 1e-3 (%)", &|r| {
-        format!("{:.3}", r.fnmr_at_fmr_1e3_percent)
-    });
-    md += &line("train wall time (s)", &|r| {
-        format!("{:.0}", r.train_seconds)
-    });
+    let md = markdown(&rows, &a);
     print!("{md}");
     std::fs::create_dir_all(&a.out)?;
-    let panels: Vec<(String, &[Vec<Option<f64>>])> = audits
+    let panels: Vec<(String, &[Vec<Option<f64>>])> = heatmaps
         .iter()
-        .map(|(m, h)| (m.name().to_string(), h.as_slice()))
+        .map(|(m, h)| (m.clone(), h.as_slice()))
         .collect();
     crate::plot::heatmap(&a.out.join("heatmaps"), &panels)?;
     std::fs::write(a.out.join("table1.md"), &md)?;
@@ -175,4 +300,72 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     )?;
     println!("wrote {}", a.out.join("table1.md").display());
     Ok(())
+}
+
+fn markdown(rows: &[Row], a: &Args) -> String {
+    let mut md = format!(
+        "Table 1 on MNIST: {} epochs, seeds 0..{}, hyperparameters {}; audit {} pairs per ordered class pair; mean +- std over seeds, [bootstrap 95% interval of seed 0's model, {} resamples].\n\n|",
+        a.epochs,
+        a.seeds,
+        a.tuned
+            .as_ref()
+            .map_or("the train defaults (not tuned)".into(), |d| format!(
+                "tuned on a validation split ({})",
+                d.display()
+            )),
+        a.audit.pairs,
+        a.bootstrap
+    );
+    for r in rows {
+        md += &format!(" {} |", r.name);
+    }
+    md += &format!("\n|{}\n", "---|".repeat(rows.len() + 1));
+    let mut line = |name: &str, f: &dyn Fn(&Row) -> String| {
+        md += &format!(
+            "| {name} | {} |\n",
+            rows.iter().map(f).collect::<Vec<_>>().join(" | ")
+        );
+    };
+    let pm = |s: &Stat| format!("{:.3} +- {:.3}", s.mean, s.std);
+    let ci = |c: (f64, f64)| format!("[{:.3}, {:.3}]", c.0, c.1);
+    let or_dash = |v: Option<f64>| v.map_or("-".into(), |v| format!("{v:.3}"));
+    line("EER (x0.01), paper", &|r| or_dash(r.paper_eer_percent));
+    line("EER (x0.01), measured", &|r| {
+        format!("{} {}", pm(&r.eer), ci(r.eer_ci_percent))
+    });
+    line("FNMR at FMR 1e-3 (%)", &|r| pm(&r.fnmr_at_fmr_1e3));
+    line("RI, paper", &|r| or_dash(r.paper_ri));
+    line("RI at the EER threshold", &|r| {
+        format!("{} {}", pm(&r.ri_eer), ci(r.ri_eer_ci))
+    });
+    line("RI at the EER threshold, 8 bits", &|r| pm(&r.ri_eer_8bit));
+    line("RI at FMR 1e-3", &|r| {
+        format!("{} {}", pm(&r.ri_fmr_1e3), ci(r.ri_fmr_1e3_ci))
+    });
+    line("RI 1x / 10x budget (seed 0)", &|r| {
+        format!(
+            "{:.4}{}",
+            r.convergence_ratio,
+            if r.converged { "" } else { " NOT CONVERGED" }
+        )
+    });
+    line("pairs won cw/ddn/segment/pgd (seed 0)", &|r| {
+        r.wins
+            .iter()
+            .map(|w| w.1.to_string())
+            .collect::<Vec<_>>()
+            .join("/")
+    });
+    line("PGD below the ensemble (seed 0)", &|r| {
+        r.pgd_below_budget.to_string()
+    });
+    line("train + audit wall time (s, mean)", &|r| {
+        let n = r.runs.len() as f64;
+        format!(
+            "{:.0} + {:.0}",
+            r.runs.iter().map(|x| x.train_seconds).sum::<f64>() / n,
+            r.runs.iter().map(|x| x.audit_seconds).sum::<f64>() / n
+        )
+    });
+    md
 }
