@@ -176,6 +176,21 @@ pub struct MaskingChecks {
     pub input_gradient_norm: f64,
 }
 
+/// Attack success rate against budget, as the face-robustness literature reports it (RobFR,
+/// Yang et al. 2020), at the audit's threshold T, by PGD with `pgd_steps` steps.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SuccessCurve {
+    /// "impersonation" (an impostor pair pushed to D <= T) or "dodging" (a genuine pair that
+    /// matched pushed to D > T).
+    pub goal: String,
+    /// "l2" or "linf".
+    pub norm: String,
+    /// The pairs attacked.
+    pub pairs: usize,
+    /// (budget, share of the pairs broken).
+    pub points: Vec<(f64, f64)>,
+}
+
 /// `audit.json`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AuditReport {
@@ -193,6 +208,8 @@ pub struct AuditReport {
     pub convergence: Convergence,
     pub baselines: Vec<BudgetResult>,
     pub masking: MaskingChecks,
+    /// Impersonation on the convergence subset, dodging on as many genuine pairs that match.
+    pub success_curves: Vec<SuccessCurve>,
     /// Wall time of the whole audit and of the 1x attack.
     pub seconds: f64,
     pub attack_seconds: f64,
@@ -386,6 +403,116 @@ fn convergence_subset(
         .collect()
 }
 
+/// L2 and L-infinity budgets of the success curves.
+const L2_BUDGETS: [f64; 4] = [0.5, 1.0, 2.0, 3.0];
+const LINF_BUDGETS: [f64; 4] = [2.0 / 255.0, 4.0 / 255.0, 8.0 / 255.0, 16.0 / 255.0];
+
+/// Genuine pairs (two images of one class), `n` per class, seeded.
+fn genuine_pairs(
+    labels: &[i64],
+    classes: usize,
+    n: usize,
+    seed: u64,
+) -> Vec<(usize, usize, usize, usize)> {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let mut out = Vec::new();
+    for c in 0..classes {
+        let idx: Vec<usize> = (0..labels.len())
+            .filter(|&i| labels[i] == c as i64)
+            .collect();
+        if idx.len() < 2 {
+            continue;
+        }
+        for _ in 0..n {
+            let a = *idx.choose(&mut rng).expect("two images");
+            let b = *idx
+                .iter()
+                .filter(|&&b| b != a)
+                .collect::<Vec<_>>()
+                .choose(&mut rng)
+                .expect("another image");
+            out.push((c, c, a, *b));
+        }
+    }
+    out
+}
+
+/// PGD success rates against L2 and L-infinity budgets for impersonation (`impostors`) and
+/// dodging (`genuine`, keeping the pairs that match before the attack).
+fn success_curves(
+    net: &impl FeatureMap,
+    test: &Dataset,
+    impostors: &[(usize, usize, usize, usize)],
+    genuine: &[(usize, usize, usize, usize)],
+    threshold: f64,
+    cfg: &AuditConfig,
+) -> Vec<SuccessCurve> {
+    let device = crate::device();
+    let mut curves = Vec::new();
+    for (aim, pairs) in [
+        (pgd::Aim::Impersonate, impostors),
+        (pgd::Aim::Dodge, genuine),
+    ] {
+        if pairs.is_empty() {
+            continue;
+        }
+        let (x1, _, target) = batch(net, test, pairs, device);
+        let d0 = tch::no_grad(|| attack::distance(net, &x1, &target));
+        // Dodging starts from genuine pairs that match; impersonation from impostors that do not.
+        let keep = match aim {
+            pgd::Aim::Impersonate => d0.gt(threshold),
+            pgd::Aim::Dodge => d0.le(threshold),
+        }
+        .nonzero()
+        .squeeze_dim(1);
+        let (x1, target) = (x1.index_select(0, &keep), target.index_select(0, &keep));
+        let n = x1.size()[0];
+        for (norm, budgets) in [(pgd::Norm::L2, L2_BUDGETS), (pgd::Norm::Linf, LINF_BUDGETS)] {
+            let points = budgets
+                .iter()
+                .map(|&eps| {
+                    if n == 0 {
+                        return (eps, f64::NAN);
+                    }
+                    let x = pgd::attack(
+                        net,
+                        &x1,
+                        &target,
+                        &pgd::budget(&x1, eps),
+                        cfg.pgd_steps,
+                        norm,
+                        aim,
+                    );
+                    let d = tch::no_grad(|| attack::distance(net, &x, &target));
+                    let broken = match aim {
+                        pgd::Aim::Impersonate => d.le(threshold),
+                        pgd::Aim::Dodge => d.gt(threshold),
+                    };
+                    (
+                        eps,
+                        broken.sum(Kind::Int64).int64_value(&[]) as f64 / n as f64,
+                    )
+                })
+                .collect();
+            curves.push(SuccessCurve {
+                goal: match aim {
+                    pgd::Aim::Impersonate => "impersonation",
+                    pgd::Aim::Dodge => "dodging",
+                }
+                .into(),
+                norm: match norm {
+                    pgd::Norm::L2 => "l2",
+                    pgd::Norm::Linf => "linf",
+                }
+                .into(),
+                pairs: n as usize,
+                points,
+            });
+        }
+    }
+    curves
+}
+
 /// Runs the audit of `net` on `test`; also returns the adversarial images of the pairs in
 /// record order (`[P, C, H, W]` in [0, 1]) for figures.
 pub fn run(
@@ -442,7 +569,15 @@ pub fn run(
         for (b, &eps) in cfg.budgets.iter().enumerate() {
             let eps = pgd::budget(&x1, eps);
             let fg = pgd::fgsm(net, &x1, &target, &eps);
-            let pg = pgd::attack(net, &x1, &target, &eps, cfg.pgd_steps);
+            let pg = pgd::attack(
+                net,
+                &x1,
+                &target,
+                &eps,
+                cfg.pgd_steps,
+                pgd::Norm::L2,
+                pgd::Aim::Impersonate,
+            );
             for (j, x) in [fg, pg].iter().enumerate() {
                 budget_hits[b][j] +=
                     goal.accepted(net, x).sum(Kind::Int64).int64_value(&[]) as usize;
@@ -505,6 +640,13 @@ pub fn run(
             t0.elapsed().as_secs_f64(),
         ));
     }
+    let genuine = genuine_pairs(
+        &labels,
+        test.classes,
+        sub_pairs.len().div_ceil(test.classes),
+        cfg.seed,
+    );
+    let success_curves = success_curves(net, test, &sub_pairs, &genuine, threshold, cfg);
     let last = points.last().expect("the 1x point").ri;
     let ratio = points[0].ri / last;
     let wins = Attack::ALL
@@ -532,6 +674,7 @@ pub fn run(
             iterative_beats_single_step: ordered,
             input_gradient_norm: grad_sum / n,
         },
+        success_curves,
         seconds: start.elapsed().as_secs_f64(),
         attack_seconds,
         steps_per_pair,

@@ -1,6 +1,7 @@
 //! The feature-space attacks against models whose minimal perturbation is known in closed
 //! form, and the robustness index over hand-made results.
 use dvsp::attack::ensemble::{self, Attack, EnsembleConfig};
+use dvsp::attack::pgd::{Aim, Norm};
 use dvsp::attack::{self, pgd, round8, FeatureMap, Goal};
 use dvsp::metrics::robustness::summarize;
 use std::f64::consts::PI;
@@ -306,7 +307,7 @@ fn pgd_and_fgsm_respect_their_budget_and_the_box() {
         let b = pgd::budget(&x1, eps);
         for x in [
             pgd::fgsm(&Shifted, &x1, &target, &b),
-            pgd::attack(&Shifted, &x1, &target, &b, 20),
+            pgd::attack(&Shifted, &x1, &target, &b, 20, Norm::L2, Aim::Impersonate),
         ] {
             let n = attack::l2(&(&x - &x1));
             assert!(n.max().double_value(&[]) <= eps + 1e-5);
@@ -316,7 +317,15 @@ fn pgd_and_fgsm_respect_their_budget_and_the_box() {
     // Per-pair budgets: 10% above every true minimum PGD succeeds on all pairs; 10% below,
     // on none.
     let above = Tensor::from_slice(&truth.iter().map(|v| v * 1.1).collect::<Vec<_>>());
-    let x = pgd::attack(&Shifted, &x1, &target, &above, 50);
+    let x = pgd::attack(
+        &Shifted,
+        &x1,
+        &target,
+        &above,
+        50,
+        Norm::L2,
+        Aim::Impersonate,
+    );
     assert!(
         Goal {
             target: &target,
@@ -328,7 +337,15 @@ fn pgd_and_fgsm_respect_their_budget_and_the_box() {
             == 1
     );
     let below = Tensor::from_slice(&truth.iter().map(|v| v * 0.9).collect::<Vec<_>>());
-    let x = pgd::attack(&Shifted, &x1, &target, &below, 50);
+    let x = pgd::attack(
+        &Shifted,
+        &x1,
+        &target,
+        &below,
+        50,
+        Norm::L2,
+        Aim::Impersonate,
+    );
     assert!(
         Goal {
             target: &target,
@@ -463,4 +480,24 @@ fn an_audit_bounds_every_pair_and_re_attacks_a_subset_at_larger_budgets() {
     assert_eq!(r.masking.success_vs_budget.last().unwrap().1, 1.0);
     assert!(r.masking.input_gradient_norm > 0.0);
     assert_eq!(r.baselines.len(), 6);
+}
+
+#[test]
+fn linf_pgd_keeps_its_box_and_dodging_pushes_a_genuine_pair_apart() {
+    let (x1, target, _) = inputs(&cases());
+    // x1's own features as the target: D = 0, a genuine match.
+    let own = tch::no_grad(|| dvsp::model::unit(&Shifted.features(&x1)));
+    for eps in [2.0 / 255.0, 16.0 / 255.0] {
+        let b = pgd::budget(&x1, eps);
+        let x = pgd::attack(&Shifted, &x1, &target, &b, 10, Norm::Linf, Aim::Impersonate);
+        assert!((&x - &x1).abs().max().double_value(&[]) <= eps + 1e-6);
+        assert!(x.min().double_value(&[]) >= 0.0 && x.max().double_value(&[]) <= 1.0);
+        let d0 = attack::distance(&Shifted, &x1, &own);
+        let x = pgd::attack(&Shifted, &x1, &own, &b, 10, Norm::Linf, Aim::Dodge);
+        let d = attack::distance(&Shifted, &x, &own);
+        assert!(
+            d.gt_tensor(&(d0 + 1e-4)).all().int64_value(&[]) == 1,
+            "dodging raises D"
+        );
+    }
 }

@@ -148,7 +148,15 @@ pub fn attack(
     }
     // The PGD check at each pair's budget.
     drop(_guard);
-    let pgd_x = pgd::attack(f, &x1, goal.target, &best_l2, cfg.pgd_steps);
+    let pgd_x = pgd::attack(
+        f,
+        &x1,
+        goal.target,
+        &best_l2,
+        cfg.pgd_steps,
+        pgd::Norm::L2,
+        pgd::Aim::Impersonate,
+    );
     let pgd_ok = goal.accepted(f, &pgd_x);
     let pgd_x = bisect(f, goal, &x1, &pgd_x, &pgd_ok, cfg.bisect, &id);
     let _guard = tch::no_grad_guard();

@@ -420,6 +420,23 @@ pub fn run(a: Args) -> anyhow::Result<()> {
             b.success_rate * 100.0
         );
     }
+    for c in &r.success_curves {
+        let pts: Vec<String> = c
+            .points
+            .iter()
+            .map(|(e, s)| match c.norm.as_str() {
+                "linf" => format!("{:.0}/255 {:.1}%", e * 255.0, s * 100.0),
+                _ => format!("{e} {:.1}%", s * 100.0),
+            })
+            .collect();
+        println!(
+            "    {} success against {} budget ({} pairs): {}",
+            c.goal,
+            c.norm,
+            c.pairs,
+            pts.join(", ")
+        );
+    }
     println!(
         "    gradient masking: FGSM <= PGD <= ensemble at every budget: {}; mean ||grad_x D|| at x1 {:.4}",
         r.masking.iterative_beats_single_step, r.masking.input_gradient_norm

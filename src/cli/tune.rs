@@ -22,6 +22,9 @@ pub struct Args {
     pub epochs: usize,
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
+    /// Fit on only the first N of the 40,000 fitting images (0 = all; for quick runs).
+    #[arg(long, default_value_t = 0)]
+    pub limit: usize,
     /// Audit pairs per ordered class pair on the validation split.
     #[arg(long, default_value_t = 2)]
     pub audit_pairs: usize,
@@ -101,6 +104,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         &TrainConfig {
             epochs: a.epochs,
             seed: a.seed,
+            limit: a.limit,
             ..TrainConfig::default()
         },
     );
