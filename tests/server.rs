@@ -1766,3 +1766,41 @@ async fn decoding_is_bounded_in_bytes_and_real_photos_fit() {
     assert_error(&identify(&png_header(6001, 4000)).await, 422);
     s.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_connections_are_limited_and_must_send_the_preface_in_time() {
+    use dvsp::server::grpc::proto;
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!("sqlite://{}", dir.path().join("gc.db").display());
+    let k = keys(&db).await;
+    let s = Server::start(
+        &db,
+        &["--header-timeout-secs", "1", "--max-connections", "4"],
+    )
+    .await;
+    let addr = s.grpc.trim_start_matches("http://").to_string();
+    let second = std::time::Duration::from_secs(1);
+    // Four mute connections take every slot; a fifth is closed at once.
+    let mut mute = Vec::new();
+    for _ in 0..4 {
+        mute.push(tokio::net::TcpStream::connect(&addr).await.unwrap());
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let mut fifth = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    assert!(closed_within(&mut fifth, std::time::Duration::from_millis(500)).await);
+    // Without a preface within the header timeout, each is closed and its slot freed.
+    let start = Instant::now();
+    for m in &mut mute {
+        assert!(closed_within(m, 3 * second).await);
+    }
+    assert!(start.elapsed() < 3 * second, "{:?}", start.elapsed());
+    let mut g = proto::verification_client::VerificationClient::connect(s.grpc.clone())
+        .await
+        .unwrap();
+    let m = g
+        .get_model(authed(proto::GetModelRequest {}, &k.verify, false))
+        .await
+        .unwrap();
+    assert!(!m.get_ref().model_id.is_empty());
+    s.stop().await;
+}

@@ -7,12 +7,12 @@
 //! too.
 pub mod codec;
 mod guard;
+mod incoming;
 
 use std::future::Future;
 use std::time::Instant;
 
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
 use tonic::{Code, Request, Response, Status};
 
 use super::auth::Caller;
@@ -300,13 +300,16 @@ impl Verification for Grpc {
 }
 
 /// Serves the `Verification` service, health checking and reflection on `listener` until
-/// `shutdown` resolves. Messages are limited to the HTTP body limit, calls to its timeout.
+/// `shutdown` resolves. Messages are limited to the HTTP body limit, calls to its timeout;
+/// connections to `--max-connections` and the preface to `--header-timeout-secs`
+/// (`incoming.rs`).
 pub async fn serve(
     listener: TcpListener,
     state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), tonic::transport::Error> {
     let limits = state.limits.clone();
+    let state_metrics = state.metrics.clone();
     let (health, health_service) = tonic_health::server::health_reporter();
     health.set_serving::<VerificationServer<Grpc>>().await;
     let reflection = tonic_reflection::server::Builder::configure()
@@ -322,6 +325,14 @@ pub async fn serve(
                 .max_decoding_message_size(limits.max_body_bytes),
             state,
         ))
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+        .serve_with_incoming_shutdown(
+            incoming::admitted(
+                listener,
+                limits.max_connections,
+                limits.header_timeout,
+                state_metrics,
+            ),
+            shutdown,
+        )
         .await
 }
