@@ -17,7 +17,7 @@ impl App {
         let faces = self.faces.clone();
         // Decoding allocates up to the decode budget per image (face photos more: a float
         // copy): one decode per core at a time, the others wait here without holding memory.
-        let _slot = self
+        let slot = self
             .decode_slots
             .acquire()
             .await
@@ -31,6 +31,8 @@ impl App {
         })
         .await
         .map_err(|e| ApiError::Internal(format!("image decoding stopped: {e}")))??;
+        // The decoded tensors are model-sized: the next decode may start during inference.
+        drop(slot);
         let out = self.worker.embed(tensors).await?;
         if let Some(max) = self.limits.max_uncertainty {
             for ((name, _), e) in images.iter().zip(&out) {
