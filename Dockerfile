@@ -34,6 +34,7 @@ COPY dvsp /usr/local/bin/dvsp
 ENV LD_LIBRARY_PATH=/opt/libtorch/lib \
     DVSP_BIND=0.0.0.0:8080 \
     DVSP_GRPC_BIND=0.0.0.0:50051 \
+    DVSP_METRICS_BIND=0.0.0.0:9464 \
     DVSP_DB=sqlite:///data/dvsp.db \
     DVSP_MODEL=/models/current
 
@@ -42,7 +43,7 @@ ENV LD_LIBRARY_PATH=/opt/libtorch/lib \
 VOLUME ["/models", "/data"]
 WORKDIR /data
 USER 10001:10001
-EXPOSE 8080 50051
+EXPOSE 8080 50051 9464
 
 # Liveness of the HTTP server on the port DVSP_BIND names (curl is in the base image).
 HEALTHCHECK --interval=15s --timeout=3s --start-period=30s --retries=3 \

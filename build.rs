@@ -2,13 +2,16 @@
 //!    at run time without `LD_LIBRARY_PATH` (LIBTORCH comes from .cargo/config.toml).
 //! 2. Records the git commit for model cards (`DVSP_GIT_COMMIT`).
 //! 3. Compiles `proto/dvsp/v1/dvsp.proto` (tonic + prost) with the vendored `protoc`, and
-//!    writes its descriptor set for gRPC reflection.
+//!    writes its descriptor set for gRPC reflection; the generated code uses the service's
+//!    own codec (`src/server/grpc/codec.rs`).
 fn main() {
     let protoc = protoc_bin_vendored::protoc_bin_path().expect("the vendored protoc");
     std::env::set_var("PROTOC", protoc);
     let out = std::path::PathBuf::from(std::env::var("OUT_DIR").expect("OUT_DIR"));
     tonic_prost_build::configure()
         .bytes(".")
+        // Parse errors are the client's (INVALID_ARGUMENT), see src/server/grpc/codec.rs.
+        .codec_path("crate::server::grpc::codec::StrictCodec")
         .file_descriptor_set_path(out.join("dvsp_descriptor.bin"))
         .compile_protos(&["proto/dvsp/v1/dvsp.proto"], &["proto"])
         .expect("compiling proto/dvsp/v1/dvsp.proto");

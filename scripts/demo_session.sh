@@ -6,9 +6,10 @@ set -euo pipefail
 bin="$1"; model="$2"; work="${3:-runs/demo-service}"
 mkdir -p "$work"; rm -f "$work"/dvsp.db*
 db="sqlite://$work/dvsp.db"; port="${DVSP_DEMO_PORT:-8088}"; url="http://127.0.0.1:$port"
+mport="${DVSP_DEMO_METRICS_PORT:-9488}"; metrics="http://127.0.0.1:$mport/metrics"
 python3 "$(dirname "$0")/digits.py" "$work/digits" 3 >/dev/null
 key=$("$bin" keys create --role admin --db "$db")
-"$bin" serve --model "$model" --db "$db" --bind "127.0.0.1:$port" --fmr 1e-2 > "$work/serve.log" 2>&1 &
+"$bin" serve --model "$model" --db "$db" --bind "127.0.0.1:$port" --metrics-bind "127.0.0.1:$mport" --fmr 1e-2 > "$work/serve.log" 2>&1 &
 pid=$!
 trap 'kill $pid 2>/dev/null || true' EXIT
 for _ in $(seq 100); do curl -sf "$url/readyz" >/dev/null && break; sleep 0.1; done
@@ -21,8 +22,8 @@ run curl -s -X POST "$url/v1/subjects/alice/verify" -H "Authorization: Bearer $k
 run curl -s -X POST "$url/v1/identify?top_k=3" -H "Authorization: Bearer $key" -H 'content-type: image/png' --data-binary @"$work/digits/3_2.png"
 run curl -s -X POST "$url/v1/subjects/alice/verify" -H 'content-type: image/png' --data-binary @"$work/digits/3_2.png"
 run curl -s -X POST "$url/v1/subjects/alice/verify" -H "Authorization: Bearer $key" -H 'content-type: image/png' --data-binary 'not an image'
-echo "\$ curl -s $url/metrics | grep -E '^dvsp_(decisions|templates|auth)'"
-curl -s "$url/metrics" | grep -E '^dvsp_(decisions|templates|auth)'
+echo "\$ curl -s $metrics | grep -E '^dvsp_(decisions|templates|auth)'   (the metrics port)"
+curl -s "$metrics" | grep -E '^dvsp_(decisions|templates|auth)'
 kill -TERM $pid; wait $pid || true
 trap - EXIT
 echo "server stopped (SIGTERM); store kept in $work/dvsp.db"

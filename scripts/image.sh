@@ -179,6 +179,7 @@ python3 "$ROOT/scripts/digits.py" "$VERIFY/digits" 2
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 PORT=$(free_port)
 GPORT=$(free_port)
+MPORT=$(free_port)
 
 # Runs in a private mount namespace: the bind mounts vanish with it and the image is not
 # modified (its mount is read-only anyway). Same user, env, workdir and entrypoint as the image.
@@ -189,7 +190,7 @@ verify_in_chroot() {
     mount --bind /dev "$MNT/dev"
     mount -t proc proc "$MNT/proc" 2>/dev/null || mount --rbind /proc "$MNT/proc"
     local run=(chroot --userspec="$IMG_USER" "$MNT" /usr/bin/env -i "${IMG_ENV[@]}"
-        DVSP_BIND=127.0.0.1:$PORT DVSP_GRPC_BIND=127.0.0.1:$GPORT "${EXTRA_ENV[@]}"
+        DVSP_BIND=127.0.0.1:$PORT DVSP_GRPC_BIND=127.0.0.1:$GPORT DVSP_METRICS_BIND=127.0.0.1:$MPORT "${EXTRA_ENV[@]}"
         /bin/sh -c 'cd "$0" && exec "$@"' "$IMG_WORKDIR")
     echo "\$ id (in the image)"; "${run[@]}" id
     echo "\$ dvsp --version"; "${run[@]}" $IMG_ENTRY --version
@@ -207,8 +208,8 @@ verify_in_chroot() {
     if ((!up)); then cat "$VERIFY/serve.log"; kill "$pid" 2>/dev/null; return 1; fi
     echo "\$ curl -sf http://127.0.0.1:$PORT/healthz"; curl -sf "http://127.0.0.1:$PORT/healthz"; echo
     echo "\$ curl -sf http://127.0.0.1:$PORT/readyz"; curl -sf "http://127.0.0.1:$PORT/readyz"; echo
-    echo "\$ curl -sf http://127.0.0.1:$PORT/metrics | grep -c '^dvsp_'"
-    curl -sf "http://127.0.0.1:$PORT/metrics" | grep -c '^dvsp_'
+    echo "\$ curl -sf http://127.0.0.1:$MPORT/metrics | grep -c '^dvsp_'   (the metrics port)"
+    curl -sf "http://127.0.0.1:$MPORT/metrics" | grep -c '^dvsp_'
     local url=http://127.0.0.1:$PORT key
     echo "\$ dvsp keys create --role admin   (in the image)"
     key=$("${run[@]}" $IMG_ENTRY keys create --role admin 2>/dev/null)
@@ -221,8 +222,8 @@ verify_in_chroot() {
         -H 'content-type: image/png' --data-binary @"$VERIFY/digits/3_1.png"; echo
     curl -sS --fail-with-body -X POST "$url/v1/subjects/s1/verify" -H "Authorization: Bearer $key" \
         -H 'content-type: image/png' --data-binary @"$VERIFY/digits/7_0.png"; echo
-    echo "\$ curl -s $url/metrics | grep -E '^dvsp_(decisions_total|templates_stored|inference_batch_size_count)'"
-    curl -fsS "$url/metrics" | grep -E '^dvsp_(decisions_total|templates_stored|inference_batch_size_count)'
+    echo "\$ curl -s http://127.0.0.1:$MPORT/metrics | grep -E '^dvsp_(decisions_total|templates_stored|inference_batch_size_count)'"
+    curl -fsS "http://127.0.0.1:$MPORT/metrics" | grep -E '^dvsp_(decisions_total|templates_stored|inference_batch_size_count)'
     echo "\$ (gRPC port) bash /dev/tcp/127.0.0.1/$GPORT"
     (exec 3<>"/dev/tcp/127.0.0.1/$GPORT") && echo "gRPC port $GPORT accepts connections"
     echo "\$ HEALTHCHECK (run in the image): $HEALTH_CMD"
@@ -236,7 +237,7 @@ verify_in_chroot() {
     echo "files the server wrote to /data: $(ls "$VERIFY/data" | tr '\n' ' ')"
     return "$rc"
 }
-export VERIFY MNT IMG_USER IMG_WORKDIR IMG_ENTRY IMG_CMD HEALTH_CMD PORT GPORT
+export VERIFY MNT IMG_USER IMG_WORKDIR IMG_ENTRY IMG_CMD HEALTH_CMD PORT GPORT MPORT
 IMG_ENV_S=$(declare -p IMG_ENV EXTRA_ENV)
 unshare --mount --propagation private --fork \
     bash -c "$IMG_ENV_S; $(declare -f verify_in_chroot); verify_in_chroot"

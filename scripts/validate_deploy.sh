@@ -151,14 +151,19 @@ if dep:
         err("Service selector does not match the Deployment's pod labels")
     c = pod["containers"][0]
     ports = {p["name"]: p["containerPort"] for p in c["ports"]}
-    if ports != {"http": 8080, "grpc": 50051}: err(f"container ports {ports}, want http 8080 and grpc 50051")
+    if ports != {"http": 8080, "grpc": 50051, "metrics": 9464}:
+        err(f"container ports {ports}, want http 8080, grpc 50051 and metrics 9464")
     if c.get("readinessProbe", {}).get("httpGet", {}).get("path") != "/readyz": err("readinessProbe is not /readyz")
     if c.get("livenessProbe", {}).get("httpGet", {}).get("path") != "/healthz": err("livenessProbe is not /healthz")
     if not pod.get("securityContext", {}).get("runAsNonRoot"): err("pod securityContext lacks runAsNonRoot")
     if not c.get("resources", {}).get("requests", {}).get("cpu"): err("no CPU request (the HPA needs one)")
     ann = spec["template"]["metadata"].get("annotations", {})
-    if ann.get("prometheus.io/scrape") != "true" or ann.get("prometheus.io/port") != "8080":
-        err("prometheus.io scrape annotations missing")
+    if ann.get("prometheus.io/scrape") != "true" or ann.get("prometheus.io/port") != "9464":
+        err("prometheus.io scrape annotations missing (metrics port 9464)")
+    env = {e["name"]: e.get("value") for e in c.get("env", [])}
+    env.update((get("ConfigMap", "dvsp-config") or {}).get("data", {}))
+    if env.get("DVSP_METRICS_BIND", "").rsplit(":", 1)[-1] != "9464":
+        err("DVSP_METRICS_BIND does not bind the metrics port 9464")
     for w in [dep, job]:
         for cc in w.get("spec", {}).get("template", {}).get("spec", {}).get("containers", []):
             for e in cc.get("envFrom", []):
@@ -169,6 +174,7 @@ if dep:
     if svc:
         for p in svc["spec"]["ports"]:
             if p["targetPort"] not in ports: err(f"Service port {p['name']} targets unknown port {p['targetPort']}")
+            if p["targetPort"] in ("metrics", 9464): err("the Service exposes the metrics port; only the API belongs there")
 if hpa and hpa["spec"]["scaleTargetRef"]["name"] != "dvsp": err("HPA does not target Deployment dvsp")
 if job and job["spec"]["template"]["spec"]["containers"][0].get("args") != ["db", "migrate"]:
     err("the migrate Job does not run `dvsp db migrate`")
@@ -190,11 +196,15 @@ for name in ("dvsp", "postgres"):
 for name in ("prometheus", "grafana"):
     if name not in s: err(f"compose: no {name} service")
 
-# -- Prometheus: scrapes dvsp:8080/metrics
+# -- Prometheus: scrapes dvsp:9464/metrics (the metrics port), never the API port
 p = yaml.safe_load((deploy / "prometheus.yml").read_text())
 targets = [t for j in p["scrape_configs"] for sc in j.get("static_configs", []) for t in sc["targets"]
            if j.get("metrics_path", "/metrics") == "/metrics"]
-if "dvsp:8080" not in targets: err("prometheus.yml does not scrape dvsp:8080/metrics")
+if "dvsp:9464" not in targets: err("prometheus.yml does not scrape dvsp:9464/metrics")
+if (dv.get("environment") or {}).get("DVSP_METRICS_BIND") != "0.0.0.0:9464":
+    err("compose: dvsp must set DVSP_METRICS_BIND=0.0.0.0:9464")
+if any(str(p).split(":")[-1] == "9464" for p in dv.get("ports", [])):
+    err("compose: the metrics port must not be published on the host")
 
 # -- Grafana provisioning
 prov = deploy / "grafana" / "provisioning"

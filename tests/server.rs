@@ -86,10 +86,12 @@ struct ServeCli {
     args: serve::Args,
 }
 
-/// A real server: HTTP and gRPC on loopback ports, sharing one state.
+/// A real server: HTTP, gRPC and metrics on loopback ports, sharing one state.
 struct Server {
     base: String,
     grpc: String,
+    metrics: String,
+    state: dvsp::server::AppState,
     stop: Option<tokio::sync::watch::Sender<bool>>,
     handles: Vec<tokio::task::JoinHandle<()>>,
 }
@@ -113,21 +115,30 @@ impl Server {
         let state = args.state().await.unwrap();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let grpc_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let metrics_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
         let grpc = format!("http://{}", grpc_listener.local_addr().unwrap());
+        let metrics = format!("http://{}/metrics", metrics_listener.local_addr().unwrap());
         let (stop, rx) = tokio::sync::watch::channel(false);
         let until = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
             let _ = rx.wait_for(|s| *s).await;
         };
         let (grpc_state, grpc_rx) = (state.clone(), rx.clone());
+        let (metrics_state, metrics_rx) = (state.clone(), rx.clone());
+        let http_state = state.clone();
         let handles = vec![
+            tokio::spawn(async move {
+                dvsp::server::serve_metrics(metrics_listener, metrics_state, until(metrics_rx))
+                    .await
+                    .unwrap()
+            }),
             tokio::spawn(async move {
                 dvsp::server::grpc::serve(grpc_listener, grpc_state, until(grpc_rx))
                     .await
                     .unwrap()
             }),
             tokio::spawn(async move {
-                dvsp::server::serve(listener, state, until(rx))
+                dvsp::server::serve(listener, http_state, until(rx))
                     .await
                     .unwrap()
             }),
@@ -135,6 +146,8 @@ impl Server {
         Server {
             base,
             grpc,
+            metrics,
+            state,
             stop: Some(stop),
             handles,
         }
@@ -643,7 +656,7 @@ async fn dashboard_queries_name_exported_metrics(s: &Server, c: &Client) {
     );
     let dash: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
     let text = c
-        .get(s.url("/metrics"))
+        .get(&s.metrics)
         .send()
         .await
         .unwrap()
@@ -956,7 +969,7 @@ async fn grpc_flows(s: &Server, k: &Keys, c: &Client) {
     let names: Vec<&str> = list.service.iter().map(|s| s.name.as_str()).collect();
     assert!(names.contains(&"dvsp.v1.Verification"), "{names:?}");
     let text = c
-        .get(s.url("/metrics"))
+        .get(&s.metrics)
         .send()
         .await
         .unwrap()
@@ -1023,7 +1036,7 @@ async fn openapi_documents_the_real_routes_and_metrics_are_exported() {
     let (status, doc) = send(c.get(s.url("/openapi.json"))).await;
     assert_eq!(status, StatusCode::OK);
     let paths = doc["paths"].as_object().unwrap();
-    assert!(paths.len() >= 12);
+    assert!(paths.len() >= 11);
     for (path, item) in paths {
         for (method, _) in item
             .as_object()
@@ -1044,7 +1057,7 @@ async fn openapi_documents_the_real_routes_and_metrics_are_exported() {
     assert_eq!(send(c.get(s.url("/healthz"))).await.0, StatusCode::OK);
     assert_eq!(send(c.get(s.url("/readyz"))).await.0, StatusCode::OK);
     let text = c
-        .get(s.url("/metrics"))
+        .get(&s.metrics)
         .send()
         .await
         .unwrap()
@@ -1148,5 +1161,646 @@ async fn each_api_key_has_a_probe_budget() {
     assert_eq!(res.status(), StatusCode::TOO_MANY_REQUESTS);
     assert!(res.headers().contains_key("retry-after"));
     assert_eq!(send(identify(&k.admin)).await.0, StatusCode::OK);
+    s.stop().await;
+}
+
+/// `request` on a fresh TCP connection; the whole answer (send `connection: close`).
+async fn raw(base: &str, request: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut tcp = tokio::net::TcpStream::connect(base.trim_start_matches("http://"))
+        .await
+        .unwrap();
+    tcp.write_all(request.as_bytes()).await.unwrap();
+    let mut out = Vec::new();
+    tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        tcp.read_to_end(&mut out),
+    )
+    .await
+    .expect("an answer within 10 s")
+    .unwrap();
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// NUL and other control characters, over-long names, `.`/`..` ids and invalid UTF-8 in a
+/// path: JSON 422 (gRPC INVALID_ARGUMENT) from the store in `db`, never a 5xx.
+async fn hostile_strings(db: &str) {
+    use dvsp::server::grpc::proto;
+    use tonic::Code;
+    let k = keys(db).await;
+    let s = Server::start(db, &[]).await;
+    let c = Client::new();
+    let create = |body: Value| {
+        send(
+            c.post(s.url("/v1/subjects"))
+                .bearer_auth(&k.admin)
+                .json(&body),
+        )
+    };
+    for body in [
+        json!({"id": "x1", "name": "a\u{0000}b"}),
+        json!({"id": "x1", "name": "\u{202e}\u{0000}"}),
+        json!({"id": "x1", "name": "\u{202e}evil"}),
+        json!({"id": "x1", "name": "line\nbreak"}),
+        json!({"id": "x1", "name": "\u{001b}[31m"}),
+        json!({"id": "x1", "name": "é".repeat(257)}),
+        json!({"id": "x\u{0000}1"}),
+        json!({"id": "."}),
+        json!({"id": ".."}),
+    ] {
+        let r = create(body.clone()).await;
+        assert_error(&r, 422);
+    }
+    // 256 characters (512 bytes) is a name; a right-to-left script without overrides too.
+    let r = create(json!({"id": "x1", "name": "é".repeat(256)})).await;
+    assert_eq!(r.0, StatusCode::CREATED, "{:?}", r.1);
+    let r = create(json!({"id": "x2", "name": "עברית"})).await;
+    assert_eq!(r.0, StatusCode::CREATED, "{:?}", r.1);
+    for q in ["after=%00", "after=a%00b", "after=%E2%80%AE", "after=.."] {
+        let r = send(
+            c.get(s.url(&format!("/v1/subjects?{q}")))
+                .bearer_auth(&k.verify),
+        )
+        .await;
+        assert_error(&r, 422);
+    }
+    // Dot segments and invalid UTF-8 sent verbatim (an HTTP client would normalise them).
+    for path in [
+        "/v1/subjects/..",
+        "/v1/subjects/%2e",
+        "/v1/subjects/%FF",
+        "/v1/subjects/%00",
+        "/v1/subjects/x1/templates/%C3%28",
+    ] {
+        let method = if path.contains("templates") {
+            "DELETE"
+        } else {
+            "GET"
+        };
+        let res = raw(
+            &s.base,
+            &format!(
+                "{method} {path} HTTP/1.1\r\nhost: x\r\nx-api-key: {}\r\nconnection: close\r\n\r\n",
+                k.admin
+            ),
+        )
+        .await;
+        assert!(res.starts_with("HTTP/1.1 422"), "{path}: {res}");
+        assert!(
+            res.contains("application/json") && res.contains(r#""error":"unprocessable""#),
+            "{path}: {res}"
+        );
+    }
+
+    let mut g = proto::verification_client::VerificationClient::connect(s.grpc.clone())
+        .await
+        .unwrap();
+    for (id, name) in [
+        ("g1", "a\u{0000}b"),
+        ("g1", "\u{202e}\u{0000}"),
+        ("..", "ok"),
+    ] {
+        let req = proto::CreateSubjectRequest {
+            id: id.into(),
+            name: Some(name.into()),
+        };
+        let e = g
+            .create_subject(authed(req, &k.admin, false))
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), Code::InvalidArgument, "{id:?} {name:?}: {e:?}");
+    }
+    let req = proto::ListSubjectsRequest {
+        limit: 10,
+        after: "\u{0000}".into(),
+    };
+    let e = g
+        .list_subjects(authed(req, &k.verify, false))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
+    let req = proto::GetSubjectRequest {
+        id: "a\u{0000}".into(),
+    };
+    let e = g
+        .get_subject(authed(req, &k.verify, false))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
+
+    // Nothing above reached the store as a server error.
+    let text = c
+        .get(&s.metrics)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(!text.contains(r#"status="5"#), "{text}");
+    assert!(!text.contains(r#"code="Internal""#), "{text}");
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_strings_are_422_on_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    hostile_strings(&format!("sqlite://{}", dir.path().join("h.db").display())).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_strings_are_422_on_postgres() {
+    let db = PgDb::new().await;
+    hostile_strings(&db.url).await;
+    db.drop_db().await;
+}
+
+/// A gRPC call sent as raw HTTP/2 (`body` is the whole request body, framing included):
+/// the grpc-status it ends with (in the headers of a trailers-only answer, else the trailers).
+async fn grpc_raw(s: &Server, method: &str, key: Option<&str>, body: Vec<u8>) -> i32 {
+    let addr = s.grpc.trim_start_matches("http://");
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (mut client, conn) = h2::client::handshake(tcp).await.unwrap();
+    tokio::spawn(conn);
+    let mut req = axum::http::Request::post(format!("{}/dvsp.v1.Verification/{method}", s.grpc))
+        .header("content-type", "application/grpc")
+        .header("te", "trailers");
+    if let Some(k) = key {
+        req = req.header("x-api-key", k);
+    }
+    let (res, mut send) = client.send_request(req.body(()).unwrap(), false).unwrap();
+    // The server may answer (and reset the stream) before the body: the key comes first.
+    let _ = send.send_data(body.into(), true);
+    let (parts, mut recv) = res.await.unwrap().into_parts();
+    assert_eq!(parts.status, StatusCode::OK);
+    let status = match parts.headers.get("grpc-status") {
+        Some(v) => v.clone(),
+        None => {
+            while let Some(chunk) = recv.data().await {
+                let n = chunk.unwrap().len();
+                let _ = recv.flow_control().release_capacity(n);
+            }
+            recv.trailers().await.unwrap().unwrap()["grpc-status"].clone()
+        }
+    };
+    status.to_str().unwrap().parse().unwrap()
+}
+
+fn framed(msg: &[u8]) -> Vec<u8> {
+    let mut out = vec![0];
+    out.extend_from_slice(&(msg.len() as u32).to_be_bytes());
+    out.extend_from_slice(msg);
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_grpc_bodies_are_invalid_argument_and_the_key_comes_first() {
+    use rand::{Rng, SeedableRng};
+    const INVALID_ARGUMENT: i32 = 3;
+    const UNAUTHENTICATED: i32 = 16;
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!("sqlite://{}", dir.path().join("g.db").display());
+    let k = keys(&db).await;
+    let s = Server::start(&db, &[]).await;
+    // A length-delimited field claiming far more bytes than follow; invalid UTF-8 in a string.
+    let garbage = framed(&[0x0a, 0xff, 0xff, 0xff, 0x0f, 0x01]);
+    let bad_utf8 = framed(&[0x0a, 0x02, 0xc3, 0x28]);
+    assert_eq!(
+        grpc_raw(&s, "CreateSubject", None, garbage.clone()).await,
+        UNAUTHENTICATED
+    );
+    for (what, body) in [
+        ("garbage", garbage),
+        ("invalid UTF-8", bad_utf8),
+        ("truncated frame", vec![0, 0, 0, 0, 100, 1, 2, 3]),
+        ("short prefix", vec![0, 0]),
+        ("empty", vec![]),
+        ("compressed flag", {
+            let mut b = framed(&[0x0a, 0x01, 0x61]);
+            b[0] = 1;
+            b
+        }),
+        ("two messages", [framed(&[]), framed(&[])].concat()),
+    ] {
+        for method in ["CreateSubject", "ListSubjects", "Verify"] {
+            let code = grpc_raw(&s, method, Some(&k.admin), body.clone()).await;
+            assert_eq!(code, INVALID_ARGUMENT, "{what} to {method}");
+        }
+    }
+    // Random bytes, framed and not: client errors or success, never INTERNAL.
+    let mut rng = rand::rngs::StdRng::seed_from_u64(11);
+    for i in 0..200 {
+        let n = rng.random_range(0..64);
+        let bytes: Vec<u8> = (0..n).map(|_| rng.random()).collect();
+        let body = if i % 2 == 0 { framed(&bytes) } else { bytes };
+        let method = ["CreateSubject", "ListSubjects", "GetSubject", "Identify"][i % 4];
+        let code = grpc_raw(&s, method, Some(&k.admin), body.clone()).await;
+        assert!(
+            [0, 3, 5, 6].contains(&code),
+            "{method} {body:?}: grpc-status {code}"
+        );
+    }
+    s.stop().await;
+}
+
+/// Opens `n` connections that send half a request head and then nothing.
+async fn half_open(base: &str, n: usize) -> Vec<tokio::net::TcpStream> {
+    use tokio::io::AsyncWriteExt;
+    let mut out = Vec::with_capacity(n);
+    for _ in 0..n {
+        let mut tcp = tokio::net::TcpStream::connect(base.trim_start_matches("http://"))
+            .await
+            .unwrap();
+        tcp.write_all(b"GET /healthz HTTP/1.1\r\nhost: x\r\n")
+            .await
+            .unwrap();
+        out.push(tcp);
+    }
+    out
+}
+
+/// Whether the server closed `tcp` (EOF or reset) within `within`.
+async fn closed_within(tcp: &mut tokio::net::TcpStream, within: std::time::Duration) -> bool {
+    use tokio::io::AsyncReadExt;
+    let mut buf = [0u8; 1024];
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        match tokio::time::timeout_at(deadline, tcp.read(&mut buf)).await {
+            Err(_) => return false,
+            Ok(Ok(0)) | Ok(Err(_)) => return true,
+            Ok(Ok(_)) => continue,
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_headers_are_cut_and_healthz_answers_while_idle_connections_are_held() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!("sqlite://{}", dir.path().join("c.db").display());
+    let s = Server::start(
+        &db,
+        &["--header-timeout-secs", "1", "--max-connections", "64"],
+    )
+    .await;
+    let c = Client::new();
+    // A client that never finishes its head is disconnected after the header timeout.
+    let start = Instant::now();
+    let mut slow = half_open(&s.base, 1).await.remove(0);
+    assert!(closed_within(&mut slow, std::time::Duration::from_secs(5)).await);
+    let waited = start.elapsed().as_secs_f64();
+    assert!((0.9..3.0).contains(&waited), "closed after {waited:.2} s");
+    // So is one that connects and sends nothing.
+    let mut mute = tokio::net::TcpStream::connect(s.base.trim_start_matches("http://"))
+        .await
+        .unwrap();
+    assert!(closed_within(&mut mute, std::time::Duration::from_secs(5)).await);
+
+    // Five times the connection limit held half-open: /healthz still answers at once (the
+    // oldest idle connections make room).
+    let held = half_open(&s.base, 320).await;
+    for _ in 0..5 {
+        let t = Instant::now();
+        let r = tokio::time::timeout(
+            std::time::Duration::from_secs(1),
+            Client::new().get(s.url("/healthz")).send(),
+        )
+        .await
+        .expect("/healthz within 1 s")
+        .unwrap();
+        assert_eq!(r.status(), StatusCode::OK);
+        assert!(t.elapsed().as_secs_f64() < 1.0);
+    }
+    drop(held);
+    let text = c
+        .get(&s.metrics)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let open: f64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("dvsp_http_connections "))
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(open <= 64.0, "{open} connections open");
+    s.stop().await;
+}
+
+/// Opens a connection with a request in flight: its head is in, its body never comes.
+async fn stalled(base: &str, key: &str) -> tokio::net::TcpStream {
+    use tokio::io::AsyncWriteExt;
+    let mut tcp = tokio::net::TcpStream::connect(base.trim_start_matches("http://"))
+        .await
+        .unwrap();
+    let head = format!(
+        "POST /v1/identify HTTP/1.1\r\nhost: x\r\nx-api-key: {key}\r\ncontent-type: image/png\r\ncontent-length: 100\r\n\r\nabc"
+    );
+    tcp.write_all(head.as_bytes()).await.unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    tcp
+}
+
+const HEALTHZ: &str = "GET /healthz HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn over_the_limits_work_is_refused_with_a_json_503_before_it_starts() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!("sqlite://{}", dir.path().join("l.db").display());
+    let k = keys(&db).await;
+
+    // One /v1 request in flight at most: another is shed, /healthz is not.
+    let s = Server::start(&db, &["--max-in-flight", "1", "--timeout-secs", "20"]).await;
+    let first = stalled(&s.base, &k.verify).await;
+    let res = raw(
+        &s.base,
+        &format!(
+            "GET /v1/subjects HTTP/1.1\r\nhost: x\r\nx-api-key: {}\r\nconnection: close\r\n\r\n",
+            k.verify
+        ),
+    )
+    .await;
+    assert!(res.starts_with("HTTP/1.1 503"), "{res}");
+    assert!(res.contains("retry-after: 1"), "{res}");
+    assert!(res.contains(r#""error":"unavailable""#), "{res}");
+    assert!(raw(&s.base, HEALTHZ).await.starts_with("HTTP/1.1 200"));
+    drop(first);
+    let text = Client::new()
+        .get(&s.metrics)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        text.contains(r#"dvsp_http_shed_total{reason="in_flight"} 1"#),
+        "{text}"
+    );
+    s.stop().await;
+
+    // Two connections at most, both serving requests: a third is answered 503 and closed.
+    let s = Server::start(&db, &["--max-connections", "2", "--timeout-secs", "20"]).await;
+    let held = (
+        stalled(&s.base, &k.verify).await,
+        stalled(&s.base, &k.verify).await,
+    );
+    let res = raw(&s.base, HEALTHZ).await;
+    assert!(res.starts_with("HTTP/1.1 503"), "{res}");
+    assert!(
+        res.contains("retry-after: 1") && res.contains("too many open connections"),
+        "{res}"
+    );
+    drop(held);
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert!(raw(&s.base, HEALTHZ).await.starts_with("HTTP/1.1 200"));
+    let text = Client::new()
+        .get(&s.metrics)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        text.contains(r#"dvsp_http_shed_total{reason="connections"} 1"#),
+        "{text}"
+    );
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn made_up_methods_are_one_label_and_metrics_live_on_their_own_port() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!("sqlite://{}", dir.path().join("m.db").display());
+    let k = keys(&db).await;
+    let s = Server::start(&db, &[]).await;
+    let c = Client::new();
+    for m in ["FOOBAR", "X-EVIL-1", "get", "BREW"] {
+        let r = c
+            .request(
+                reqwest::Method::from_bytes(m.as_bytes()).unwrap(),
+                s.url("/healthz"),
+            )
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::METHOD_NOT_ALLOWED);
+    }
+    // The API port has no /metrics.
+    assert_error(&send(c.get(s.url("/metrics"))).await, 404);
+    let text = c
+        .get(&s.metrics)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let other: f64 = text
+        .lines()
+        .filter(|l| l.starts_with("dvsp_http_requests_total{") && l.contains(r#"method="OTHER""#))
+        .map(|l| l.rsplit(' ').next().unwrap().parse::<f64>().unwrap())
+        .sum();
+    assert_eq!(other, 4.0, "{text}");
+    for m in ["FOOBAR", "X-EVIL-1", "BREW", r#"method="get""#] {
+        assert!(!text.contains(m), "{m} became a label");
+    }
+    // The templates gauge follows enrolls and deletes (no count per scrape).
+    let gauge = async || {
+        let text = c
+            .get(&s.metrics)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        text.lines()
+            .find_map(|l| l.strip_prefix("dvsp_templates_stored "))
+            .unwrap()
+            .to_string()
+    };
+    assert_eq!(gauge().await, "0");
+    send(
+        c.post(s.url("/v1/subjects"))
+            .bearer_auth(&k.admin)
+            .json(&json!({"id": "g"})),
+    )
+    .await;
+    let mut tids = Vec::new();
+    for png in digits(3, 3) {
+        let r = send(png_body(
+            &c,
+            &s.url("/v1/subjects/g/templates"),
+            &k.admin,
+            &png,
+        ))
+        .await;
+        assert_eq!(r.0, StatusCode::CREATED, "{:?}", r.1);
+        tids.push(r.1["template_id"].as_str().unwrap().to_string());
+    }
+    assert_eq!(gauge().await, "3");
+    let r = c
+        .delete(s.url(&format!("/v1/subjects/g/templates/{}", tids[0])))
+        .bearer_auth(&k.admin)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    assert_eq!(gauge().await, "2");
+    let r = c
+        .delete(s.url("/v1/subjects/g"))
+        .bearer_auth(&k.admin)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    assert_eq!(gauge().await, "0");
+    s.stop().await;
+}
+
+/// Every connection of the store's pool held: requests needing the store are 503 with
+/// Retry-After (gRPC UNAVAILABLE), not 500.
+async fn pool_timeouts_are_503(db: &str) {
+    use dvsp::server::grpc::proto;
+    let k = keys(db).await;
+    let s = Server::start(
+        db,
+        &[
+            "--db-max-connections",
+            "1",
+            "--db-acquire-timeout-ms",
+            "200",
+        ],
+    )
+    .await;
+    let c = Client::new();
+    let held = match &s.state.store {
+        Store::Sqlite(p) => Err(p.acquire().await.unwrap()),
+        Store::Postgres(p) => Ok(p.acquire().await.unwrap()),
+    };
+    let res = c
+        .get(s.url("/v1/subjects"))
+        .bearer_auth(&k.verify)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(res.headers()["retry-after"], "1");
+    let body: Value = res.json().await.unwrap();
+    assert_eq!(body["error"], "unavailable", "{body:?}");
+    let mut g = proto::verification_client::VerificationClient::connect(s.grpc.clone())
+        .await
+        .unwrap();
+    let e = g
+        .get_model(authed(proto::GetModelRequest {}, &k.verify, false))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::Unavailable, "{e:?}");
+    drop(held);
+    let r = send(c.get(s.url("/v1/subjects")).bearer_auth(&k.verify)).await;
+    assert_eq!(r.0, StatusCode::OK, "{:?}", r.1);
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pool_timeouts_are_503_on_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    pool_timeouts_are_503(&format!("sqlite://{}", dir.path().join("p.db").display())).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pool_timeouts_are_503_on_postgres() {
+    let db = PgDb::new().await;
+    pool_timeouts_are_503(&db.url).await;
+    db.drop_db().await;
+}
+
+/// A PNG of `w` x `h` pixels of `color` (zeros: a few KB whatever the size).
+fn blank_png(w: u32, h: u32, color: image::ExtendedColorType) -> Vec<u8> {
+    use image::ImageEncoder;
+    let bytes = (color.bits_per_pixel() as usize / 8) * w as usize * h as usize;
+    let mut out = Vec::new();
+    image::codecs::png::PngEncoder::new_with_quality(
+        &mut out,
+        image::codecs::png::CompressionType::Best,
+        image::codecs::png::FilterType::NoFilter,
+    )
+    .write_image(&vec![0u8; bytes], w, h, color)
+    .unwrap();
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn decoding_is_bounded_in_bytes_and_real_photos_fit() {
+    use image::ExtendedColorType::{Rgb8, Rgba16};
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!("sqlite://{}", dir.path().join("d.db").display());
+    let k = keys(&db).await;
+    let s = Server::start(&db, &[]).await;
+    let c = Client::new();
+    let identify = |png: &[u8]| send(png_body(&c, &s.url("/v1/identify"), &k.verify, png));
+    // 4096x4096 16-bit RGBA: within 24 MP, but 134 MB to decode, over 4 bytes x 24 MP.
+    let bomb = blank_png(4096, 4096, Rgba16);
+    assert!(bomb.len() < 1_000_000, "{} bytes", bomb.len());
+    let t = Instant::now();
+    let r = identify(&bomb).await;
+    assert_error(&r, 422);
+    assert!(
+        r.1["message"]
+            .as_str()
+            .unwrap()
+            .contains("needs more than 96000000 bytes"),
+        "{:?}",
+        r.1
+    );
+    assert!(t.elapsed().as_secs_f64() < 2.0, "{:?}", t.elapsed());
+    // A 24 MP photo (6000x4000 RGB, 72 MB decoded) and 16-bit RGBA within the bound decode.
+    for png in [blank_png(6000, 4000, Rgb8), blank_png(3000, 4000, Rgba16)] {
+        let r = identify(&png).await;
+        assert_eq!(r.0, StatusCode::OK, "{:?}", r.1);
+    }
+    assert_error(&identify(&png_header(6001, 4000)).await, 422);
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_connections_are_limited_and_must_send_the_preface_in_time() {
+    use dvsp::server::grpc::proto;
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!("sqlite://{}", dir.path().join("gc.db").display());
+    let k = keys(&db).await;
+    let s = Server::start(
+        &db,
+        &["--header-timeout-secs", "1", "--max-connections", "4"],
+    )
+    .await;
+    let addr = s.grpc.trim_start_matches("http://").to_string();
+    let second = std::time::Duration::from_secs(1);
+    // Four mute connections take every slot; a fifth is closed at once.
+    let mut mute = Vec::new();
+    for _ in 0..4 {
+        mute.push(tokio::net::TcpStream::connect(&addr).await.unwrap());
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let mut fifth = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    assert!(closed_within(&mut fifth, std::time::Duration::from_millis(500)).await);
+    // Without a preface within the header timeout, each is closed and its slot freed.
+    let start = Instant::now();
+    for m in &mut mute {
+        assert!(closed_within(m, 3 * second).await);
+    }
+    assert!(start.elapsed() < 3 * second, "{:?}", start.elapsed());
+    let mut g = proto::verification_client::VerificationClient::connect(s.grpc.clone())
+        .await
+        .unwrap();
+    let m = g
+        .get_model(authed(proto::GetModelRequest {}, &k.verify, false))
+        .await
+        .unwrap();
+    assert!(!m.get_ref().model_id.is_empty());
     s.stop().await;
 }

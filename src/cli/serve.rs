@@ -6,7 +6,7 @@ use anyhow::Context;
 
 use crate::audit::ThresholdAt;
 use crate::server::{self, Batching, Limits};
-use crate::store::Store;
+use crate::store::{PoolConfig, Store};
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct Args {
@@ -21,6 +21,9 @@ pub struct Args {
     /// Also serve the gRPC API (proto/dvsp/v1/dvsp.proto) here, e.g. 127.0.0.1:50051.
     #[arg(long, env = "DVSP_GRPC_BIND")]
     pub grpc_bind: Option<String>,
+    /// Prometheus `/metrics`, on a port of its own (never exposed with the API).
+    #[arg(long, env = "DVSP_METRICS_BIND", default_value = "127.0.0.1:9464")]
+    pub metrics_bind: String,
     /// Operating point: the card's threshold at this false match rate.
     #[arg(long, env = "DVSP_FMR", default_value_t = 1e-3)]
     pub fmr: f64,
@@ -41,8 +44,9 @@ pub struct Args {
     pub queue: usize,
     #[arg(long, env = "DVSP_MAX_BODY_BYTES", default_value_t = 8 * 1024 * 1024)]
     pub max_body_bytes: usize,
-    /// Largest image accepted, in pixels (checked from the header before decoding).
-    #[arg(long, env = "DVSP_MAX_PIXELS", default_value_t = 4096 * 4096)]
+    /// Largest image accepted, in pixels (checked from the header before decoding; 24 MP =
+    /// 6000x4000). A decode may allocate 4 bytes per pixel of it.
+    #[arg(long, env = "DVSP_MAX_PIXELS", default_value_t = 24_000_000)]
     pub max_pixels: u64,
     /// Verify attempts per subject per window before 429.
     #[arg(long, env = "DVSP_MAX_ATTEMPTS", default_value_t = 30)]
@@ -54,6 +58,23 @@ pub struct Args {
     pub attempt_window_secs: u64,
     #[arg(long, env = "DVSP_TIMEOUT_SECS", default_value_t = 30)]
     pub timeout_secs: u64,
+    /// Close connections that have not sent a whole request head within this (slow-header
+    /// clients, idle keep-alive connections).
+    #[arg(long, env = "DVSP_HEADER_TIMEOUT_SECS", default_value_t = 10)]
+    pub header_timeout_secs: u64,
+    /// Open connections on the REST port; beyond it the oldest idle connection is closed, or
+    /// the new one gets 503 when all are serving requests. Keep it below `ulimit -n`.
+    #[arg(long, env = "DVSP_MAX_CONNECTIONS", default_value_t = 4096)]
+    pub max_connections: usize,
+    /// REST `/v1` requests served at once; beyond it 503 with Retry-After, before any work.
+    #[arg(long, env = "DVSP_MAX_IN_FLIGHT", default_value_t = 512)]
+    pub max_in_flight: usize,
+    /// Store connections per replica (default: SQLite 8, PostgreSQL 16).
+    #[arg(long, env = "DVSP_DB_MAX_CONNECTIONS")]
+    pub db_max_connections: Option<u32>,
+    /// Longest wait for a free store connection; then the request is 503 with Retry-After.
+    #[arg(long, env = "DVSP_DB_ACQUIRE_TIMEOUT_MS", default_value_t = 5000)]
+    pub db_acquire_timeout_ms: u64,
 }
 
 impl Args {
@@ -73,7 +94,11 @@ impl Args {
                 format!("fmr={:e}", self.fmr),
             ),
         };
-        let store = Store::connect(&self.db)
+        let pool = PoolConfig {
+            max_connections: self.db_max_connections,
+            acquire_timeout: Duration::from_millis(self.db_acquire_timeout_ms),
+        };
+        let store = Store::connect_with(&self.db, pool)
             .await
             .with_context(|| format!("opening the store {}", redact(&self.db)))?;
         let limits = Limits {
@@ -84,6 +109,9 @@ impl Args {
             max_key_probes: self.max_key_probes,
             attempt_window: Duration::from_secs(self.attempt_window_secs),
             timeout: Duration::from_secs(self.timeout_secs),
+            header_timeout: Duration::from_secs(self.header_timeout_secs),
+            max_connections: self.max_connections,
+            max_in_flight: self.max_in_flight,
         };
         let batching = Batching {
             max_batch: self.max_batch,
@@ -124,6 +152,9 @@ pub fn run(a: Args) -> anyhow::Result<()> {
             ),
             None => None,
         };
+        let metrics = tokio::net::TcpListener::bind(&a.metrics_bind)
+            .await
+            .with_context(|| format!("binding {}", a.metrics_bind))?;
         tracing::info!(addr = %listener.local_addr()?, model = %state.card.model_id, threshold = state.threshold, "serving");
         println!(
             "dvsp serving model {} on http://{} (T = {:.4}, {})",
@@ -145,6 +176,13 @@ pub fn run(a: Args) -> anyhow::Result<()> {
             let _ = rx.wait_for(|s| *s).await;
         };
         let mut servers = tokio::task::JoinSet::new();
+        println!("dvsp serving metrics on http://{}/metrics", metrics.local_addr()?);
+        let (metrics_state, rx) = (state.clone(), stopped.clone());
+        servers.spawn(async move {
+            server::serve_metrics(metrics, metrics_state, until_stopped(rx))
+                .await
+                .context("the metrics server")
+        });
         if let Some(l) = grpc {
             println!("dvsp serving gRPC on {}", l.local_addr()?);
             let (state, rx) = (state.clone(), stopped.clone());

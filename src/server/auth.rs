@@ -6,9 +6,10 @@ use axum::http::request::Parts;
 use rand::RngCore;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
 
 use super::error::ApiError;
-use super::AppState;
+use super::{App, AppState};
 
 #[derive(
     Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, clap::ValueEnum,
@@ -77,11 +78,47 @@ pub fn generate() -> NewKey {
     }
 }
 
-/// The key id of a well-formed key.
+/// The key id of a well-formed key (12 lowercase hex digits; nothing else reaches the store).
 pub(super) fn key_id(key: &str) -> Option<&str> {
     let rest = key.strip_prefix("dvsp_")?;
     let (id, secret) = rest.split_once('_')?;
-    (id.len() == 12 && !secret.is_empty()).then_some(id)
+    let hex = id
+        .bytes()
+        .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+    (id.len() == 12 && hex && !secret.is_empty()).then_some(id)
+}
+
+impl App {
+    /// The caller behind an API key `dvsp_<id>_<secret>`: looked up by id, the SHA-256 of
+    /// the whole key compared in constant time.
+    pub async fn authenticate(&self, key: Option<&str>) -> Result<Caller, ApiError> {
+        let fail = |reason: &str, message: &str| {
+            self.metrics
+                .auth_failures
+                .with_label_values(&[reason])
+                .inc();
+            ApiError::Unauthorized(message.to_string())
+        };
+        let Some(key) = key.map(str::trim) else {
+            return Err(fail(
+                "missing",
+                "missing API key: send `Authorization: Bearer <key>` or `x-api-key`",
+            ));
+        };
+        let invalid = || fail("invalid", "invalid or revoked API key");
+        let id = key_id(key).ok_or_else(invalid)?;
+        let row = self.store.get_key(id).await?.ok_or_else(invalid)?;
+        let ok: bool = hash(key).as_bytes().ct_eq(row.hash.as_bytes()).into();
+        if !ok || row.revoked {
+            return Err(invalid());
+        }
+        let role = Role::parse(&row.role)
+            .ok_or_else(|| ApiError::Internal(format!("key {id} has unknown role {}", row.role)))?;
+        Ok(Caller {
+            key_id: row.id,
+            role,
+        })
+    }
 }
 
 /// An authenticated caller.

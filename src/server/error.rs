@@ -32,6 +32,10 @@ pub enum ApiError {
     TooManyRequests { message: String, retry_after: u64 },
     #[error("the inference queue is full; retry shortly")]
     Busy,
+    /// Overloaded before any work started (connection or in-flight limit, the store's pool
+    /// exhausted): 503 with Retry-After, UNAVAILABLE over gRPC.
+    #[error("{0}")]
+    Unavailable(String),
     #[error("{0}")]
     Timeout(String),
     #[error("internal error: {0}")]
@@ -56,6 +60,7 @@ impl ApiError {
                 (StatusCode::TOO_MANY_REQUESTS, "too_many_requests")
             }
             ApiError::Busy => (StatusCode::SERVICE_UNAVAILABLE, "busy"),
+            ApiError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
             ApiError::Timeout(_) => (StatusCode::REQUEST_TIMEOUT, "timeout"),
             ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         }
@@ -79,7 +84,7 @@ impl IntoResponse for ApiError {
             .into_response();
         let retry = match &self {
             ApiError::TooManyRequests { retry_after, .. } => Some(*retry_after),
-            ApiError::Busy => Some(1),
+            ApiError::Busy | ApiError::Unavailable(_) => Some(1),
             _ => None,
         };
         if let Some(s) = retry {
@@ -94,6 +99,11 @@ impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         match e {
             StoreError::Conflict => ApiError::Conflict("already exists".into()),
+            StoreError::Nul(_) => ApiError::Unprocessable(e.to_string()),
+            e if e.is_pool_timeout() => {
+                tracing::warn!("no store connection free within the acquire timeout");
+                ApiError::Unavailable("the template store is busy; retry shortly".into())
+            }
             other => ApiError::Internal(other.to_string()),
         }
     }

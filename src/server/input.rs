@@ -140,12 +140,24 @@ fn read(bytes: &[u8], max_pixels: u64) -> Result<image::DynamicImage, ApiError> 
         )));
     }
     let mut reader = ImageReader::with_format(Cursor::new(bytes), format);
+    let budget = decode_budget(max_pixels);
     let mut limits = image::Limits::default();
-    limits.max_alloc = Some(max_pixels * 16);
+    limits.max_alloc = Some(budget);
     reader.limits(limits);
-    reader
-        .decode()
-        .map_err(|e| ApiError::Unprocessable(format!("could not decode the image: {e}")))
+    reader.decode().map_err(|e| match e {
+        image::ImageError::Limits(_) => ApiError::Unprocessable(format!(
+            "image is {w}x{h} pixels but decoding it needs more than {budget} bytes \
+             (4 bytes per pixel of the pixel limit; 16-bit images take twice as many)"
+        )),
+        e => ApiError::Unprocessable(format!("could not decode the image: {e}")),
+    })
+}
+
+/// The most a decode may allocate for its pixels (checked by the decoder against the header
+/// before the buffer exists): 4 bytes per pixel of `max_pixels`, an 8-bit RGBA image at the
+/// pixel limit. Larger sample types (16-bit PNG) fit in proportionally fewer pixels.
+pub fn decode_budget(max_pixels: u64) -> u64 {
+    max_pixels.saturating_mul(4)
 }
 
 /// Decodes `bytes` into a `[C, H, W]` tensor in [0, 1] shaped for the model's `input`: the
@@ -159,12 +171,17 @@ pub fn decode(
 ) -> Result<Tensor, ApiError> {
     let img = read(bytes, max_pixels)?;
     if let (Some(how), Some(faces)) = (input.face, faces) {
-        let rgb = img.to_rgb8();
+        // Each copy is freed before the next is made: the decoded image (no copy when it is
+        // already RGB8), its bytes as a tensor, then the float image the detector takes.
+        let rgb = img.into_rgb8();
         let (w, h) = (rgb.width() as i64, rgb.height() as i64);
-        let t = Tensor::from_slice(rgb.as_raw())
+        let bytes = Tensor::from_slice(rgb.as_raw());
+        drop(rgb);
+        let t = bytes
             .view([h, w, 3])
             .permute([2, 0, 1])
             .to_kind(tch::Kind::Float);
+        drop(bytes);
         // The nets are read-only: a panic elsewhere cannot leave them half-updated.
         let faces = faces
             .lock()

@@ -3,6 +3,7 @@
 use std::time::Instant;
 
 use axum::extract::{MatchedPath, Request, State};
+use axum::http::Method;
 use axum::middleware::Next;
 use axum::response::Response;
 use prometheus::{Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry};
@@ -21,6 +22,10 @@ pub struct Metrics {
     pub auth_failures: IntCounterVec,
     pub grpc_requests: IntCounterVec,
     pub grpc_latency: HistogramVec,
+    /// Open HTTP connections (API port).
+    pub connections: IntGauge,
+    /// Work refused before it started, by reason (`connections`, `in_flight`).
+    pub shed: IntCounterVec,
 }
 
 impl Metrics {
@@ -101,6 +106,19 @@ impl Metrics {
             &["reason"],
         )
         .expect("metric");
+        let connections = IntGauge::new(
+            "dvsp_http_connections",
+            "Open HTTP connections on the API port",
+        )
+        .expect("metric");
+        let shed = IntCounterVec::new(
+            Opts::new(
+                "dvsp_http_shed_total",
+                "Connections and requests refused with 503 before any work, by reason",
+            ),
+            &["reason"],
+        )
+        .expect("metric");
         for c in [
             Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(latency.clone()),
@@ -112,6 +130,8 @@ impl Metrics {
             Box::new(auth_failures.clone()),
             Box::new(grpc_requests.clone()),
             Box::new(grpc_latency.clone()),
+            Box::new(connections.clone()),
+            Box::new(shed.clone()),
         ] {
             registry.register(c).expect("unique metric");
         }
@@ -127,6 +147,8 @@ impl Metrics {
             auth_failures,
             grpc_requests,
             grpc_latency,
+            connections,
+            shed,
         }
     }
 
@@ -143,23 +165,40 @@ impl Default for Metrics {
     }
 }
 
+/// The `method` label: one of the standard methods, else `OTHER` (a client may send any
+/// token as its method; each would otherwise be a new series).
+pub fn method_label(method: &Method) -> &'static str {
+    match *method {
+        Method::GET => "GET",
+        Method::HEAD => "HEAD",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::DELETE => "DELETE",
+        Method::PATCH => "PATCH",
+        Method::OPTIONS => "OPTIONS",
+        Method::CONNECT => "CONNECT",
+        Method::TRACE => "TRACE",
+        _ => "OTHER",
+    }
+}
+
 /// Records every request by its matched route (not the raw path, so ids do not explode the
-/// label set).
+/// label set) and a fixed set of method labels.
 pub async fn track(State(app): State<AppState>, req: Request, next: Next) -> Response {
     let route = req
         .extensions()
         .get::<MatchedPath>()
         .map_or("unmatched".to_string(), |p| p.as_str().to_string());
-    let method = req.method().to_string();
+    let method = method_label(req.method());
     let start = Instant::now();
     let res = next.run(req).await;
     app.metrics
         .latency
-        .with_label_values(&[&route, &method])
+        .with_label_values(&[route.as_str(), method])
         .observe(start.elapsed().as_secs_f64());
     app.metrics
         .requests
-        .with_label_values(&[&route, &method, res.status().as_str()])
+        .with_label_values(&[route.as_str(), method, res.status().as_str()])
         .inc();
     res
 }

@@ -2,8 +2,11 @@
 //!
 //! Routes (all JSON; see `openapi.rs`, served at /openapi.json):
 //! subjects CRUD, enroll, verify 1:1 against a subject or between two images, identify 1:N,
-//! model card, health, readiness and Prometheus metrics.
+//! model card, health and readiness; Prometheus metrics on a port of their own
+//! (`metrics_app`). `serve` runs the API's accept loop (`conn.rs`): header-read timeout,
+//! connection limit, load shedding.
 pub mod auth;
+mod conn;
 pub mod error;
 pub mod grpc;
 pub mod input;
@@ -39,6 +42,13 @@ pub struct Limits {
     pub max_key_probes: i64,
     pub attempt_window: Duration,
     pub timeout: Duration,
+    /// A connection that has not sent a whole request head within this is closed.
+    pub header_timeout: Duration,
+    /// Open connections on the API port; beyond it the oldest idle one is closed, or the new
+    /// one answered 503 when none is idle.
+    pub max_connections: usize,
+    /// `/v1` requests being served at once; beyond it 503 with Retry-After, before any work.
+    pub max_in_flight: usize,
 }
 
 /// Everything a handler needs.
@@ -57,8 +67,8 @@ pub struct App {
     pub limits: Limits,
     /// Face detection and landmarks, for face models (their input has a face crop).
     pub faces: Option<Arc<std::sync::Mutex<crate::face::FaceApi>>>,
-    /// Face photos being decoded at once (each is a full-size float image).
-    pub face_slots: tokio::sync::Semaphore,
+    /// Images being decoded at once: one per core (each may allocate the decode budget).
+    pub decode_slots: tokio::sync::Semaphore,
 }
 
 pub type AppState = Arc<App>;
@@ -99,14 +109,34 @@ impl App {
             metrics,
             limits,
             faces: faces.map(|f| Arc::new(std::sync::Mutex::new(f))),
-            face_slots: tokio::sync::Semaphore::new(2),
+            decode_slots: tokio::sync::Semaphore::new(
+                std::thread::available_parallelism().map_or(1, |n| n.get()),
+            ),
         })
     }
 }
 
+/// The API: `/v1` (behind the in-flight limit), health, readiness and the OpenAPI document.
 pub fn app(state: AppState) -> Router {
     let limits = state.limits.clone();
-    let api = Router::new()
+    let metrics = state.metrics.clone();
+    let shed = tower::ServiceBuilder::new()
+        .layer(axum::error_handling::HandleErrorLayer::new(
+            move |_: tower::BoxError| {
+                let metrics = metrics.clone();
+                async move {
+                    metrics.shed.with_label_values(&["in_flight"]).inc();
+                    error::ApiError::Unavailable(
+                        "too many requests in flight; retry shortly".into(),
+                    )
+                }
+            },
+        ))
+        .load_shed()
+        .layer(tower::limit::GlobalConcurrencyLimitLayer::new(
+            limits.max_in_flight.max(1),
+        ));
+    let v1 = Router::new()
         .route(
             "/v1/subjects",
             post(routes::create_subject).get(routes::list_subjects),
@@ -124,9 +154,10 @@ pub fn app(state: AppState) -> Router {
         .route("/v1/verify", post(routes::verify_pair))
         .route("/v1/identify", post(routes::identify))
         .route("/v1/model", get(routes::model))
+        .route_layer(shed);
+    let api = v1
         .route("/healthz", get(routes::healthz))
         .route("/readyz", get(routes::readyz))
-        .route("/metrics", get(routes::metrics))
         .route("/openapi.json", get(routes::openapi))
         .fallback(routes::no_route)
         .method_not_allowed_fallback(routes::method_not_allowed);
@@ -154,15 +185,59 @@ pub fn app(state: AppState) -> Router {
     .with_state(state)
 }
 
-/// Serves until `shutdown` resolves; in-flight requests finish first.
+/// The metrics port: `GET /metrics` (Prometheus text format), nothing else.
+pub fn metrics_app(state: AppState) -> Router {
+    Router::new()
+        .route("/metrics", get(routes::metrics))
+        .fallback(routes::no_route)
+        .with_state(state)
+}
+
+/// Serves the API until `shutdown` resolves; in-flight requests finish first.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     state: AppState,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, app(state))
-        .with_graceful_shutdown(shutdown)
-        .await
+    let limits = conn::ConnLimits {
+        header_timeout: state.limits.header_timeout,
+        max_connections: state.limits.max_connections.max(1),
+    };
+    let metrics = state.metrics.clone();
+    conn::serve(listener, app(state), limits, Some(metrics), shutdown).await
+}
+
+/// How often the templates gauge is recounted from the store (other replicas enroll and
+/// delete too); between counts this replica's own enrolls and deletes move it.
+const TEMPLATES_RECOUNT: Duration = Duration::from_secs(300);
+
+/// Serves `/metrics` until `shutdown` resolves, recounting the templates gauge at start and
+/// every five minutes (never per scrape).
+pub async fn serve_metrics(
+    listener: tokio::net::TcpListener,
+    state: AppState,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let recount = {
+        let state = state.clone();
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(TEMPLATES_RECOUNT);
+            loop {
+                every.tick().await;
+                match state.store.count_templates().await {
+                    Ok(n) => state.metrics.templates.set(n),
+                    Err(e) => tracing::warn!(error = %e, "counting templates for the gauge"),
+                }
+            }
+        })
+    };
+    let limits = conn::ConnLimits {
+        header_timeout: state.limits.header_timeout,
+        max_connections: 64,
+    };
+    let served = conn::serve(listener, metrics_app(state), limits, None, shutdown).await;
+    recount.abort();
+    served
 }
 
 /// Resolves on Ctrl-C or SIGTERM.

@@ -55,7 +55,8 @@ fn id_param(name: &str) -> Value {
 
 /// The document.
 pub fn document() -> Value {
-    let common = ["401", "403"];
+    // Every /v1 operation may be shed (in-flight limit, store pool exhausted): 503.
+    let common = ["401", "403", "503"];
     let with = |extra: &[&'static str]| -> Vec<&'static str> {
         common
             .iter()
@@ -121,7 +122,6 @@ pub fn document() -> Value {
             "/v1/model": { "get": op("The served model card, threshold and operating point", "verify", ("200", "model"), None, &common) },
             "/healthz": { "get": { "summary": "Liveness", "security": [], "responses": { "200": { "description": "alive" } } } },
             "/readyz": { "get": { "summary": "Readiness (store reachable)", "security": [], "responses": { "200": { "description": "ready" }, "503": error_ref() } } },
-            "/metrics": { "get": { "summary": "Prometheus metrics", "security": [], "responses": { "200": { "description": "text exposition format" } } } },
             "/openapi.json": { "get": { "summary": "This document", "security": [], "responses": { "200": { "description": "OpenAPI 3" } } } }
         }
     })

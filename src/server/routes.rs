@@ -1,7 +1,8 @@
 //! REST handlers: each extracts the request, calls the operation in `service.rs` and shapes
 //! the JSON reply.
-use axum::extract::rejection::{JsonRejection, QueryRejection};
-use axum::extract::{FromRequest, Path, Query, Request, State};
+use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
+use axum::extract::{FromRequest, FromRequestParts, Path, Query, Request, State};
+use axum::http::request::Parts;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -34,6 +35,24 @@ impl<T: serde::de::DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<
                 Err(ApiError::PayloadTooLarge("request body too large".into()))
             }
             Err(e) => Err(ApiError::BadRequest(e.body_text())),
+        }
+    }
+}
+
+/// `Path<T>` whose rejections are the API's JSON errors: a segment that is not valid UTF-8
+/// once percent-decoded is an invalid id (422), like any other.
+pub struct ApiPath<T>(pub T);
+
+impl<T: serde::de::DeserializeOwned + Send, S: Send + Sync> FromRequestParts<S> for ApiPath<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        match Path::<T>::from_request_parts(parts, state).await {
+            Ok(Path(v)) => Ok(ApiPath(v)),
+            Err(PathRejection::FailedToDeserializePathParams(e)) => Err(ApiError::Unprocessable(
+                format!("invalid path: {}", e.body_text()),
+            )),
+            Err(e) => Err(ApiError::Internal(e.body_text())),
         }
     }
 }
@@ -77,7 +96,7 @@ pub async fn list_subjects(
 pub async fn get_subject(
     State(app): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<Json<SubjectDetail>, ApiError> {
     Ok(Json(app.subject(&caller, &id).await?))
 }
@@ -85,7 +104,7 @@ pub async fn get_subject(
 pub async fn delete_subject(
     State(app): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<StatusCode, ApiError> {
     app.delete_subject(&caller, &id).await?;
     Ok(StatusCode::NO_CONTENT)
@@ -94,7 +113,7 @@ pub async fn delete_subject(
 pub async fn enroll(
     State(app): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     payload: Payload,
 ) -> Result<Response, ApiError> {
     let e = app
@@ -106,7 +125,7 @@ pub async fn enroll(
 pub async fn delete_template(
     State(app): State<AppState>,
     caller: Caller,
-    Path((id, tid)): Path<(String, String)>,
+    ApiPath((id, tid)): ApiPath<(String, String)>,
 ) -> Result<StatusCode, ApiError> {
     app.delete_template(&caller, &id, &tid).await?;
     Ok(StatusCode::NO_CONTENT)
@@ -115,7 +134,7 @@ pub async fn delete_template(
 pub async fn verify_subject(
     State(app): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     payload: Payload,
 ) -> Result<Json<SubjectDecision>, ApiError> {
     Ok(Json(
@@ -189,7 +208,7 @@ pub async fn metrics(State(app): State<AppState>) -> Response {
             axum::http::header::CONTENT_TYPE,
             "text/plain; version=0.0.4",
         )],
-        app.metrics_text().await,
+        app.metrics.encode(),
     )
         .into_response()
 }

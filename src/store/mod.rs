@@ -21,6 +21,44 @@ pub enum StoreError {
     /// A row it refers to is gone (a foreign key failed).
     #[error("refers to a missing row")]
     Missing,
+    /// Text no store can hold: PostgreSQL refuses NUL in `TEXT`, so both stores do.
+    #[error("{0} contains a NUL character")]
+    Nul(&'static str),
+}
+
+impl StoreError {
+    /// No connection became free within the pool's acquire timeout: the store is
+    /// overloaded, not broken (a client may retry).
+    pub fn is_pool_timeout(&self) -> bool {
+        matches!(self, StoreError::Db(sqlx::Error::PoolTimedOut))
+    }
+}
+
+/// Connection pool settings.
+#[derive(Debug, Clone, Copy)]
+pub struct PoolConfig {
+    /// Connections per replica (SQLite 8, PostgreSQL 16 when `None`).
+    pub max_connections: Option<u32>,
+    /// Longest wait for a free connection before the operation fails as a pool timeout.
+    pub acquire_timeout: std::time::Duration,
+}
+
+impl Default for PoolConfig {
+    fn default() -> Self {
+        PoolConfig {
+            max_connections: None,
+            acquire_timeout: std::time::Duration::from_secs(5),
+        }
+    }
+}
+
+/// Refuses `value` (named `what` in the error) if it holds a NUL.
+fn text<'a>(what: &'static str, value: &'a str) -> StoreResult<&'a str> {
+    if value.contains('\0') {
+        Err(StoreError::Nul(what))
+    } else {
+        Ok(value)
+    }
 }
 
 pub type StoreResult<T> = Result<T, StoreError>;
@@ -96,8 +134,14 @@ fn foreign_key_violation(e: &sqlx::Error) -> bool {
 }
 
 impl Store {
-    /// Connects (creating a SQLite file if missing) and applies the migrations.
+    /// Connects with the default pool (creating a SQLite file if missing) and applies the
+    /// migrations.
     pub async fn connect(url: &str) -> StoreResult<Store> {
+        Store::connect_with(url, PoolConfig::default()).await
+    }
+
+    /// Connects with `pool` settings and applies the migrations.
+    pub async fn connect_with(url: &str, pool: PoolConfig) -> StoreResult<Store> {
         let store = if url.starts_with("sqlite:") {
             let opts = SqliteConnectOptions::from_str(url)?
                 .create_if_missing(true)
@@ -107,14 +151,16 @@ impl Store {
                 .busy_timeout(std::time::Duration::from_secs(10));
             Store::Sqlite(
                 SqlitePoolOptions::new()
-                    .max_connections(8)
+                    .max_connections(pool.max_connections.unwrap_or(8))
+                    .acquire_timeout(pool.acquire_timeout)
                     .connect_with(opts)
                     .await?,
             )
         } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
             Store::Postgres(
                 PgPoolOptions::new()
-                    .max_connections(16)
+                    .max_connections(pool.max_connections.unwrap_or(16))
+                    .acquire_timeout(pool.acquire_timeout)
                     .connect(url)
                     .await?,
             )
@@ -142,6 +188,8 @@ impl Store {
     }
 
     pub async fn create_subject(&self, id: &str, name: Option<&str>) -> StoreResult<Subject> {
+        text("subject id", id)?;
+        name.map(|n| text("subject name", n)).transpose()?;
         let s = Subject {
             id: id.to_string(),
             name: name.map(str::to_string),
@@ -164,6 +212,7 @@ impl Store {
     }
 
     pub async fn get_subject(&self, id: &str) -> StoreResult<Option<Subject>> {
+        text("subject id", id)?;
         let row = on_pool!(self, |p| sqlx::query(
             "SELECT id, name, created_at FROM subjects WHERE id = $1"
         )
@@ -184,10 +233,11 @@ impl Store {
         after: Option<&str>,
         limit: i64,
     ) -> StoreResult<Vec<Subject>> {
+        let after = text("after", after.unwrap_or(""))?;
         let rows = on_pool!(self, |p| sqlx::query(
             "SELECT id, name, created_at FROM subjects WHERE id > $1 ORDER BY id LIMIT $2"
         )
-        .bind(after.unwrap_or(""))
+        .bind(after)
         .bind(limit)
         .fetch_all(p)
         .await
@@ -202,15 +252,18 @@ impl Store {
         Ok(rows)
     }
 
-    /// Deletes a subject and its templates (one transaction). False if it did not exist.
-    pub async fn delete_subject(&self, id: &str) -> StoreResult<bool> {
-        let n = on_pool!(self, |p| {
+    /// Deletes a subject and its templates (one transaction): the number of templates
+    /// deleted, `None` if there was no such subject.
+    pub async fn delete_subject(&self, id: &str) -> StoreResult<Option<u64>> {
+        text("subject id", id)?;
+        let (n, templates) = on_pool!(self, |p| {
             async {
                 let mut tx = p.begin().await?;
-                sqlx::query("DELETE FROM templates WHERE subject_id = $1")
+                let templates = sqlx::query("DELETE FROM templates WHERE subject_id = $1")
                     .bind(id)
                     .execute(&mut *tx)
-                    .await?;
+                    .await?
+                    .rows_affected();
                 sqlx::query("DELETE FROM verify_attempts WHERE subject_id = $1")
                     .bind(id)
                     .execute(&mut *tx)
@@ -221,11 +274,11 @@ impl Store {
                     .await?
                     .rows_affected();
                 tx.commit().await?;
-                Ok::<u64, sqlx::Error>(n)
+                Ok::<_, sqlx::Error>((n, templates))
             }
             .await
         })?;
-        Ok(n > 0)
+        Ok((n > 0).then_some(templates))
     }
 
     pub async fn add_template(
@@ -236,6 +289,9 @@ impl Store {
         feature: &[f32],
         quality: Option<f64>,
     ) -> StoreResult<TemplateInfo> {
+        text("template id", id)?;
+        text("subject id", subject_id)?;
+        text("model id", model_id)?;
         let t = TemplateInfo {
             id: id.to_string(),
             model_id: model_id.to_string(),
@@ -267,6 +323,7 @@ impl Store {
     }
 
     pub async fn list_templates(&self, subject_id: &str) -> StoreResult<Vec<TemplateInfo>> {
+        text("subject id", subject_id)?;
         let rows = on_pool!(self, |p| {
             sqlx::query(
             "SELECT id, model_id, quality, created_at FROM templates WHERE subject_id = $1 ORDER BY created_at, id"
@@ -298,6 +355,7 @@ impl Store {
     }
 
     async fn features(&self, sql: &'static str, arg: &str) -> StoreResult<Vec<Template>> {
+        text("id", arg)?;
         let rows = on_pool!(self, |p| sqlx::query(sql).bind(arg).fetch_all(p).await.map(
             |rows| rows
                 .into_iter()
@@ -314,6 +372,8 @@ impl Store {
 
     /// Deletes one template of a subject. False if there was none.
     pub async fn delete_template(&self, subject_id: &str, id: &str) -> StoreResult<bool> {
+        text("subject id", subject_id)?;
+        text("template id", id)?;
         let r = on_pool!(self, |p| sqlx::query(
             "DELETE FROM templates WHERE id = $1 AND subject_id = $2"
         )
@@ -338,6 +398,7 @@ impl Store {
     /// (verify attempts against it) or `key:<key id>` (probes by an API key; subject ids
     /// cannot hold ':').
     pub async fn count_attempt(&self, bucket: &str, window_ms: i64) -> StoreResult<i64> {
+        text("attempt bucket", bucket)?;
         let now = now_ms();
         let n = on_pool!(self, |p| {
             sqlx::query(
@@ -358,6 +419,7 @@ impl Store {
     }
 
     pub async fn insert_key(&self, id: &str, hash: &str, role: &str) -> StoreResult<()> {
+        text("key id", id)?;
         on_pool!(self, |p| sqlx::query(
             "INSERT INTO api_keys (id, hash, role, created_at) VALUES ($1, $2, $3, $4)"
         )
@@ -372,6 +434,7 @@ impl Store {
     }
 
     pub async fn get_key(&self, id: &str) -> StoreResult<Option<ApiKeyRow>> {
+        text("key id", id)?;
         let row = on_pool!(self, |p| sqlx::query(
             "SELECT id, hash, role, revoked_at FROM api_keys WHERE id = $1"
         )
@@ -389,6 +452,7 @@ impl Store {
 
     /// Revokes a key; false if no such (unrevoked) key.
     pub async fn revoke_key(&self, id: &str) -> StoreResult<bool> {
+        text("key id", id)?;
         let n = on_pool!(self, |p| sqlx::query(
             "UPDATE api_keys SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL"
         )

@@ -1,17 +1,23 @@
 //! The service's operations, one implementation behind both front ends: the REST handlers
 //! (`routes.rs`) and the gRPC service (`grpc.rs`) only translate requests and replies.
+//! By concern: `validate` (strings before they reach the store), `limits` (attempt and probe
+//! budgets), `embed` (bounded decoding and inference), `types` (the replies); authentication
+//! lives in `auth.rs`.
+mod embed;
+mod limits;
+mod types;
+pub mod validate;
+
 use std::collections::HashMap;
 
 use axum::body::Bytes;
-use serde::Serialize;
-use subtle::ConstantTimeEq;
 
-use super::auth::{self, Caller, Role};
+use super::auth::{Caller, Role};
 use super::error::ApiError;
-use super::input::decode;
-use super::worker::Embedding;
 use super::App;
-use crate::store::{StoreError, Subject, Template, TemplateInfo};
+use crate::store::{StoreError, Subject, Template};
+pub use types::*;
+use validate::{valid_after, valid_id, valid_name};
 
 /// Cosine distance D = 1 - a.b between unit-norm features (eq. 1).
 pub fn distance(a: &[f32], b: &[f32]) -> f64 {
@@ -22,204 +28,17 @@ pub fn distance(a: &[f32], b: &[f32]) -> f64 {
         .sum::<f64>()
 }
 
-/// Subject and template ids: 1-128 characters of `A-Z a-z 0-9 - _ . @`.
-pub fn valid_id(what: &str, id: &str) -> Result<(), ApiError> {
-    let ok = !id.is_empty()
-        && id.len() <= 128
-        && id
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "-_.@".contains(c));
-    if ok {
-        Ok(())
-    } else {
-        Err(ApiError::Unprocessable(format!(
-            "{what}: 1-128 characters of A-Z a-z 0-9 - _ . @"
-        )))
-    }
-}
-
 /// An image from a request, or why the request has none; operations check the caller's role
 /// before looking at it (403 comes before 422).
 pub type Image = Result<Bytes, ApiError>;
 
-#[derive(Debug, Serialize)]
-pub struct ModelInfo {
-    pub threshold: f64,
-    pub operating_point: String,
-    pub card: crate::artifact::ModelCard,
-}
-
-#[derive(Debug, Serialize)]
-pub struct SubjectPage {
-    pub subjects: Vec<Subject>,
-    /// Pass as `after` for the next page; `None` on the last page.
-    pub next_after: Option<String>,
-}
-
-#[derive(Debug, Serialize)]
-pub struct SubjectDetail {
-    #[serde(flatten)]
-    pub subject: Subject,
-    pub templates: Vec<TemplateInfo>,
-}
-
-#[derive(Debug, Serialize)]
-pub struct Enrolled {
-    pub template_id: String,
-    pub subject_id: String,
-    pub model_id: String,
-    pub quality: Option<f64>,
-    pub created_at: i64,
-}
-
-#[derive(Debug, Serialize)]
-pub struct Decision {
-    #[serde(rename = "match")]
-    pub is_match: bool,
-    pub similarity: f64,
-    pub distance: f64,
-    pub threshold: f64,
-    pub quality: Option<f64>,
-    pub model_id: String,
-}
-
-#[derive(Debug, Serialize)]
-pub struct SubjectDecision {
-    pub subject_id: String,
-    pub decision_rule: &'static str,
-    pub templates_compared: usize,
-    #[serde(flatten)]
-    pub decision: Decision,
-}
-
-#[derive(Debug, Serialize)]
-pub struct Candidate {
-    pub subject_id: String,
-    pub distance: f64,
-    pub similarity: f64,
-    #[serde(rename = "match")]
-    pub is_match: bool,
-}
-
-#[derive(Debug, Serialize)]
-pub struct Identification {
-    #[serde(rename = "match")]
-    pub is_match: bool,
-    pub candidates: Vec<Candidate>,
-    pub threshold: f64,
-    pub quality: Option<f64>,
-    pub model_id: String,
-    pub gallery_templates: usize,
-}
-
 impl App {
-    /// The caller behind an API key `dvsp_<id>_<secret>`: looked up by id, the SHA-256 of
-    /// the whole key compared in constant time.
-    pub async fn authenticate(&self, key: Option<&str>) -> Result<Caller, ApiError> {
-        let fail = |reason: &str, message: &str| {
-            self.metrics
-                .auth_failures
-                .with_label_values(&[reason])
-                .inc();
-            ApiError::Unauthorized(message.to_string())
-        };
-        let Some(key) = key.map(str::trim) else {
-            return Err(fail(
-                "missing",
-                "missing API key: send `Authorization: Bearer <key>` or `x-api-key`",
-            ));
-        };
-        let invalid = || fail("invalid", "invalid or revoked API key");
-        let id = auth::key_id(key).ok_or_else(invalid)?;
-        let row = self.store.get_key(id).await?.ok_or_else(invalid)?;
-        let ok: bool = auth::hash(key).as_bytes().ct_eq(row.hash.as_bytes()).into();
-        if !ok || row.revoked {
-            return Err(invalid());
-        }
-        let role = Role::parse(&row.role)
-            .ok_or_else(|| ApiError::Internal(format!("key {id} has unknown role {}", row.role)))?;
-        Ok(Caller {
-            key_id: row.id,
-            role,
-        })
-    }
-
     async fn subject_or_404(&self, id: &str) -> Result<Subject, ApiError> {
         valid_id("subject id", id)?;
         self.store
             .get_subject(id)
             .await?
             .ok_or_else(|| ApiError::NotFound(format!("no subject {id:?}")))
-    }
-
-    /// Decodes (off the async runtime) and embeds `images` in one micro-batch job, refusing
-    /// probes more uncertain than the configured limit.
-    async fn embed(&self, images: &[(&str, Bytes)]) -> Result<Vec<Embedding>, ApiError> {
-        let input = self.card.net.input.clone();
-        let max_pixels = self.limits.max_pixels;
-        let faces = self.faces.clone();
-        // Face photos are decoded at full size in float: at most two at a time (the detector
-        // runs one at a time anyway), the others wait here without holding memory.
-        let _slot = match &faces {
-            Some(_) => Some(
-                self.face_slots
-                    .acquire()
-                    .await
-                    .map_err(|_| ApiError::Internal("the face decoder is closed".into()))?,
-            ),
-            None => None,
-        };
-        let owned: Vec<Bytes> = images.iter().map(|(_, b)| b.clone()).collect();
-        let tensors = tokio::task::spawn_blocking(move || {
-            owned
-                .iter()
-                .map(|b| decode(b, &input, max_pixels, faces.as_deref()))
-                .collect::<Result<Vec<_>, _>>()
-        })
-        .await
-        .map_err(|e| ApiError::Internal(format!("image decoding stopped: {e}")))??;
-        let out = self.worker.embed(tensors).await?;
-        if let Some(max) = self.limits.max_uncertainty {
-            for ((name, _), e) in images.iter().zip(&out) {
-                if let Some(r) = e.spread.filter(|r| r.is_nan() || *r > max) {
-                    return Err(ApiError::Unprocessable(format!(
-                        "probe `{name}` is too uncertain: posterior spread r(x) = {r:.4} exceeds the limit {max}"
-                    )));
-                }
-            }
-        }
-        Ok(out)
-    }
-
-    /// Counts one attempt in `bucket`; 429 with Retry-After beyond `max` per window.
-    async fn limit(
-        &self,
-        bucket: &str,
-        max: i64,
-        what: impl FnOnce() -> String,
-    ) -> Result<(), ApiError> {
-        let window = self.limits.attempt_window;
-        let n = self
-            .store
-            .count_attempt(bucket, window.as_millis() as i64)
-            .await?;
-        if n > max {
-            return Err(ApiError::TooManyRequests {
-                message: format!("more than {max} {} in {}s", what(), window.as_secs()),
-                retry_after: window.as_secs().max(1),
-            });
-        }
-        Ok(())
-    }
-
-    /// The caller's probe budget (verify, pair verify, identify per key per window).
-    async fn within_budget(&self, caller: &Caller) -> Result<(), ApiError> {
-        self.limit(
-            &format!("key:{}", caller.key_id),
-            self.limits.max_key_probes,
-            || format!("probes by API key {}", caller.key_id),
-        )
-        .await
     }
 
     fn decide(&self, kind: &str, d: f64) -> bool {
@@ -252,6 +71,7 @@ impl App {
         caller.require(Role::Enroll)?;
         let id = id.unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
         valid_id("subject id", &id)?;
+        name.map(valid_name).transpose()?;
         self.store
             .create_subject(&id, name)
             .await
@@ -276,6 +96,7 @@ impl App {
                 "limit must be within 1..=1000".into(),
             ));
         }
+        valid_after(after)?;
         let subjects = self.store.list_subjects(after, limit).await?;
         let next_after = (subjects.len() as i64 == limit)
             .then(|| subjects.last().map(|s| s.id.clone()))
@@ -297,10 +118,12 @@ impl App {
     pub async fn delete_subject(&self, caller: &Caller, id: &str) -> Result<(), ApiError> {
         caller.require(Role::Admin)?;
         valid_id("subject id", id)?;
-        if self.store.delete_subject(id).await? {
-            Ok(())
-        } else {
-            Err(ApiError::NotFound(format!("no subject {id:?}")))
+        match self.store.delete_subject(id).await? {
+            Some(templates) => {
+                self.metrics.templates.sub(templates as i64);
+                Ok(())
+            }
+            None => Err(ApiError::NotFound(format!("no subject {id:?}"))),
         }
     }
 
@@ -326,6 +149,7 @@ impl App {
                 }
                 other => other.into(),
             })?;
+        self.metrics.templates.inc();
         Ok(Enrolled {
             template_id: t.id,
             subject_id: id.to_string(),
@@ -345,6 +169,7 @@ impl App {
         valid_id("subject id", id)?;
         valid_id("template id", template_id)?;
         if self.store.delete_template(id, template_id).await? {
+            self.metrics.templates.dec();
             Ok(())
         } else {
             Err(ApiError::NotFound(format!(
@@ -475,13 +300,5 @@ impl App {
             operating_point: self.operating_point.clone(),
             card: self.card.clone(),
         })
-    }
-
-    /// Refreshes the stored-templates gauge and renders the Prometheus text format.
-    pub async fn metrics_text(&self) -> String {
-        if let Ok(n) = self.store.count_templates().await {
-            self.metrics.templates.set(n);
-        }
-        self.metrics.encode()
     }
 }

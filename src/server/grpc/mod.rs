@@ -1,16 +1,21 @@
 //! The gRPC front end (`proto/dvsp/v1/dvsp.proto`), served beside HTTP by
 //! `dvsp serve --grpc-bind`. It shares the REST API's state: the same store, inference
 //! worker, API keys (metadata `x-api-key` or `authorization: Bearer`), limits and metrics;
-//! every call runs the operation in `service.rs`. gRPC health checking and reflection are
-//! served too.
+//! every call runs the operation in `service.rs`. The key is checked, and the framing of the
+//! body, by a layer in front of the service (`guard.rs`) before any decoding; messages that do
+//! not parse are INVALID_ARGUMENT (`codec.rs`). gRPC health checking and reflection are served
+//! too.
+pub mod codec;
+mod guard;
+mod incoming;
+
 use std::future::Future;
 use std::time::Instant;
 
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
 use tonic::{Code, Request, Response, Status};
 
-use super::auth::{presented_key, Caller};
+use super::auth::Caller;
 use super::error::ApiError;
 use super::{service, AppState};
 
@@ -38,7 +43,7 @@ impl From<ApiError> for Status {
             ApiError::PayloadTooLarge(_) | ApiError::TooManyRequests { .. } => {
                 Code::ResourceExhausted
             }
-            ApiError::Busy => Code::Unavailable,
+            ApiError::Busy | ApiError::Unavailable(_) => Code::Unavailable,
             ApiError::Timeout(_) => Code::DeadlineExceeded,
             ApiError::Internal(cause) => {
                 tracing::error!(%cause, "internal error");
@@ -55,7 +60,8 @@ pub struct Grpc {
 }
 
 impl Grpc {
-    /// Runs one call: authenticates, runs `op`, records `dvsp_grpc_*` metrics.
+    /// Runs one call as the caller the guard authenticated: runs `op`, records `dvsp_grpc_*`
+    /// metrics.
     async fn call<M, T, F, Fut>(
         &self,
         method: &'static str,
@@ -67,10 +73,12 @@ impl Grpc {
         Fut: Future<Output = Result<T, ApiError>>,
     {
         let start = Instant::now();
-        let (meta, _, msg) = req.into_parts();
-        let result = match self.app.authenticate(presented_key(meta.as_ref())).await {
-            Ok(caller) => op(caller, msg).await,
-            Err(e) => Err(e),
+        let (_, extensions, msg) = req.into_parts();
+        let result = match extensions.get::<Caller>() {
+            Some(caller) => op(caller.clone(), msg).await,
+            None => Err(ApiError::Internal(
+                "a gRPC call reached the service without the key check".into(),
+            )),
         };
         let result = result.map(Response::new).map_err(Status::from);
         let code = result.as_ref().map_or_else(Status::code, |_| Code::Ok);
@@ -292,13 +300,16 @@ impl Verification for Grpc {
 }
 
 /// Serves the `Verification` service, health checking and reflection on `listener` until
-/// `shutdown` resolves. Messages are limited to the HTTP body limit, calls to its timeout.
+/// `shutdown` resolves. Messages are limited to the HTTP body limit, calls to its timeout;
+/// connections to `--max-connections` and the preface to `--header-timeout-secs`
+/// (`incoming.rs`).
 pub async fn serve(
     listener: TcpListener,
     state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), tonic::transport::Error> {
     let limits = state.limits.clone();
+    let state_metrics = state.metrics.clone();
     let (health, health_service) = tonic_health::server::health_reporter();
     health.set_serving::<VerificationServer<Grpc>>().await;
     let reflection = tonic_reflection::server::Builder::configure()
@@ -309,10 +320,19 @@ pub async fn serve(
         .timeout(limits.timeout)
         .add_service(health_service)
         .add_service(reflection)
-        .add_service(
-            VerificationServer::new(Grpc { app: state })
+        .add_service(guard::Guarded::new(
+            VerificationServer::new(Grpc { app: state.clone() })
                 .max_decoding_message_size(limits.max_body_bytes),
+            state,
+        ))
+        .serve_with_incoming_shutdown(
+            incoming::admitted(
+                listener,
+                limits.max_connections,
+                limits.header_timeout,
+                state_metrics,
+            ),
+            shutdown,
         )
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
         .await
 }

@@ -1,0 +1,48 @@
+//! Probe images to embeddings: decoding bounded in concurrency (a permit per core) and in
+//! allocation (`input::decode`), inference in the worker's micro-batches, and the uncertainty
+//! limit on DVSP/DVIB probes.
+use axum::body::Bytes;
+
+use crate::server::error::ApiError;
+use crate::server::input::decode;
+use crate::server::worker::Embedding;
+use crate::server::App;
+
+impl App {
+    /// Decodes (off the async runtime) and embeds `images` in one micro-batch job, refusing
+    /// probes more uncertain than the configured limit.
+    pub(super) async fn embed(&self, images: &[(&str, Bytes)]) -> Result<Vec<Embedding>, ApiError> {
+        let input = self.card.net.input.clone();
+        let max_pixels = self.limits.max_pixels;
+        let faces = self.faces.clone();
+        // Decoding allocates up to the decode budget per image (face photos more: a float
+        // copy): one decode per core at a time, the others wait here without holding memory.
+        let slot = self
+            .decode_slots
+            .acquire()
+            .await
+            .map_err(|_| ApiError::Internal("the decoder is closed".into()))?;
+        let owned: Vec<Bytes> = images.iter().map(|(_, b)| b.clone()).collect();
+        let tensors = tokio::task::spawn_blocking(move || {
+            owned
+                .iter()
+                .map(|b| decode(b, &input, max_pixels, faces.as_deref()))
+                .collect::<Result<Vec<_>, _>>()
+        })
+        .await
+        .map_err(|e| ApiError::Internal(format!("image decoding stopped: {e}")))??;
+        // The decoded tensors are model-sized: the next decode may start during inference.
+        drop(slot);
+        let out = self.worker.embed(tensors).await?;
+        if let Some(max) = self.limits.max_uncertainty {
+            for ((name, _), e) in images.iter().zip(&out) {
+                if let Some(r) = e.spread.filter(|r| r.is_nan() || *r > max) {
+                    return Err(ApiError::Unprocessable(format!(
+                        "probe `{name}` is too uncertain: posterior spread r(x) = {r:.4} exceeds the limit {max}"
+                    )));
+                }
+            }
+        }
+        Ok(out)
+    }
+}

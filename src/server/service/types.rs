@@ -1,0 +1,74 @@
+//! The replies of the operations, shared by the REST (JSON) and gRPC front ends.
+use serde::Serialize;
+
+use crate::store::{Subject, TemplateInfo};
+
+#[derive(Debug, Serialize)]
+pub struct ModelInfo {
+    pub threshold: f64,
+    pub operating_point: String,
+    pub card: crate::artifact::ModelCard,
+}
+
+#[derive(Debug, Serialize)]
+pub struct SubjectPage {
+    pub subjects: Vec<Subject>,
+    /// Pass as `after` for the next page; `None` on the last page.
+    pub next_after: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct SubjectDetail {
+    #[serde(flatten)]
+    pub subject: Subject,
+    pub templates: Vec<TemplateInfo>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Enrolled {
+    pub template_id: String,
+    pub subject_id: String,
+    pub model_id: String,
+    pub quality: Option<f64>,
+    pub created_at: i64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Decision {
+    #[serde(rename = "match")]
+    pub is_match: bool,
+    pub similarity: f64,
+    pub distance: f64,
+    pub threshold: f64,
+    pub quality: Option<f64>,
+    pub model_id: String,
+}
+
+#[derive(Debug, Serialize)]
+pub struct SubjectDecision {
+    pub subject_id: String,
+    pub decision_rule: &'static str,
+    pub templates_compared: usize,
+    #[serde(flatten)]
+    pub decision: Decision,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Candidate {
+    pub subject_id: String,
+    pub distance: f64,
+    pub similarity: f64,
+    #[serde(rename = "match")]
+    pub is_match: bool,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Identification {
+    #[serde(rename = "match")]
+    pub is_match: bool,
+    pub candidates: Vec<Candidate>,
+    pub threshold: f64,
+    pub quality: Option<f64>,
+    pub model_id: String,
+    pub gallery_templates: usize,
+}
