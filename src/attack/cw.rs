@@ -119,7 +119,7 @@ pub fn attack(f: &impl FeatureMap, x1: &Tensor, goal: Goal, cfg: &CwConfig) -> C
             let lr = cfg.lr * (0.01 + 0.99 * 0.5 * (1.0 + (std::f64::consts::PI * progress).cos()));
             let moved = &delta - mh / (vh.sqrt() + 1e-8) * lr;
             // Projection onto the box: x1 + delta in [0, 1].
-            let _ = delta.copy_(&((&x1 + moved).clamp(0.0, 1.0) - &x1));
+            delta.copy_(&((&x1 + moved).clamp(0.0, 1.0) - &x1));
         }
         let won: Vec<bool> = Vec::<bool>::try_from(&succeeded).expect("bool vector");
         let has_best: Vec<bool> = Vec::<bool>::try_from(&best_l2.isfinite()).expect("bool vector");
