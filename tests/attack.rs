@@ -484,9 +484,17 @@ fn an_audit_bounds_every_pair_and_re_attacks_a_subset_at_larger_budgets() {
 
 #[test]
 fn linf_pgd_keeps_its_box_and_dodging_pushes_a_genuine_pair_apart() {
-    let (x1, target, _) = inputs(&cases());
-    // x1's own features as the target: D = 0, a genuine match.
-    let own = tch::no_grad(|| dvsp::model::unit(&Shifted.features(&x1)));
+    let all = cases();
+    let (x1, target, _) = inputs(&all);
+    // A genuine match: the target 10 degrees from x1 (theta_T is 30).
+    let near: Vec<f32> = all
+        .iter()
+        .flat_map(|&(_, a, _)| {
+            let b = a + 10f64.to_radians();
+            [b.cos() as f32, b.sin() as f32]
+        })
+        .collect();
+    let own = Tensor::from_slice(&near).view([all.len() as i64, 2]);
     for eps in [2.0 / 255.0, 16.0 / 255.0] {
         let b = pgd::budget(&x1, eps);
         let x = pgd::attack(&Shifted, &x1, &target, &b, 10, Norm::Linf, Aim::Impersonate);
