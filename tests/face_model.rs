@@ -210,6 +210,10 @@ fn pair_audit_crosses_the_threshold_with_the_perturbation_it_reports() {
         "3",
         "--ddn-steps",
         "30",
+        "--pgd-check-steps",
+        "5",
+        "--bisect",
+        "8",
         "--threshold-at",
         "fmr=1e-2",
     ])
