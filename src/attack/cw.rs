@@ -57,8 +57,6 @@ pub struct CwOutcome {
     pub adversarial: Tensor,
     /// `[P]` bool: the pair has a success.
     pub found: Tensor,
-    /// The last c each pair's search used.
-    pub c: Vec<f64>,
     /// Adam steps taken (over all rounds; early stops make it smaller than steps x search).
     pub steps: usize,
 }
@@ -69,7 +67,6 @@ pub fn attack(f: &impl FeatureMap, x1: &Tensor, goal: Goal, cfg: &CwConfig) -> C
     let x1 = x1.detach();
     let dev = x1.device();
     let (mut c, mut lower, mut upper) = (vec![cfg.c0; p], vec![0.0; p], vec![f64::INFINITY; p]);
-    let mut last_c = c.clone();
     let mut best_l2 = Tensor::full([p as i64], f64::INFINITY, (Kind::Float, dev));
     let mut best = x1.copy();
     let mut start = x1.copy();
@@ -123,7 +120,6 @@ pub fn attack(f: &impl FeatureMap, x1: &Tensor, goal: Goal, cfg: &CwConfig) -> C
         }
         let won: Vec<bool> = Vec::<bool>::try_from(&succeeded).expect("bool vector");
         let has_best: Vec<bool> = Vec::<bool>::try_from(&best_l2.isfinite()).expect("bool vector");
-        last_c.clone_from(&c);
         for i in 0..p {
             if won[i] {
                 upper[i] = upper[i].min(c[i]);
@@ -146,7 +142,6 @@ pub fn attack(f: &impl FeatureMap, x1: &Tensor, goal: Goal, cfg: &CwConfig) -> C
     CwOutcome {
         adversarial: best,
         found,
-        c: last_c,
         steps: taken,
     }
 }
