@@ -6,7 +6,7 @@
 use std::time::Instant;
 
 use rand::seq::IndexedRandom;
-use rand::SeedableRng;
+use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
 use tch::{Device, Kind, Tensor};
 
@@ -218,6 +218,17 @@ pub struct AuditReport {
     pub pairs: Vec<PairRecord>,
 }
 
+/// The indices of each class's images.
+fn by_class(labels: &[i64], classes: usize) -> Vec<Vec<usize>> {
+    let mut out = vec![Vec::new(); classes];
+    for (i, &l) in labels.iter().enumerate() {
+        if let Some(c) = usize::try_from(l).ok().and_then(|l| out.get_mut(l)) {
+            c.push(i);
+        }
+    }
+    out
+}
+
 /// Samples `n` (source, target) index pairs for every ordered class pair k != l, seeded.
 pub fn sample_pairs(
     labels: &[i64],
@@ -226,16 +237,7 @@ pub fn sample_pairs(
     seed: u64,
 ) -> Vec<(usize, usize, usize, usize)> {
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
-    let by_class: Vec<Vec<usize>> = (0..classes)
-        .map(|c| {
-            labels
-                .iter()
-                .enumerate()
-                .filter(|(_, &l)| l == c as i64)
-                .map(|(i, _)| i)
-                .collect()
-        })
-        .collect();
+    let by_class = by_class(labels, classes);
     let mut out = Vec::new();
     for k in 0..classes {
         for l in 0..classes {
@@ -416,22 +418,15 @@ fn genuine_pairs(
 ) -> Vec<(usize, usize, usize, usize)> {
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     let mut out = Vec::new();
-    for c in 0..classes {
-        let idx: Vec<usize> = (0..labels.len())
-            .filter(|&i| labels[i] == c as i64)
-            .collect();
+    for (c, idx) in by_class(labels, classes).iter().enumerate() {
         if idx.len() < 2 {
             continue;
         }
         for _ in 0..n {
-            let a = *idx.choose(&mut rng).expect("two images");
-            let b = *idx
-                .iter()
-                .filter(|&&b| b != a)
-                .collect::<Vec<_>>()
-                .choose(&mut rng)
-                .expect("another image");
-            out.push((c, c, a, *b));
+            // Two distinct positions: the second skips over the first.
+            let i = rng.random_range(0..idx.len());
+            let j = rng.random_range(0..idx.len() - 1);
+            out.push((c, c, idx[i], idx[j + usize::from(j >= i)]));
         }
     }
     out
