@@ -113,7 +113,10 @@ pub struct AuditConfig {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct MemberL2 {
     pub cw: Option<f64>,
+    /// DDN from x1, from the segment bound, and the best of its random starts.
     pub ddn: Option<f64>,
+    pub ddn_segment: Option<f64>,
+    pub ddn_random: Option<f64>,
     pub segment: Option<f64>,
     pub pgd: Option<f64>,
 }
@@ -319,8 +322,10 @@ fn attack_all(
                 members: MemberL2 {
                     cw: m(0),
                     ddn: m(1),
-                    segment: m(2),
-                    pgd: m(3),
+                    ddn_segment: m(2),
+                    ddn_random: m(3),
+                    segment: m(4),
+                    pgd: m(5),
                 },
             });
         }
@@ -354,6 +359,8 @@ fn member(r: &PairRecord, a: Attack) -> Option<f64> {
     match a {
         Attack::Cw => r.members.cw,
         Attack::Ddn => r.members.ddn,
+        Attack::DdnSegment => r.members.ddn_segment,
+        Attack::DdnRandom => r.members.ddn_random,
         Attack::Segment => r.members.segment,
         Attack::Pgd => r.members.pgd,
     }
@@ -373,8 +380,9 @@ fn budget_point(
         multiplier,
         ri: ri(&|r| Some(r.l2)),
         ri_8bit: ri(&|r| Some(r.l2_8bit)),
-        member_ri: [Attack::Cw, Attack::Ddn, Attack::Segment]
-            .into_iter()
+        member_ri: Attack::ALL[..Attack::ALL.len() - 1]
+            .iter()
+            .copied()
             .map(|a| {
                 let rb = summarize_by(classes, records, |r| member(r, a));
                 (
@@ -531,6 +539,8 @@ pub fn run(
             test.classes
         )));
     }
+    // The random starts of DDN (and of PGD-L2's checks) are drawn from torch's generator.
+    tch::manual_seed(cfg.seed as i64);
     let start = Instant::now();
     let Attacked {
         records,

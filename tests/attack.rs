@@ -109,7 +109,10 @@ fn every_attack_finds_the_closed_form_minimum_within_five_percent() {
     let l2: Vec<Option<f64>> = out.l2.iter().map(|&v| Some(v)).collect();
     within_five_percent("ensemble", &l2, &truth);
     for (a, m) in &out.members {
-        if matches!(a, Attack::Cw | Attack::Ddn) {
+        if matches!(
+            a,
+            Attack::Cw | Attack::Ddn | Attack::DdnSegment | Attack::DdnRandom
+        ) {
             within_five_percent(a.name(), m, &truth);
         }
     }
@@ -188,7 +191,10 @@ fn saturated_pixels_move_and_the_minimum_is_found_within_five_percent() {
         &EnsembleConfig::default(),
     );
     for (a, m) in &out.members {
-        if matches!(a, Attack::Cw | Attack::Ddn) {
+        if matches!(
+            a,
+            Attack::Cw | Attack::Ddn | Attack::DdnSegment | Attack::DdnRandom
+        ) {
             within_five_percent(a.name(), m, &truth);
         }
     }
@@ -202,18 +208,28 @@ fn a_pair_no_attack_reaches_is_bounded_by_the_segment_never_dropped() {
     let all = cases();
     let (x1, target, _) = inputs(&all);
     let x2 = x2_of(&all);
-    // No optimisation at all: only the segment [x1, x2] is left.
+    // No optimisation at all: only the segment [x1, x2] is left (DDN started on the segment
+    // bound keeps its start, shrunk towards x1 by bisection at most).
     let mut cfg = EnsembleConfig::default();
     cfg.cw.search = 0;
     cfg.ddn.steps = 0;
+    cfg.ddn.restarts = 0;
     cfg.pgd_steps = 0;
     let out = ensemble_on(&Shifted, &x1, &x2, &target, t(), &cfg);
     let span = attack::l2(&(&x2 - &x1));
+    let member = |a: Attack| &out.members.iter().find(|m| m.0 == a).unwrap().1;
     for i in 0..all.len() {
-        assert_eq!(out.winner[i], Attack::Segment);
-        assert!(out.l2[i] > 0.0 && out.l2[i] <= span.double_value(&[i as i64]) + 1e-6);
+        assert!(matches!(
+            out.winner[i],
+            Attack::Segment | Attack::DdnSegment
+        ));
+        let segment = member(Attack::Segment)[i].expect("the segment bounds every pair");
+        assert!(out.l2[i] > 0.0 && out.l2[i] <= segment + 1e-9);
+        assert!(segment <= span.double_value(&[i as i64]) + 1e-6);
         assert!(out.distance[i] <= t());
-        assert!(out.members[0].1[i].is_none() && out.members[1].1[i].is_none());
+        for a in [Attack::Cw, Attack::Ddn, Attack::DdnRandom] {
+            assert!(member(a)[i].is_none(), "{}", a.name());
+        }
     }
     // A threshold below D(x2, x2) = 0 cannot be crossed even by x2: an error, not a number.
     let e = ensemble::attack(
@@ -463,7 +479,8 @@ fn an_audit_bounds_every_pair_and_re_attacks_a_subset_at_larger_budgets() {
     assert_eq!(r.wins.iter().map(|w| w.1).sum::<usize>(), 18);
     for p in &r.pairs {
         let m = &p.members;
-        for v in [m.cw, m.ddn, m.segment, m.pgd].into_iter().flatten() {
+        let all = [m.cw, m.ddn, m.ddn_segment, m.ddn_random, m.segment, m.pgd];
+        for v in all.into_iter().flatten() {
             assert!(p.l2 <= v + 1e-6, "{p:?}");
         }
         assert!(p.distance <= 0.01 && p.l2_8bit.is_finite(), "{p:?}");

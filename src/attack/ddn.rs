@@ -4,7 +4,9 @@
 //! by a factor (1 - gamma) after a step that was a success and grows by (1 + gamma) after one
 //! that was not, so eps settles on the boundary of the acceptance region {D <= T}. As in FMN
 //! (Pintor et al. 2021), alpha and gamma both decay by a cosine to 1/100 of their start, so
-//! the last steps resolve the boundary finely; the smallest success seen is kept.
+//! the last steps resolve the boundary finely; the smallest success seen is kept. The attack
+//! may start from any point: x1 itself, an accepted point (the segment bound) or a random one;
+//! eps_0 is the start's distance from x1 (`init_norm` when it starts at x1).
 use serde::{Deserialize, Serialize};
 use tch::{Kind, Tensor};
 
@@ -19,6 +21,8 @@ pub struct DdnConfig {
     pub alpha: f64,
     /// Radius factor gamma at the start.
     pub gamma: f64,
+    /// Runs from random starts (each on the sphere around x1 through the segment bound).
+    pub restarts: usize,
 }
 
 impl Default for DdnConfig {
@@ -28,17 +32,29 @@ impl Default for DdnConfig {
             init_norm: 1.0,
             alpha: 1.0,
             gamma: 0.05,
+            restarts: 1,
         }
     }
 }
 
-/// The smallest success of every pair `[P, ...]` (x1 where there was none) and `[P]` bool.
-pub fn attack(f: &impl FeatureMap, x1: &Tensor, goal: Goal, cfg: &DdnConfig) -> (Tensor, Tensor) {
+/// The smallest success of every pair `[P, ...]` (x1 where there was none) and `[P]` bool,
+/// starting from `x1 + start` (`start` `[P, ...]`, zero to start at x1).
+pub fn attack(
+    f: &impl FeatureMap,
+    x1: &Tensor,
+    start: &Tensor,
+    goal: Goal,
+    cfg: &DdnConfig,
+) -> (Tensor, Tensor) {
     let x1 = x1.detach();
     let p = x1.size()[0];
     let dev = x1.device();
-    let mut delta = x1.zeros_like();
-    let mut eps = Tensor::full([p], cfg.init_norm, (Kind::Float, dev));
+    let mut delta = ((&x1 + start.detach()).clamp(0.0, 1.0)) - &x1;
+    let n0 = l2(&delta);
+    let mut eps = n0.where_self(
+        &n0.gt(0.0),
+        &Tensor::full([p], cfg.init_norm, (Kind::Float, dev)),
+    );
     let mut best_l2 = Tensor::full([p], f64::INFINITY, (Kind::Float, dev));
     let mut best = x1.copy();
     for k in 0..cfg.steps {

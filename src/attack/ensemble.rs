@@ -1,10 +1,14 @@
 //! The minimal-perturbation ensemble (AutoAttack's principle, Croce & Hein 2020): every pair
-//! is attacked by CW-L2 and DDN, each success shrunk towards x1 by bisection on [x1, x~], and
-//! bounded by bisection on the segment [x1, x2] (x2 itself is always accepted: D = 0 <= T), so
-//! no pair is ever without a perturbation. The smallest success, re-checked by a fresh forward
-//! pass, is kept; PGD-L2 at that per-pair budget then checks it: a PGD success below the
-//! budget is counted and taken. The kept point is also rounded to 8 bits; where the rounding
-//! loses the match, the 8-bit point is searched on the segment towards x2.
+//! is bounded by bisection on the segment [x1, x2] (x2 itself is always accepted: D = 0 <= T),
+//! so no pair is ever without a perturbation, then attacked by CW-L2 from x1 and by DDN from
+//! three kinds of start: x1, the segment bound, and random points at the segment bound's
+//! distance (a minimal-norm attack started only at x1 settles in the first basin it meets);
+//! each success is shrunk towards x1 by bisection on [x1, x~]. The smallest success,
+//! re-checked by a fresh forward pass, is kept; PGD-L2 at that per-pair budget then checks it:
+//! a PGD success below the budget is counted and taken. The kept point is also rounded to 8
+//! bits: where the rounding loses the match, the perturbation is stretched (x1 + s delta,
+//! s in (1, 4]) until the rounded point is accepted, and only if that fails is the 8-bit point
+//! searched on the segment towards x2.
 use serde::{Deserialize, Serialize};
 use tch::{Kind, Tensor};
 
@@ -48,21 +52,35 @@ impl EnsembleConfig {
 
 /// The attacks of the ensemble, in the order ties are broken.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[serde(rename_all = "kebab-case")]
 pub enum Attack {
     Cw,
+    /// DDN from x1.
     Ddn,
+    /// DDN from the segment bound.
+    DdnSegment,
+    /// DDN from random starts (the best over `restarts`).
+    DdnRandom,
     Segment,
     Pgd,
 }
 
 impl Attack {
-    pub const ALL: [Attack; 4] = [Attack::Cw, Attack::Ddn, Attack::Segment, Attack::Pgd];
+    pub const ALL: [Attack; 6] = [
+        Attack::Cw,
+        Attack::Ddn,
+        Attack::DdnSegment,
+        Attack::DdnRandom,
+        Attack::Segment,
+        Attack::Pgd,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
             Attack::Cw => "cw",
             Attack::Ddn => "ddn",
+            Attack::DdnSegment => "ddn-segment",
+            Attack::DdnRandom => "ddn-random",
             Attack::Segment => "segment",
             Attack::Pgd => "pgd",
         }
@@ -85,7 +103,7 @@ pub struct EnsembleOutcome {
     /// The kept point rounded to 8 bits (or the 8-bit point found towards x2), and its L2.
     pub adversarial_8bit: Tensor,
     pub l2_8bit: Vec<f64>,
-    /// Gradient steps per pair: CW (all rounds), DDN, PGD.
+    /// Gradient steps per pair: CW (all rounds), DDN (all starts), PGD.
     pub steps: [usize; 3],
 }
 
@@ -107,22 +125,31 @@ pub fn attack(
     let dev = x1.device();
     let id = |x: Tensor| x;
     let all = Tensor::ones([p], (Kind::Bool, dev));
+    let segment = bisect(f, goal, &x1, x2, &all, cfg.bisect, &id);
+    let seg_delta = &segment - &x1;
+    let seg_l2 = l2(&seg_delta);
     let cw = cw::attack(f, &x1, goal, &cfg.cw);
-    let (ddn, ddn_found) = ddn::attack(f, &x1, goal, &cfg.ddn);
-    let candidates = [
+    let shrunk = |(x, ok): (Tensor, Tensor)| bisect(f, goal, &x1, &x, &ok, cfg.bisect, &id);
+    let ddn_x1 = shrunk(ddn::attack(f, &x1, &x1.zeros_like(), goal, &cfg.ddn));
+    let ddn_seg = shrunk(ddn::attack(f, &x1, &seg_delta, goal, &cfg.ddn));
+    let mut candidates = vec![
         (
             Attack::Cw,
             bisect(f, goal, &x1, &cw.adversarial, &cw.found, cfg.bisect, &id),
         ),
-        (
-            Attack::Ddn,
-            bisect(f, goal, &x1, &ddn, &ddn_found, cfg.bisect, &id),
-        ),
-        (
-            Attack::Segment,
-            bisect(f, goal, &x1, x2, &all, cfg.bisect, &id),
-        ),
+        (Attack::Ddn, ddn_x1),
+        (Attack::DdnSegment, ddn_seg),
     ];
+    for _ in 0..cfg.ddn.restarts {
+        // A uniformly random direction at the segment bound's distance from x1.
+        let u = Tensor::randn_like(&x1);
+        let start = &u * super::per_pair(&(&seg_l2 / l2(&u).clamp_min(1e-12)), &x1);
+        candidates.push((
+            Attack::DdnRandom,
+            shrunk(ddn::attack(f, &x1, &start, goal, &cfg.ddn)),
+        ));
+    }
+    candidates.push((Attack::Segment, segment.copy()));
     let _guard = tch::no_grad_guard();
     let inf = Tensor::full([p], f64::INFINITY, (Kind::Float, dev));
     // A member's verified size: its L2 where a fresh forward pass accepts it, else infinity.
@@ -130,14 +157,23 @@ pub fn attack(
     let mut best = x1.copy();
     let mut best_l2 = inf.copy();
     let mut winner = Tensor::full([p], -1, (Kind::Int64, dev));
-    let mut members = Vec::new();
-    for (i, (a, x)) in candidates.iter().enumerate() {
+    // Each member's verified L2, the random restarts merged into one member (their minimum).
+    let mut members: Vec<(Attack, Tensor)> = Vec::new();
+    for (a, x) in &candidates {
         let n = verified(x);
         let better = n.lt_tensor(&best_l2);
         best = x.where_self(&super::per_pair(&better, &x1), &best);
         best_l2 = n.where_self(&better, &best_l2);
-        winner = winner.masked_fill(&better, i as i64);
-        members.push((*a, n));
+        let index = Attack::ALL.iter().position(|b| b == a).expect("a member") as i64;
+        winner = winner.masked_fill(&better, index);
+        match members.last_mut() {
+            Some((b, m)) if b == a => *m = m.minimum(&n),
+            _ => members.push((*a, n)),
+        }
+    }
+    if cfg.ddn.restarts == 0 {
+        let at = members.len() - 1;
+        members.insert(at, (Attack::DdnRandom, inf.copy()));
     }
     if best_l2.isinf().any().int64_value(&[]) == 1 {
         return Err(Error::Invalid(format!(
@@ -168,15 +204,10 @@ pub fn attack(
     let better = n.lt_tensor(&best_l2);
     best = pgd_x.where_self(&super::per_pair(&better, &x1), &best);
     best_l2 = n.where_self(&better, &best_l2);
-    winner = winner.masked_fill(&better, 3);
+    winner = winner.masked_fill(&better, Attack::ALL.len() as i64 - 1);
     members.push((Attack::Pgd, n));
     let distance = goal.distance(f, &best);
-    // 8 bits: the rounded point, else the first rounded point towards x2 that is accepted.
-    let q = round8(best.copy());
-    let q_ok = goal.accepted(f, &q);
-    let towards_x2 = bisect(f, goal, &best, x2, &all, cfg.bisect, &|x| round8(x));
-    let q = q.where_self(&super::per_pair(&q_ok, &x1), &towards_x2);
-    let l2_8bit = verified(&q);
+    let (q, l2_8bit) = eight_bit(f, goal, &x1, x2, &best, cfg.bisect);
     if l2_8bit.isinf().any().int64_value(&[]) == 1 {
         return Err(Error::Invalid(
             "an 8-bit image of some x2 is not accepted as itself".into(),
@@ -206,6 +237,54 @@ pub fn attack(
         pgd_below,
         adversarial_8bit: q,
         l2_8bit: to_vec(&l2_8bit),
-        steps: [cw.steps, cfg.ddn.steps, cfg.pgd_steps],
+        steps: [
+            cw.steps,
+            cfg.ddn.steps * (2 + cfg.ddn.restarts),
+            cfg.pgd_steps,
+        ],
     })
+}
+
+/// The 8-bit point of the kept success `best` = x1 + delta and its verified L2: round8(best)
+/// if it is accepted; else the least stretch x1 + s delta, s in (1, 4], whose rounded point is
+/// accepted (bisection between s = 1 and the first accepted of s = 1.25, 2, 4); else the first
+/// accepted rounded point on [best, x2]. Rounding moves each pixel by at most 1/510, a random
+/// step of L2 about 0.03 on 784 pixels that lands on either side of the boundary the
+/// continuous point sits on; stretching along delta crosses it for the least extra norm.
+fn eight_bit(
+    f: &impl FeatureMap,
+    goal: Goal,
+    x1: &Tensor,
+    x2: &Tensor,
+    best: &Tensor,
+    steps: usize,
+) -> (Tensor, Tensor) {
+    let _guard = tch::no_grad_guard();
+    let p = x1.size()[0];
+    let dev = x1.device();
+    let per = |m: &Tensor| super::per_pair(m, x1);
+    let round = |x: Tensor| round8(x);
+    let delta = best - x1;
+    let rounded = round8(best.copy());
+    let rounded_ok = goal.accepted(f, &rounded);
+    let mut to = best.copy();
+    let mut stretched_ok = Tensor::zeros([p], (Kind::Bool, dev));
+    for s in [1.25, 2.0, 4.0] {
+        let stretched = (x1 + &delta * s).clamp(0.0, 1.0);
+        let ok = goal
+            .accepted(f, &round8(stretched.copy()))
+            .logical_and(&stretched_ok.logical_not());
+        to = stretched.where_self(&per(&ok), &to);
+        stretched_ok = stretched_ok.logical_or(&ok);
+    }
+    let along = bisect(f, goal, best, &to, &stretched_ok, steps, &round);
+    let all = Tensor::ones([p], (Kind::Bool, dev));
+    let towards_x2 = bisect(f, goal, best, x2, &all, steps, &round);
+    let q = rounded.where_self(
+        &per(&rounded_ok),
+        &along.where_self(&per(&stretched_ok), &towards_x2),
+    );
+    let inf = Tensor::full([p], f64::INFINITY, (Kind::Float, dev));
+    let n = l2(&(&q - x1)).where_self(&goal.accepted(f, &q), &inf);
+    (q, n)
 }

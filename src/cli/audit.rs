@@ -50,6 +50,9 @@ pub struct AuditArgs {
     /// DDN: the first radius factor gamma (cosine-decayed to 1/100).
     #[arg(long, default_value_t = DdnConfig::default().gamma)]
     pub ddn_gamma: f64,
+    /// DDN: runs from random starts at the segment bound's distance from x1.
+    #[arg(long, default_value_t = DdnConfig::default().restarts)]
+    pub ddn_restarts: usize,
     /// Steps of the PGD-L2 check at each pair's ensemble budget.
     #[arg(long, default_value_t = EnsembleConfig::default().pgd_steps)]
     pub pgd_check_steps: usize,
@@ -96,6 +99,7 @@ impl AuditArgs {
                     init_norm: self.ddn_init_norm,
                     alpha: self.ddn_alpha,
                     gamma: self.ddn_gamma,
+                    restarts: self.ddn_restarts,
                 },
                 pgd_steps: self.pgd_check_steps,
                 bisect: self.bisect,

@@ -349,7 +349,7 @@ fn markdown(rows: &[Row], a: &Args) -> String {
             if r.converged { "" } else { " NOT CONVERGED" }
         )
     });
-    line("pairs won cw/ddn/segment/pgd (seed 0)", &|r| {
+    line("pairs won cw/ddn/ddn-segment/ddn-random/segment/pgd (seed 0)", &|r| {
         r.wins
             .iter()
             .map(|w| w.1.to_string())
