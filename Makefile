@@ -29,7 +29,8 @@ demo-faces: build
 
 # The service on the demo model, for your own requests (Ctrl-C stops it).
 serve: build
-	$(BIN) serve --model $(DEMO) --db sqlite://runs/dvsp.db --fmr 1e-2
+	@test -f runs/template.keys || $(BIN) db new-key --template-keys runs/template.keys
+	$(BIN) serve --model $(DEMO) --db sqlite://runs/dvsp.db --template-keys runs/template.keys --fmr 1e-2
 
 test: setup
 	bash scripts/postgres.sh

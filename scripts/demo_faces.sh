@@ -6,10 +6,13 @@
 set -euo pipefail
 bin="$1"; model="$2"; work="${3:-runs/demo-faces-service}"
 photos="${DVSP_CACHE:-$HOME/.cache/dvsp}/faces/face_recognition"
-mkdir -p "$work"; rm -f "$work"/dvsp.db*
+mkdir -p "$work"; rm -f "$work"/dvsp.db* "$work"/template.keys
 db="sqlite://$work/dvsp.db"; port="${DVSP_DEMO_PORT:-8089}"; url="http://127.0.0.1:$port"
-key=$("$bin" keys create --role admin --db "$db")
-"$bin" serve --model "$model" --db "$db" --bind "127.0.0.1:$port" --fmr 1e-2 > "$work/serve.log" 2>&1 &
+# Templates are sealed at rest under a master key of this keyring (`dvsp db new-key`).
+"$bin" db new-key --template-keys "$work/template.keys" >/dev/null
+# A key of the `default` gallery that may do everything there, scores rounded to 2 decimals.
+key=$("$bin" keys create --role admin --scores rounded --db "$db")
+"$bin" serve --model "$model" --db "$db" --template-keys "$work/template.keys" --bind "127.0.0.1:$port" --fmr 1e-2 > "$work/serve.log" 2>&1 &
 pid=$!
 trap 'kill $pid 2>/dev/null || true' EXIT
 for _ in $(seq 300); do curl -sf "$url/readyz" >/dev/null && break; sleep 0.1; done

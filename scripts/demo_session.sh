@@ -4,12 +4,15 @@
 # a '7' (no match), identifies, shows the metrics, then stops the server with SIGTERM.
 set -euo pipefail
 bin="$1"; model="$2"; work="${3:-runs/demo-service}"
-mkdir -p "$work"; rm -f "$work"/dvsp.db*
+mkdir -p "$work"; rm -f "$work"/dvsp.db* "$work"/template.keys
 db="sqlite://$work/dvsp.db"; port="${DVSP_DEMO_PORT:-8088}"; url="http://127.0.0.1:$port"
 mport="${DVSP_DEMO_METRICS_PORT:-9488}"; metrics="http://127.0.0.1:$mport/metrics"
 python3 "$(dirname "$0")/digits.py" "$work/digits" 3 >/dev/null
-key=$("$bin" keys create --role admin --db "$db")
-"$bin" serve --model "$model" --db "$db" --bind "127.0.0.1:$port" --metrics-bind "127.0.0.1:$mport" --fmr 1e-2 > "$work/serve.log" 2>&1 &
+# Templates are sealed at rest under a master key of this keyring (`dvsp db new-key`).
+"$bin" db new-key --template-keys "$work/template.keys" >/dev/null
+# A key of the `default` gallery that may do everything there, scores rounded to 2 decimals.
+key=$("$bin" keys create --role admin --scores rounded --db "$db")
+"$bin" serve --model "$model" --db "$db" --template-keys "$work/template.keys" --bind "127.0.0.1:$port" --metrics-bind "127.0.0.1:$mport" --fmr 1e-2 > "$work/serve.log" 2>&1 &
 pid=$!
 trap 'kill $pid 2>/dev/null || true' EXIT
 for _ in $(seq 100); do curl -sf "$url/readyz" >/dev/null && break; sleep 0.1; done

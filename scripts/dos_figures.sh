@@ -5,12 +5,16 @@
 #
 #   bash scripts/dos_figures.sh BIN MODEL_DIR [--old]
 #
-# --old: BIN predates --metrics-bind (to measure a build before these limits).
+# --old: BIN predates --metrics-bind and --template-keys (to measure a build before these
+# limits).
 set -euo pipefail
 BIN=$1; MODEL=$2
-EXTRA=(--metrics-bind 127.0.0.1:0)
-[[ ${3:-} == --old ]] && EXTRA=()
 WORK=$(mktemp -d /tmp/dvsp-dos.XXXXXX)
+EXTRA=()
+if [[ ${3:-} != --old ]]; then
+    "$BIN" db new-key --template-keys "$WORK/template.keys" >/dev/null
+    EXTRA=(--metrics-bind 127.0.0.1:0 --template-keys "$WORK/template.keys")
+fi
 trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$WORK"' EXIT
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 

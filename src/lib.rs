@@ -20,6 +20,7 @@ pub mod loss;
 pub mod metrics;
 pub mod model;
 pub mod plot;
+pub mod seal;
 pub mod server;
 pub mod store;
 pub mod train;

@@ -69,16 +69,24 @@ async fn the_service_takes_ordinary_photos_for_a_face_model() {
     let key = {
         let store = Store::connect(&db).await.unwrap();
         let k = auth::generate();
-        store.insert_key(&k.id, &k.hash, "admin").await.unwrap();
+        let full = dvsp::server::auth::ScorePolicy::Full;
+        store
+            .insert_key(&k.row(&[dvsp::server::auth::Role::Admin], None, full))
+            .await
+            .unwrap();
         k.key
     };
     let m = model();
+    let keys = dir.path().join("f.keys");
+    std::fs::write(&keys, dvsp::seal::Keyring::new_key_line("f").unwrap()).unwrap();
     let args = ServeCli::parse_from([
         "serve",
         "--model",
         m.to_str().unwrap(),
         "--db",
         &db,
+        "--template-keys",
+        keys.to_str().unwrap(),
         "--fmr",
         "1e-2",
     ])

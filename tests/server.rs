@@ -1,253 +1,14 @@
 //! The service end to end: a real server on a loopback port, a real SQLite file and the real
 //! PostgreSQL (127.0.0.1:5432, database `test`; each run gets its own fresh database), a real
 //! (small, trained once and cached) DVSP model, real MNIST digits as PNG.
-use std::io::Cursor;
-use std::path::PathBuf;
-use std::sync::OnceLock;
+mod common;
+
 use std::time::Instant;
 
-use clap::Parser;
-use dvsp::cli::serve;
-use dvsp::server::auth;
+use common::*;
 use dvsp::store::Store;
 use reqwest::{multipart, Client, StatusCode};
 use serde_json::{json, Value};
-
-/// A DVSP model trained on 20,000 MNIST images for 3 epochs and evaluated (thresholds in
-/// its card), cached in cargo's test tmpdir across runs. Servers run at FMR 1e-2.
-fn model() -> PathBuf {
-    static DIR: OnceLock<PathBuf> = OnceLock::new();
-    DIR.get_or_init(|| {
-        let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("server-model");
-        let cfg = dvsp::config::TrainConfig {
-            epochs: 3,
-            limit: 20_000,
-            ..Default::default()
-        };
-        let cached = dvsp::artifact::load(&dir, tch::Device::Cpu)
-            .is_ok_and(|m| m.card.training.config == cfg && m.card.metrics.contains_key("test"));
-        if !cached {
-            let split = dvsp::data::DataSpec::Mnist
-                .load(&dvsp::data::default_root(), None)
-                .expect("MNIST from `make setup`");
-            dvsp::train::train(
-                &cfg,
-                &dvsp::data::DataSpec::Mnist,
-                &split,
-                &dir,
-                tch::Device::Cpu,
-            )
-            .unwrap();
-            dvsp::cli::eval::evaluate(
-                &dir,
-                &dvsp::cli::DataArgs {
-                    data: None,
-                    data_dir: None,
-                },
-            )
-            .unwrap();
-        }
-        dir
-    })
-    .clone()
-}
-
-/// PNG bytes of test-split digits: `digits(3, 4)` = four different '3's.
-fn digits(d: i64, n: usize) -> Vec<Vec<u8>> {
-    static TEST: OnceLock<(Vec<u8>, Vec<i64>)> = OnceLock::new();
-    let (px, labels) = TEST.get_or_init(|| {
-        let split = dvsp::data::DataSpec::Mnist
-            .load(&dvsp::data::default_root(), None)
-            .unwrap();
-        (
-            Vec::<u8>::try_from(split.test.images.flatten(0, -1)).unwrap(),
-            Vec::<i64>::try_from(&split.test.labels).unwrap(),
-        )
-    });
-    labels
-        .iter()
-        .enumerate()
-        .filter(|(_, &l)| l == d)
-        .take(n)
-        .map(|(i, _)| {
-            let img =
-                image::GrayImage::from_raw(28, 28, px[i * 784..(i + 1) * 784].to_vec()).unwrap();
-            let mut out = Vec::new();
-            img.write_to(&mut Cursor::new(&mut out), image::ImageFormat::Png)
-                .unwrap();
-            out
-        })
-        .collect()
-}
-
-#[derive(Parser)]
-struct ServeCli {
-    #[command(flatten)]
-    args: serve::Args,
-}
-
-/// A real server: HTTP, gRPC and metrics on loopback ports, sharing one state.
-struct Server {
-    base: String,
-    grpc: String,
-    metrics: String,
-    state: dvsp::server::AppState,
-    stop: Option<tokio::sync::watch::Sender<bool>>,
-    handles: Vec<tokio::task::JoinHandle<()>>,
-}
-
-impl Server {
-    async fn start(db: &str, extra: &[&str]) -> Server {
-        let model = model();
-        let mut argv = vec![
-            "serve",
-            "--model",
-            model.to_str().unwrap(),
-            "--db",
-            db,
-            "--max-body-bytes",
-            "200000",
-            "--fmr",
-            "1e-2",
-        ];
-        argv.extend_from_slice(extra);
-        let args = ServeCli::parse_from(argv).args;
-        let state = args.state().await.unwrap();
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let grpc_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let metrics_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let base = format!("http://{}", listener.local_addr().unwrap());
-        let grpc = format!("http://{}", grpc_listener.local_addr().unwrap());
-        let metrics = format!("http://{}/metrics", metrics_listener.local_addr().unwrap());
-        let (stop, rx) = tokio::sync::watch::channel(false);
-        let until = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
-            let _ = rx.wait_for(|s| *s).await;
-        };
-        let (grpc_state, grpc_rx) = (state.clone(), rx.clone());
-        let (metrics_state, metrics_rx) = (state.clone(), rx.clone());
-        let http_state = state.clone();
-        let handles = vec![
-            tokio::spawn(async move {
-                dvsp::server::serve_metrics(metrics_listener, metrics_state, until(metrics_rx))
-                    .await
-                    .unwrap()
-            }),
-            tokio::spawn(async move {
-                dvsp::server::grpc::serve(grpc_listener, grpc_state, until(grpc_rx))
-                    .await
-                    .unwrap()
-            }),
-            tokio::spawn(async move {
-                dvsp::server::serve(listener, http_state, until(rx))
-                    .await
-                    .unwrap()
-            }),
-        ];
-        Server {
-            base,
-            grpc,
-            metrics,
-            state,
-            stop: Some(stop),
-            handles,
-        }
-    }
-
-    async fn stop(mut self) {
-        let _ = self.stop.take().unwrap().send(true);
-        for h in self.handles.drain(..) {
-            h.await.unwrap();
-        }
-    }
-
-    fn url(&self, p: &str) -> String {
-        format!("{}{p}", self.base)
-    }
-}
-
-struct Keys {
-    admin: String,
-    enroll: String,
-    verify: String,
-}
-
-async fn keys(db: &str) -> Keys {
-    let store = Store::connect(db).await.unwrap();
-    let make = async |role: auth::Role| {
-        let k = auth::generate();
-        store.insert_key(&k.id, &k.hash, role.name()).await.unwrap();
-        k.key
-    };
-    Keys {
-        admin: make(auth::Role::Admin).await,
-        enroll: make(auth::Role::Enroll).await,
-        verify: make(auth::Role::Verify).await,
-    }
-}
-
-async fn send(req: reqwest::RequestBuilder) -> (StatusCode, Value) {
-    let res = req.send().await.unwrap();
-    let status = res.status();
-    let text = res.text().await.unwrap();
-    (
-        status,
-        serde_json::from_str(&text).unwrap_or(Value::String(text)),
-    )
-}
-
-fn png_body(c: &Client, url: &str, key: &str, png: &[u8]) -> reqwest::RequestBuilder {
-    c.post(url)
-        .bearer_auth(key)
-        .header("content-type", "image/png")
-        .body(png.to_vec())
-}
-
-fn assert_error(r: &(StatusCode, Value), status: u16) {
-    assert_eq!(r.0.as_u16(), status, "{:?}", r.1);
-    assert!(
-        r.1["error"].is_string() && r.1["message"].is_string(),
-        "not a JSON error: {:?}",
-        r.1
-    );
-}
-
-/// A fresh PostgreSQL database for this run, dropped afterwards.
-struct PgDb {
-    url: String,
-    name: String,
-}
-
-impl PgDb {
-    const ADMIN: &str = "postgres://postgres@127.0.0.1:5432/test";
-
-    async fn new() -> PgDb {
-        let admin = std::env::var("DVSP_TEST_PG").unwrap_or(Self::ADMIN.into());
-        let name = format!("dvsp_test_{}", uuid::Uuid::new_v4().simple());
-        let pool = sqlx::PgPool::connect(&admin)
-            .await
-            .expect("PostgreSQL on 127.0.0.1:5432 (see README)");
-        sqlx::query(&format!("CREATE DATABASE {name}"))
-            .execute(&pool)
-            .await
-            .unwrap();
-        let url = match admin.rfind('/') {
-            Some(i) => format!("{}/{name}", &admin[..i]),
-            None => unreachable!(),
-        };
-        PgDb { url, name }
-    }
-
-    async fn drop_db(self) {
-        let admin = std::env::var("DVSP_TEST_PG").unwrap_or(Self::ADMIN.into());
-        let pool = sqlx::PgPool::connect(&admin).await.unwrap();
-        let _ = sqlx::query(&format!(
-            "DROP DATABASE IF EXISTS {} WITH (FORCE)",
-            self.name
-        ))
-        .execute(&pool)
-        .await;
-    }
-}
 
 /// Every flow of the API against one store.
 async fn flows(db: &str) {
@@ -530,11 +291,19 @@ async fn flows(db: &str) {
 
     // Templates of another model are refused with 409.
     let store = Store::connect(db).await.unwrap();
-    store.create_subject("legacy", None).await.unwrap();
     store
-        .add_template("legacy-t", "legacy", "0000000000000000", &[1.0; 32], None)
+        .create_subject("default", "legacy", None)
         .await
         .unwrap();
+    let row = dvsp::store::SealedRow::new(
+        &keyring(),
+        "legacy-t".into(),
+        "default".into(),
+        "legacy".into(),
+        "0000000000000000".into(),
+        &[1.0; 32],
+    );
+    store.add_template(&row, None).await.unwrap();
     let r = send(png_body(
         &c,
         &s.url("/v1/subjects/legacy/verify"),
@@ -813,7 +582,7 @@ async fn grpc_flows(s: &Server, k: &Keys, c: &Client) {
     let d = g.verify(verify(&fours[2])).await.unwrap().into_inner();
     assert_eq!(d.templates_compared, 2);
     let d = d.decision.unwrap();
-    assert!(d.r#match && d.distance <= d.threshold, "{d:?}");
+    assert!(d.r#match && d.distance.unwrap() <= d.threshold, "{d:?}");
     let d = g.verify(verify(&nines[0])).await.unwrap().into_inner();
     assert!(!d.decision.unwrap().r#match);
     let e = g
@@ -868,10 +637,10 @@ async fn grpc_flows(s: &Server, k: &Keys, c: &Client) {
     )
     .await;
     let rest_sim = rest.1["similarity"].as_f64().unwrap();
+    let grpc_sim = pair.similarity.unwrap();
     assert!(
-        (pair.similarity - rest_sim).abs() < 1e-5,
-        "gRPC {} vs REST {rest_sim}",
-        pair.similarity
+        (grpc_sim - rest_sim).abs() < 1e-5,
+        "gRPC {grpc_sim} vs REST {rest_sim}"
     );
     let model = g
         .get_model(authed(proto::GetModelRequest {}, &k.verify, false))

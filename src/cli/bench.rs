@@ -148,13 +148,20 @@ fn serve(a: &Args) -> anyhow::Result<()> {
     )?);
     let tmp = std::env::temp_dir().join(format!("dvsp-bench-{}.db", std::process::id()));
     let db = format!("sqlite://{}", tmp.display());
+    let keyring = std::env::temp_dir().join(format!("dvsp-bench-{}.keys", std::process::id()));
+    std::fs::write(
+        &keyring,
+        crate::seal::Keyring::new_key_line("bench")? + "\n",
+    )?;
     let rt = tokio::runtime::Runtime::new()?;
     let result = rt.block_on(async {
         let key = {
             let store = crate::store::Store::connect(&db).await?;
             let k = crate::server::auth::generate();
-            store.insert_key(&k.id, &k.hash, "admin").await?;
-            store.create_subject("bench", None).await?;
+            let admin = [crate::server::auth::Role::Admin];
+            let scores = crate::server::auth::ScorePolicy::Full;
+            store.insert_key(&k.row(&admin, Some("default"), scores)).await?;
+            store.create_subject("default", "bench", None).await?;
             k.key
         };
         let client = reqwest::Client::builder().pool_max_idle_per_host(256).build()?;
@@ -170,7 +177,7 @@ fn serve(a: &Args) -> anyhow::Result<()> {
         ];
         for (cell, (mode, batch, concs)) in cells.into_iter().enumerate() {
             let m = dir.to_str().unwrap_or_default();
-            let args = ServeCli::parse_from(["serve", "--model", m, "--db", &db, "--max-batch", batch, "--max-wait-ms", "2", "--max-attempts", "1000000000", "--max-key-probes", "1000000000", "--queue", "1024"]).args;
+            let args = ServeCli::parse_from(["serve", "--model", m, "--db", &db, "--template-keys", keyring.to_str().unwrap_or_default(), "--max-batch", batch, "--max-wait-ms", "2", "--max-attempts", "1000000000", "--max-subject-attempts", "1000000000", "--max-key-probes", "1000000000", "--queue", "1024"]).args;
             let state = args.state().await?;
             let metrics = state.metrics.clone();
             let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
@@ -234,6 +241,7 @@ fn serve(a: &Args) -> anyhow::Result<()> {
     for ext in ["", "-wal", "-shm"] {
         let _ = std::fs::remove_file(format!("{}{ext}", tmp.display()));
     }
+    let _ = std::fs::remove_file(&keyring);
     result
 }
 

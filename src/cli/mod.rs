@@ -1,6 +1,7 @@
 //! The `dvsp` command line: one module per subcommand, each with `Args` and `run`.
 pub mod audit;
 pub mod bench;
+pub mod db;
 pub mod eval;
 pub mod faces;
 pub mod keys;
@@ -47,8 +48,12 @@ pub enum Command {
     Serve(serve::Args),
     /// API keys for the service.
     Keys(keys::KeysArgs),
-    /// Database administration.
-    Db(keys::DbArgs),
+    /// Galleries (tenants) of the service.
+    Galleries(keys::GalleriesArgs),
+    /// Database administration: migrations, template keys and their rotation.
+    Db(db::DbArgs),
+    /// The service's audit trail as JSON lines (who did what to whom, with what outcome).
+    AuditLog(db::AuditLogArgs),
     /// Import a pretrained model (face-api's face recognition net).
     Import(faces::ImportArgs),
     /// Detect, landmark and align face photos into crops a face model takes.
@@ -113,7 +118,9 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Bench(a) => bench::run(a),
         Command::Serve(a) => serve::run(a),
         Command::Keys(a) => keys::keys(a),
-        Command::Db(a) => keys::db(a),
+        Command::Galleries(a) => keys::galleries(a),
+        Command::Db(a) => db::db(a),
+        Command::AuditLog(a) => db::audit_log(a),
         Command::Import(a) => faces::import(a),
         Command::Align(a) => faces::align(a),
     }

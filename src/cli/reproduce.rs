@@ -349,13 +349,16 @@ fn markdown(rows: &[Row], a: &Args) -> String {
             if r.converged { "" } else { " NOT CONVERGED" }
         )
     });
-    line("pairs won cw/ddn/ddn-segment/ddn-random/segment/pgd (seed 0)", &|r| {
-        r.wins
-            .iter()
-            .map(|w| w.1.to_string())
-            .collect::<Vec<_>>()
-            .join("/")
-    });
+    line(
+        "pairs won cw/ddn/ddn-segment/ddn-random/segment/pgd (seed 0)",
+        &|r| {
+            r.wins
+                .iter()
+                .map(|w| w.1.to_string())
+                .collect::<Vec<_>>()
+                .join("/")
+        },
+    );
     line("PGD below the ensemble (seed 0)", &|r| {
         r.pgd_below_budget.to_string()
     });

@@ -16,6 +16,9 @@ pub struct Args {
     /// Template store: sqlite://PATH (embedded, default) or postgres://...
     #[arg(long, env = "DVSP_DB", default_value = "sqlite://dvsp.db")]
     pub db: String,
+    /// The master keys templates are sealed with (required: templates are encrypted at rest).
+    #[command(flatten)]
+    pub keys: super::db::KeyringArgs,
     #[arg(long, env = "DVSP_BIND", default_value = "127.0.0.1:8080")]
     pub bind: String,
     /// Also serve the gRPC API (proto/dvsp/v1/dvsp.proto) here, e.g. 127.0.0.1:50051.
@@ -48,9 +51,13 @@ pub struct Args {
     /// 6000x4000). A decode may allocate 4 bytes per pixel of it.
     #[arg(long, env = "DVSP_MAX_PIXELS", default_value_t = 24_000_000)]
     pub max_pixels: u64,
-    /// Verify attempts per subject per window before 429.
+    /// Attempts on a subject by one key per window before 429 (verify, and identify
+    /// revealing it: then it is withheld).
     #[arg(long, env = "DVSP_MAX_ATTEMPTS", default_value_t = 30)]
     pub max_attempts: i64,
+    /// Attempts on a subject by all keys together per window.
+    #[arg(long, env = "DVSP_MAX_SUBJECT_ATTEMPTS", default_value_t = 300)]
+    pub max_subject_attempts: i64,
     /// Probes (verify, pair verify, identify) per API key per window before 429.
     #[arg(long, env = "DVSP_MAX_KEY_PROBES", default_value_t = 1200)]
     pub max_key_probes: i64,
@@ -98,14 +105,22 @@ impl Args {
             max_connections: self.db_max_connections,
             acquire_timeout: Duration::from_millis(self.db_acquire_timeout_ms),
         };
+        let keyring = self.keys.load()?;
         let store = Store::connect_with(&self.db, pool)
             .await
             .with_context(|| format!("opening the store {}", redact(&self.db)))?;
+        let plaintext = store.count_plaintext().await?;
+        anyhow::ensure!(
+            plaintext == 0,
+            "{plaintext} templates are stored in plaintext (from before encryption at rest): \
+             seal them first with `dvsp db rotate-key --db ... --template-keys ...`"
+        );
         let limits = Limits {
             max_body_bytes: self.max_body_bytes,
             max_pixels: self.max_pixels,
             max_uncertainty: self.max_uncertainty,
             max_attempts: self.max_attempts,
+            max_subject_attempts: self.max_subject_attempts,
             max_key_probes: self.max_key_probes,
             attempt_window: Duration::from_secs(self.attempt_window_secs),
             timeout: Duration::from_secs(self.timeout_secs),
@@ -123,7 +138,7 @@ impl Args {
             None => None,
         };
         Ok(server::App::new(
-            model, store, threshold, op, limits, batching, faces,
+            model, store, keyring, threshold, op, limits, batching, faces,
         ))
     }
 }

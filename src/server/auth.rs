@@ -1,8 +1,13 @@
 //! API keys: `dvsp_<id>_<secret>`; only the SHA-256 of the whole key is stored, looked up by
 //! its id and compared in constant time. Sent as `Authorization: Bearer <key>` or `x-api-key`.
-//! Roles are ordered: verify < enroll < admin (each includes the ones before it).
+//!
+//! A key holds a set of roles, belongs to one gallery (or, for an admin, to none: a global
+//! admin) and carries a score policy for its replies. Its gallery is the scope of every call;
+//! a global admin chooses one per call with `x-gallery` (default `default`). A key never
+//! reaches outside its gallery: another gallery's names answer "not found".
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
+use axum::http::HeaderMap;
 use rand::RngCore;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -10,33 +15,99 @@ use subtle::ConstantTimeEq;
 
 use super::error::ApiError;
 use super::{App, AppState};
+use crate::store::ApiKeyRow;
 
+/// What a key may do. Roles are independent, except that `admin` includes all the others.
 #[derive(
     Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, clap::ValueEnum,
 )]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
-    /// verify, identify, read subjects and the model card.
+    /// 1:1 verification (against a subject, or of two images).
     Verify,
-    /// also create subjects and enroll templates.
+    /// 1:N identification over the gallery.
+    Identify,
+    /// List subjects and read their template metadata.
+    Read,
+    /// Create subjects and enroll templates.
     Enroll,
-    /// also delete subjects and templates.
+    /// Everything in the gallery, deletion and its keys included; without a gallery, also
+    /// the galleries themselves.
     Admin,
 }
 
 impl Role {
+    pub const ALL: [Role; 5] = [
+        Role::Verify,
+        Role::Identify,
+        Role::Read,
+        Role::Enroll,
+        Role::Admin,
+    ];
+
     pub fn name(self) -> &'static str {
         match self {
             Role::Verify => "verify",
+            Role::Identify => "identify",
+            Role::Read => "read",
             Role::Enroll => "enroll",
             Role::Admin => "admin",
         }
     }
 
     pub fn parse(s: &str) -> Option<Role> {
-        [Role::Verify, Role::Enroll, Role::Admin]
-            .into_iter()
-            .find(|r| r.name() == s)
+        Role::ALL.into_iter().find(|r| r.name() == s)
+    }
+
+    /// Roles as stored: comma-separated names, sorted, without repeats.
+    pub fn join(roles: &[Role]) -> String {
+        let mut r = roles.to_vec();
+        r.sort();
+        r.dedup();
+        r.iter().map(|r| r.name()).collect::<Vec<_>>().join(",")
+    }
+}
+
+/// How much of a score the replies to a key carry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum ScorePolicy {
+    /// The decision only: no similarity or distance (a hill-climbing attacker learns one bit
+    /// per probe).
+    #[default]
+    Decision,
+    /// Similarity and distance rounded to 2 decimals.
+    Rounded,
+    /// Full precision (administration and debugging).
+    Full,
+}
+
+impl ScorePolicy {
+    pub fn name(self) -> &'static str {
+        match self {
+            ScorePolicy::Decision => "decision",
+            ScorePolicy::Rounded => "rounded",
+            ScorePolicy::Full => "full",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<ScorePolicy> {
+        [
+            ScorePolicy::Decision,
+            ScorePolicy::Rounded,
+            ScorePolicy::Full,
+        ]
+        .into_iter()
+        .find(|p| p.name() == s)
+    }
+
+    /// A score as this policy lets it out.
+    pub fn show(self, v: f64) -> Option<f64> {
+        match self {
+            ScorePolicy::Decision => None,
+            ScorePolicy::Rounded => Some((v * 100.0).round() / 100.0),
+            ScorePolicy::Full => Some(v),
+        }
     }
 }
 
@@ -53,6 +124,20 @@ impl std::fmt::Debug for NewKey {
             .field("id", &self.id)
             .field("key", &"<secret>")
             .finish()
+    }
+}
+
+impl NewKey {
+    /// The row to store for this key.
+    pub fn row(&self, roles: &[Role], gallery: Option<&str>, scores: ScorePolicy) -> ApiKeyRow {
+        ApiKeyRow {
+            id: self.id.clone(),
+            hash: self.hash.clone(),
+            roles: Role::join(roles),
+            gallery_id: gallery.map(str::to_string),
+            scores: scores.name().to_string(),
+            revoked: false,
+        }
     }
 }
 
@@ -88,10 +173,13 @@ pub(super) fn key_id(key: &str) -> Option<&str> {
     (id.len() == 12 && hex && !secret.is_empty()).then_some(id)
 }
 
+/// The gallery a global admin acts on when it names none.
+pub const DEFAULT_GALLERY: &str = "default";
+
 impl App {
-    /// The caller behind an API key `dvsp_<id>_<secret>`: looked up by id, the SHA-256 of
-    /// the whole key compared in constant time.
-    pub async fn authenticate(&self, key: Option<&str>) -> Result<Caller, ApiError> {
+    /// The caller behind the request's API key `dvsp_<id>_<secret>` (looked up by id, the
+    /// SHA-256 of the whole key compared in constant time) and the gallery it acts on.
+    pub async fn authenticate(&self, headers: &HeaderMap) -> Result<Caller, ApiError> {
         let fail = |reason: &str, message: &str| {
             self.metrics
                 .auth_failures
@@ -99,7 +187,7 @@ impl App {
                 .inc();
             ApiError::Unauthorized(message.to_string())
         };
-        let Some(key) = key.map(str::trim) else {
+        let Some(key) = presented_key(headers).map(str::trim) else {
             return Err(fail(
                 "missing",
                 "missing API key: send `Authorization: Bearer <key>` or `x-api-key`",
@@ -112,11 +200,41 @@ impl App {
         if !ok || row.revoked {
             return Err(invalid());
         }
-        let role = Role::parse(&row.role)
-            .ok_or_else(|| ApiError::Internal(format!("key {id} has unknown role {}", row.role)))?;
+        let corrupt = |what: &str| ApiError::Internal(format!("key {id} has an unknown {what}"));
+        let roles = row
+            .roles
+            .split(',')
+            .map(|r| Role::parse(r).ok_or_else(|| corrupt("role")))
+            .collect::<Result<Vec<_>, _>>()?;
+        let scores = ScorePolicy::parse(&row.scores).ok_or_else(|| corrupt("score policy"))?;
+        let asked = headers.get("x-gallery").map(|v| {
+            v.to_str()
+                .ok()
+                .filter(|g| super::service::validate::valid_id("gallery", g).is_ok())
+                .map(str::to_string)
+                .ok_or_else(|| ApiError::Unprocessable("x-gallery: not a gallery id".into()))
+        });
+        let asked = asked.transpose()?;
+        let gallery = match (&row.gallery_id, asked) {
+            (Some(own), None) => own.clone(),
+            (Some(own), Some(g)) if *own == g => g,
+            // Another gallery than the key's own: as if it did not exist.
+            (Some(_), Some(g)) => return Err(ApiError::NotFound(format!("no gallery {g:?}"))),
+            (None, g) => {
+                let g = g.unwrap_or_else(|| DEFAULT_GALLERY.to_string());
+                if self.store.get_gallery(&g).await?.is_none() {
+                    return Err(ApiError::NotFound(format!("no gallery {g:?}")));
+                }
+                g
+            }
+        };
         Ok(Caller {
             key_id: row.id,
-            role,
+            roles,
+            global: row.gallery_id.is_none(),
+            gallery,
+            scores,
+            request_id: super::request_id::current(),
         })
     }
 }
@@ -125,19 +243,40 @@ impl App {
 #[derive(Debug, Clone)]
 pub struct Caller {
     pub key_id: String,
-    pub role: Role,
+    pub roles: Vec<Role>,
+    /// A global admin (a key of no gallery).
+    pub global: bool,
+    /// The gallery this call acts on: the key's own, or the one a global admin chose.
+    pub gallery: String,
+    pub scores: ScorePolicy,
+    pub request_id: Option<String>,
 }
 
 impl Caller {
+    pub fn has(&self, role: Role) -> bool {
+        self.roles.contains(&role) || self.roles.contains(&Role::Admin)
+    }
+
     pub fn require(&self, role: Role) -> Result<(), ApiError> {
-        if self.role >= role {
+        if self.has(role) {
             Ok(())
         } else {
             Err(ApiError::Forbidden(format!(
                 "this needs the {} role; the key has {}",
                 role.name(),
-                self.role.name()
+                Role::join(&self.roles)
             )))
+        }
+    }
+
+    /// Galleries themselves (create, list): global admins only.
+    pub fn require_global(&self) -> Result<(), ApiError> {
+        if self.global && self.has(Role::Admin) {
+            Ok(())
+        } else {
+            Err(ApiError::Forbidden(
+                "this needs a global admin key (one of no gallery)".into(),
+            ))
         }
     }
 }
@@ -149,13 +288,13 @@ impl FromRequestParts<AppState> for Caller {
         parts: &mut Parts,
         app: &AppState,
     ) -> Result<Self, Self::Rejection> {
-        app.authenticate(presented_key(&parts.headers)).await
+        app.authenticate(&parts.headers).await
     }
 }
 
 /// The key a request presents: `x-api-key`, else `Authorization: Bearer` (HTTP headers and
 /// gRPC metadata alike).
-pub fn presented_key(headers: &axum::http::HeaderMap) -> Option<&str> {
+pub fn presented_key(headers: &HeaderMap) -> Option<&str> {
     let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
     header("x-api-key").or_else(|| header("authorization").and_then(|v| v.strip_prefix("Bearer ")))
 }

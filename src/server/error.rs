@@ -1,5 +1,5 @@
-//! The service's one error type. Every error is a JSON body `{error, message}` with a 4xx/5xx
-//! status; internal causes are logged, never sent to clients.
+//! The service's one error type. Every error is a JSON body `{error, message, request_id}`
+//! with a 4xx/5xx status; internal causes are logged, never sent to clients.
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -43,6 +43,11 @@ pub enum ApiError {
 }
 
 impl ApiError {
+    /// The error code of the JSON body (`not_found`, ...).
+    pub fn code(&self) -> &'static str {
+        self.parts().1
+    }
+
     fn parts(&self) -> (StatusCode, &'static str) {
         match self {
             ApiError::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
@@ -77,11 +82,11 @@ impl IntoResponse for ApiError {
             }
             other => other.to_string(),
         };
-        let mut res = (
-            status,
-            Json(serde_json::json!({ "error": code, "message": message })),
-        )
-            .into_response();
+        let mut body = serde_json::json!({ "error": code, "message": message });
+        if let Some(id) = super::request_id::current() {
+            body["request_id"] = id.into();
+        }
+        let mut res = (status, Json(body)).into_response();
         let retry = match &self {
             ApiError::TooManyRequests { retry_after, .. } => Some(*retry_after),
             ApiError::Busy | ApiError::Unavailable(_) => Some(1),

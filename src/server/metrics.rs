@@ -6,7 +6,9 @@ use axum::extract::{MatchedPath, Request, State};
 use axum::http::Method;
 use axum::middleware::Next;
 use axum::response::Response;
-use prometheus::{Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry};
+use prometheus::{
+    Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
+};
 
 use super::AppState;
 
@@ -26,6 +28,8 @@ pub struct Metrics {
     pub connections: IntGauge,
     /// Work refused before it started, by reason (`connections`, `in_flight`).
     pub shed: IntCounterVec,
+    /// Stored templates that did not open: tampered, or copied onto another row.
+    pub integrity_failures: IntCounter,
 }
 
 impl Metrics {
@@ -119,6 +123,11 @@ impl Metrics {
             &["reason"],
         )
         .expect("metric");
+        let integrity_failures = IntCounter::new(
+            "dvsp_template_integrity_failures_total",
+            "Stored templates that failed their integrity check (tampered or moved rows)",
+        )
+        .expect("metric");
         for c in [
             Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(latency.clone()),
@@ -132,6 +141,7 @@ impl Metrics {
             Box::new(grpc_latency.clone()),
             Box::new(connections.clone()),
             Box::new(shed.clone()),
+            Box::new(integrity_failures.clone()),
         ] {
             registry.register(c).expect("unique metric");
         }
@@ -149,6 +159,7 @@ impl Metrics {
             grpc_latency,
             connections,
             shed,
+            integrity_failures,
         }
     }
 

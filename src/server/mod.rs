@@ -2,7 +2,7 @@
 //!
 //! Routes (all JSON; see `openapi.rs`, served at /openapi.json):
 //! subjects CRUD, enroll, verify 1:1 against a subject or between two images, identify 1:N,
-//! model card, health and readiness; Prometheus metrics on a port of their own
+//! model card, galleries and their keys, health and readiness; Prometheus metrics on a port of their own
 //! (`metrics_app`). `serve` runs the API's accept loop (`conn.rs`): header-read timeout,
 //! connection limit, load shedding.
 pub mod auth;
@@ -12,6 +12,7 @@ pub mod grpc;
 pub mod input;
 pub mod metrics;
 pub mod openapi;
+pub mod request_id;
 mod routes;
 pub mod service;
 pub mod worker;
@@ -35,8 +36,11 @@ pub struct Limits {
     pub max_pixels: u64,
     /// Probes whose posterior spread r(x) (eq. 14) exceeds this are refused.
     pub max_uncertainty: Option<f64>,
-    /// Verify attempts per subject per window before 429.
+    /// Attempts (verify, or identify revealing it) on a subject by one key per window before
+    /// 429.
     pub max_attempts: i64,
+    /// Attempts on a subject by all keys together per window.
+    pub max_subject_attempts: i64,
     /// Probes (verify, pair verify, identify) per API key per window before 429: the
     /// distances they return must not become an oracle to hill-climb on.
     pub max_key_probes: i64,
@@ -53,8 +57,10 @@ pub struct Limits {
 
 /// Everything a handler needs.
 pub struct App {
-    /// Templates and API keys (the only state).
+    /// Galleries, templates, API keys and the audit trail (the only state).
     pub store: Store,
+    /// The master keys that seal and open templates.
+    pub keyring: crate::seal::Keyring,
     /// The inference thread.
     pub worker: worker::Worker,
     /// The served model's card.
@@ -82,9 +88,11 @@ pub struct Batching {
 }
 
 impl App {
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         model: Model,
         store: Store,
+        keyring: crate::seal::Keyring,
         threshold: f64,
         operating_point: String,
         limits: Limits,
@@ -102,6 +110,7 @@ impl App {
         );
         Arc::new(App {
             store,
+            keyring,
             worker,
             card,
             threshold,
@@ -154,6 +163,12 @@ pub fn app(state: AppState) -> Router {
         .route("/v1/verify", post(routes::verify_pair))
         .route("/v1/identify", post(routes::identify))
         .route("/v1/model", get(routes::model))
+        .route(
+            "/v1/galleries",
+            post(routes::create_gallery).get(routes::list_galleries),
+        )
+        .route("/v1/galleries/{id}/keys", post(routes::create_key))
+        .route("/v1/keys/{id}", delete(routes::revoke_key))
         .route_layer(shed);
     let api = v1
         .route("/healthz", get(routes::healthz))
@@ -179,8 +194,24 @@ pub fn app(state: AppState) -> Router {
             ))
             .timeout(limits.timeout),
     )
+    .layer(axum::middleware::from_fn(request_id::layer))
     .layer(PropagateRequestIdLayer::x_request_id())
-    .layer(TraceLayer::new_for_http())
+    .layer(
+        TraceLayer::new_for_http().make_span_with(|req: &axum::http::Request<_>| {
+            // No query string, no headers: nothing biometric or secret, the request id on
+            // every line.
+            tracing::info_span!(
+                "request",
+                method = %req.method(),
+                path = %req.uri().path(),
+                request_id = %req
+                    .headers()
+                    .get("x-request-id")
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("-"),
+            )
+        }),
+    )
     .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
     .with_state(state)
 }

@@ -42,7 +42,7 @@ fn op(summary: &str, role: &str, ok: (&str, &str), body: Option<Value>, errors: 
     for e in errors {
         responses[*e] = error_ref();
     }
-    let mut o = json!({ "summary": summary, "description": format!("Needs an API key with role {role} or higher."), "responses": responses });
+    let mut o = json!({ "summary": summary, "description": format!("Needs an API key with role {role} (or admin). Acts on the key's gallery (a global admin key names one with the x-gallery header; default `default`): another gallery's subjects are 404."), "responses": responses });
     if let Some(b) = body {
         o["requestBody"] = b;
     }
@@ -70,14 +70,14 @@ pub fn document() -> Value {
     json!({
         "openapi": "3.0.3",
         "info": { "title": "dvsp verification service", "version": env!("CARGO_PKG_VERSION"),
-            "description": "Enroll, verify (1:1) and identify (1:N) with DVSP features. Decisions: match when the cosine distance D <= T, T from the model card at the configured FMR. Verify against a subject uses the best (closest) template." },
+            "description": "Enroll, verify (1:1) and identify (1:N) with DVSP features. Decisions: match when the cosine distance D <= T, T from the model card at the configured FMR. Verify against a subject uses the best (closest) template. similarity and distance are returned as the key's score policy allows: not at all (decision, the default for new keys), rounded to 2 decimals, or full. Every call is recorded in the audit trail under its x-request-id." },
         "components": {
             "securitySchemes": {
                 "bearer": { "type": "http", "scheme": "bearer" },
                 "apiKey": { "type": "apiKey", "in": "header", "name": "x-api-key" }
             },
             "schemas": { "Error": { "type": "object", "required": ["error", "message"],
-                "properties": { "error": { "type": "string" }, "message": { "type": "string" } } } }
+                "properties": { "error": { "type": "string" }, "message": { "type": "string" }, "request_id": { "type": "string" } } } }
         },
         "security": [{ "bearer": [] }, { "apiKey": [] }],
         "paths": {
@@ -91,13 +91,13 @@ pub fn document() -> Value {
                         { "name": "limit", "in": "query", "schema": { "type": "integer", "minimum": 1, "maximum": 1000 } },
                         { "name": "after", "in": "query", "schema": { "type": "string" } }
                     ],
-                    "summary": "List subjects by id (keyset pagination: pass next_after as after)",
-                    "responses": { "200": { "description": "a page" }, "401": error_ref(), "422": error_ref() }
+                    "summary": "List subjects by id (keyset pagination: pass next_after as after); role read",
+                    "responses": { "200": { "description": "a page" }, "401": error_ref(), "403": error_ref(), "422": error_ref() }
                 }
             },
             "/v1/subjects/{id}": {
                 "parameters": [id_param("id")],
-                "get": op("A subject and its templates", "verify", ("200", "the subject"), None, &with(&["404"])),
+                "get": op("A subject and its templates", "read", ("200", "the subject"), None, &with(&["404"])),
                 "delete": op("Delete a subject and its templates", "admin", ("204", "deleted"), None, &with(&["404"]))
             },
             "/v1/subjects/{id}/templates": {
@@ -117,9 +117,27 @@ pub fn document() -> Value {
             },
             "/v1/identify": {
                 "parameters": [{ "name": "top_k", "in": "query", "schema": { "type": "integer", "minimum": 1, "maximum": 100 } }],
-                "post": op("1:N identify: subjects ranked by their best template distance", "verify", ("200", "ranked candidates"), Some(image_body(&["image"])), &probe_errors)
+                "post": op("1:N identify over the key's gallery: subjects ranked by their best template distance; each candidate returned counts as an attempt on it (spent ones are withheld)", "identify", ("200", "ranked candidates"), Some(image_body(&["image"])), &probe_errors)
             },
-            "/v1/model": { "get": op("The served model card, threshold and operating point", "verify", ("200", "model"), None, &common) },
+            "/v1/model": { "get": op("The served model card, threshold and operating point", "any", ("200", "model"), None, &common) },
+            "/v1/galleries": {
+                "post": op("Create a gallery ({id, name?}); global admin keys only", "admin", ("201", "created"),
+                    Some(json!({ "required": true, "content": { "application/json": { "schema": { "type": "object", "required": ["id"],
+                        "properties": { "id": { "type": "string" }, "name": { "type": "string" } } } } } })),
+                    &with(&["400", "409", "415", "422"])),
+                "get": op("List the galleries; global admin keys only", "admin", ("200", "galleries"), None, &common)
+            },
+            "/v1/galleries/{id}/keys": {
+                "parameters": [id_param("id")],
+                "post": op("Create a key of the gallery ({roles: [verify|identify|read|enroll|admin], scores?: decision|rounded|full}); the key is in the reply, once", "admin", ("201", "created"),
+                    Some(json!({ "required": true, "content": { "application/json": { "schema": { "type": "object", "required": ["roles"],
+                        "properties": { "roles": { "type": "array", "items": { "type": "string" } }, "scores": { "type": "string" } } } } } })),
+                    &with(&["400", "404", "415", "422"]))
+            },
+            "/v1/keys/{id}": {
+                "parameters": [id_param("id")],
+                "delete": op("Revoke a key (a gallery admin: of its own gallery only)", "admin", ("204", "revoked"), None, &with(&["404"]))
+            },
             "/healthz": { "get": { "summary": "Liveness", "security": [], "responses": { "200": { "description": "alive" } } } },
             "/readyz": { "get": { "summary": "Readiness (store reachable)", "security": [], "responses": { "200": { "description": "ready" }, "503": error_ref() } } },
             "/openapi.json": { "get": { "summary": "This document", "security": [], "responses": { "200": { "description": "OpenAPI 3" } } } }

@@ -9,11 +9,12 @@ use axum::Json;
 use serde::Deserialize;
 use serde_json::json;
 
-use super::auth::Caller;
+use super::auth::{Caller, Role, ScorePolicy};
 use super::error::ApiError;
 use super::input::Payload;
 use super::service::{
-    Decision, Identification, ModelInfo, SubjectDecision, SubjectDetail, SubjectPage,
+    CreatedKey, Decision, GalleryList, Identification, ModelInfo, SubjectDecision, SubjectDetail,
+    SubjectPage,
 };
 use super::AppState;
 
@@ -186,6 +187,59 @@ pub async fn model(
     caller: Caller,
 ) -> Result<Json<ModelInfo>, ApiError> {
     Ok(Json(app.model_info(&caller)?))
+}
+
+#[derive(Debug, Deserialize)]
+pub struct NewGallery {
+    pub id: String,
+    pub name: Option<String>,
+}
+
+pub async fn create_gallery(
+    State(app): State<AppState>,
+    caller: Caller,
+    ApiJson(body): ApiJson<NewGallery>,
+) -> Result<Response, ApiError> {
+    let g = app
+        .create_gallery(&caller, &body.id, body.name.as_deref())
+        .await?;
+    Ok((StatusCode::CREATED, Json(g)).into_response())
+}
+
+pub async fn list_galleries(
+    State(app): State<AppState>,
+    caller: Caller,
+) -> Result<Json<GalleryList>, ApiError> {
+    Ok(Json(app.list_galleries(&caller).await?))
+}
+
+#[derive(Debug, Deserialize)]
+pub struct NewKey {
+    pub roles: Vec<Role>,
+    /// Decision only when not given.
+    #[serde(default)]
+    pub scores: ScorePolicy,
+}
+
+pub async fn create_key(
+    State(app): State<AppState>,
+    caller: Caller,
+    ApiPath(gallery): ApiPath<String>,
+    ApiJson(body): ApiJson<NewKey>,
+) -> Result<Response, ApiError> {
+    let k: CreatedKey = app
+        .create_key(&caller, &gallery, &body.roles, body.scores)
+        .await?;
+    Ok((StatusCode::CREATED, Json(k)).into_response())
+}
+
+pub async fn revoke_key(
+    State(app): State<AppState>,
+    caller: Caller,
+    ApiPath(id): ApiPath<String>,
+) -> Result<StatusCode, ApiError> {
+    app.revoke_key(&caller, &id).await?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 pub async fn healthz() -> Json<serde_json::Value> {

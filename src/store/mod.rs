@@ -1,12 +1,15 @@
 //! Template and API-key storage: an embedded SQLite file (default) or PostgreSQL (shared by
 //! stateless replicas; the only state of the service). The SQL is the same text for both
 //! (`$N` placeholders work in sqlx's SQLite driver); migrations live in `migrations/{sqlite,postgres}`.
+//!
+//! Every subject, template and non-global API key belongs to a gallery (a tenant): the
+//! statements of `subjects`, `templates` and `attempts` take the gallery and never reach
+//! across it. Features are stored sealed (`crate::seal`); `audit_log` is append-only (a
+//! trigger refuses UPDATE and DELETE on both stores).
 use std::str::FromStr;
 
-use serde::Serialize;
 use sqlx::postgres::{PgPool, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqlitePool, SqlitePoolOptions};
-use sqlx::Row;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -79,50 +82,22 @@ macro_rules! on_pool {
     };
 }
 
-#[derive(Debug, Clone, Serialize, PartialEq)]
-pub struct Subject {
-    pub id: String,
-    pub name: Option<String>,
-    pub created_at: i64,
-}
+// After the macro: the statements, by table.
+mod attempts;
+mod audit_log;
+mod galleries;
+mod keys;
+mod subjects;
+mod templates;
 
-#[derive(Debug, Clone, Serialize, PartialEq)]
-pub struct TemplateInfo {
-    pub id: String,
-    pub model_id: String,
-    pub quality: Option<f64>,
-    pub created_at: i64,
-}
-
-/// A stored template: the unit-norm feature and whose it is.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Template {
-    pub id: String,
-    pub subject_id: String,
-    pub model_id: String,
-    pub feature: Vec<f32>,
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub struct ApiKeyRow {
-    pub id: String,
-    pub hash: String,
-    pub role: String,
-    pub revoked: bool,
-}
+pub use audit_log::AuditEntry;
+pub use galleries::Gallery;
+pub use keys::ApiKeyRow;
+pub use subjects::Subject;
+pub use templates::{PlainRow, SealedRow, TemplateInfo};
 
 pub fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
-}
-
-fn to_bytes(f: &[f32]) -> Vec<u8> {
-    f.iter().flat_map(|v| v.to_le_bytes()).collect()
-}
-
-fn from_bytes(b: &[u8]) -> Vec<f32> {
-    b.chunks_exact(4)
-        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-        .collect()
 }
 
 fn unique_violation(e: &sqlx::Error) -> bool {
@@ -148,6 +123,8 @@ impl Store {
                 .journal_mode(sqlx::sqlite::SqliteJournalMode::Wal)
                 .synchronous(sqlx::sqlite::SqliteSynchronous::Full)
                 .foreign_keys(true)
+                // Deleted templates are overwritten with zeros, not left in free pages.
+                .pragma("secure_delete", "ON")
                 .busy_timeout(std::time::Duration::from_secs(10));
             Store::Sqlite(
                 SqlitePoolOptions::new()
@@ -185,282 +162,5 @@ impl Store {
             .await
             .map(|_| ()))?;
         Ok(())
-    }
-
-    pub async fn create_subject(&self, id: &str, name: Option<&str>) -> StoreResult<Subject> {
-        text("subject id", id)?;
-        name.map(|n| text("subject name", n)).transpose()?;
-        let s = Subject {
-            id: id.to_string(),
-            name: name.map(str::to_string),
-            created_at: now_ms(),
-        };
-        let r = on_pool!(self, |p| sqlx::query(
-            "INSERT INTO subjects (id, name, created_at) VALUES ($1, $2, $3)"
-        )
-        .bind(&s.id)
-        .bind(&s.name)
-        .bind(s.created_at)
-        .execute(p)
-        .await
-        .map(|_| ()));
-        match r {
-            Ok(_) => Ok(s),
-            Err(e) if unique_violation(&e) => Err(StoreError::Conflict),
-            Err(e) => Err(e.into()),
-        }
-    }
-
-    pub async fn get_subject(&self, id: &str) -> StoreResult<Option<Subject>> {
-        text("subject id", id)?;
-        let row = on_pool!(self, |p| sqlx::query(
-            "SELECT id, name, created_at FROM subjects WHERE id = $1"
-        )
-        .bind(id)
-        .fetch_optional(p)
-        .await
-        .map(|r| r.map(|r| Subject {
-            id: r.get(0),
-            name: r.get(1),
-            created_at: r.get(2)
-        })))?;
-        Ok(row)
-    }
-
-    /// Subjects ordered by id, after `after` (keyset pagination).
-    pub async fn list_subjects(
-        &self,
-        after: Option<&str>,
-        limit: i64,
-    ) -> StoreResult<Vec<Subject>> {
-        let after = text("after", after.unwrap_or(""))?;
-        let rows = on_pool!(self, |p| sqlx::query(
-            "SELECT id, name, created_at FROM subjects WHERE id > $1 ORDER BY id LIMIT $2"
-        )
-        .bind(after)
-        .bind(limit)
-        .fetch_all(p)
-        .await
-        .map(|rows| rows
-            .into_iter()
-            .map(|r| Subject {
-                id: r.get(0),
-                name: r.get(1),
-                created_at: r.get(2)
-            })
-            .collect()))?;
-        Ok(rows)
-    }
-
-    /// Deletes a subject and its templates (one transaction): the number of templates
-    /// deleted, `None` if there was no such subject.
-    pub async fn delete_subject(&self, id: &str) -> StoreResult<Option<u64>> {
-        text("subject id", id)?;
-        let (n, templates) = on_pool!(self, |p| {
-            async {
-                let mut tx = p.begin().await?;
-                let templates = sqlx::query("DELETE FROM templates WHERE subject_id = $1")
-                    .bind(id)
-                    .execute(&mut *tx)
-                    .await?
-                    .rows_affected();
-                sqlx::query("DELETE FROM verify_attempts WHERE subject_id = $1")
-                    .bind(id)
-                    .execute(&mut *tx)
-                    .await?;
-                let n = sqlx::query("DELETE FROM subjects WHERE id = $1")
-                    .bind(id)
-                    .execute(&mut *tx)
-                    .await?
-                    .rows_affected();
-                tx.commit().await?;
-                Ok::<_, sqlx::Error>((n, templates))
-            }
-            .await
-        })?;
-        Ok((n > 0).then_some(templates))
-    }
-
-    pub async fn add_template(
-        &self,
-        id: &str,
-        subject_id: &str,
-        model_id: &str,
-        feature: &[f32],
-        quality: Option<f64>,
-    ) -> StoreResult<TemplateInfo> {
-        text("template id", id)?;
-        text("subject id", subject_id)?;
-        text("model id", model_id)?;
-        let t = TemplateInfo {
-            id: id.to_string(),
-            model_id: model_id.to_string(),
-            quality,
-            created_at: now_ms(),
-        };
-        on_pool!(self, |p| {
-            sqlx::query(
-            "INSERT INTO templates (id, subject_id, model_id, feature, quality, created_at) VALUES ($1, $2, $3, $4, $5, $6)"
-        )
-        .bind(&t.id)
-        .bind(subject_id)
-        .bind(&t.model_id)
-        .bind(to_bytes(feature))
-        .bind(t.quality)
-        .bind(t.created_at)
-        .execute(p)
-        .await
-        .map(|_| ())
-        })
-        .map_err(|e| {
-            if foreign_key_violation(&e) {
-                StoreError::Missing
-            } else {
-                e.into()
-            }
-        })?;
-        Ok(t)
-    }
-
-    pub async fn list_templates(&self, subject_id: &str) -> StoreResult<Vec<TemplateInfo>> {
-        text("subject id", subject_id)?;
-        let rows = on_pool!(self, |p| {
-            sqlx::query(
-            "SELECT id, model_id, quality, created_at FROM templates WHERE subject_id = $1 ORDER BY created_at, id"
-        )
-        .bind(subject_id)
-        .fetch_all(p)
-        .await
-        .map(|rows| rows.into_iter().map(|r| TemplateInfo { id: r.get(0), model_id: r.get(1), quality: r.get(2), created_at: r.get(3) }).collect())
-        })?;
-        Ok(rows)
-    }
-
-    /// Templates of a subject with their features.
-    pub async fn subject_features(&self, subject_id: &str) -> StoreResult<Vec<Template>> {
-        self.features(
-            "SELECT id, subject_id, model_id, feature FROM templates WHERE subject_id = $1",
-            subject_id,
-        )
-        .await
-    }
-
-    /// Every template enrolled with `model_id` (the gallery of 1:N identification).
-    pub async fn gallery(&self, model_id: &str) -> StoreResult<Vec<Template>> {
-        self.features(
-            "SELECT id, subject_id, model_id, feature FROM templates WHERE model_id = $1",
-            model_id,
-        )
-        .await
-    }
-
-    async fn features(&self, sql: &'static str, arg: &str) -> StoreResult<Vec<Template>> {
-        text("id", arg)?;
-        let rows = on_pool!(self, |p| sqlx::query(sql).bind(arg).fetch_all(p).await.map(
-            |rows| rows
-                .into_iter()
-                .map(|r| Template {
-                    id: r.get(0),
-                    subject_id: r.get(1),
-                    model_id: r.get(2),
-                    feature: from_bytes(&r.get::<Vec<u8>, _>(3)),
-                })
-                .collect::<Vec<_>>()
-        ))?;
-        Ok(rows)
-    }
-
-    /// Deletes one template of a subject. False if there was none.
-    pub async fn delete_template(&self, subject_id: &str, id: &str) -> StoreResult<bool> {
-        text("subject id", subject_id)?;
-        text("template id", id)?;
-        let r = on_pool!(self, |p| sqlx::query(
-            "DELETE FROM templates WHERE id = $1 AND subject_id = $2"
-        )
-        .bind(id)
-        .bind(subject_id)
-        .execute(p)
-        .await
-        .map(|r| r.rows_affected()))?;
-        Ok(r > 0)
-    }
-
-    pub async fn count_templates(&self) -> StoreResult<i64> {
-        let n = on_pool!(self, |p| sqlx::query("SELECT COUNT(*) FROM templates")
-            .fetch_one(p)
-            .await
-            .map(|r| r.get::<i64, _>(0)))?;
-        Ok(n)
-    }
-
-    /// Counts one attempt in `bucket` in a fixed window of `window_ms` and returns the attempts
-    /// in the current window (atomic upsert, shared by all replicas). Buckets: a subject id
-    /// (verify attempts against it) or `key:<key id>` (probes by an API key; subject ids
-    /// cannot hold ':').
-    pub async fn count_attempt(&self, bucket: &str, window_ms: i64) -> StoreResult<i64> {
-        text("attempt bucket", bucket)?;
-        let now = now_ms();
-        let n = on_pool!(self, |p| {
-            sqlx::query(
-            "INSERT INTO verify_attempts (subject_id, window_start, count) VALUES ($1, $2, 1) \
-             ON CONFLICT (subject_id) DO UPDATE SET \
-             count = CASE WHEN verify_attempts.window_start <= $3 THEN 1 ELSE verify_attempts.count + 1 END, \
-             window_start = CASE WHEN verify_attempts.window_start <= $3 THEN $2 ELSE verify_attempts.window_start END \
-             RETURNING count"
-        )
-        .bind(bucket)
-        .bind(now)
-        .bind(now - window_ms)
-        .fetch_one(p)
-        .await
-        .map(|r| r.get::<i64, _>(0))
-        })?;
-        Ok(n)
-    }
-
-    pub async fn insert_key(&self, id: &str, hash: &str, role: &str) -> StoreResult<()> {
-        text("key id", id)?;
-        on_pool!(self, |p| sqlx::query(
-            "INSERT INTO api_keys (id, hash, role, created_at) VALUES ($1, $2, $3, $4)"
-        )
-        .bind(id)
-        .bind(hash)
-        .bind(role)
-        .bind(now_ms())
-        .execute(p)
-        .await
-        .map(|_| ()))?;
-        Ok(())
-    }
-
-    pub async fn get_key(&self, id: &str) -> StoreResult<Option<ApiKeyRow>> {
-        text("key id", id)?;
-        let row = on_pool!(self, |p| sqlx::query(
-            "SELECT id, hash, role, revoked_at FROM api_keys WHERE id = $1"
-        )
-        .bind(id)
-        .fetch_optional(p)
-        .await
-        .map(|r| r.map(|r| ApiKeyRow {
-            id: r.get(0),
-            hash: r.get(1),
-            role: r.get(2),
-            revoked: r.get::<Option<i64>, _>(3).is_some()
-        })))?;
-        Ok(row)
-    }
-
-    /// Revokes a key; false if no such (unrevoked) key.
-    pub async fn revoke_key(&self, id: &str) -> StoreResult<bool> {
-        text("key id", id)?;
-        let n = on_pool!(self, |p| sqlx::query(
-            "UPDATE api_keys SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL"
-        )
-        .bind(now_ms())
-        .bind(id)
-        .execute(p)
-        .await
-        .map(|r| r.rows_affected()))?;
-        Ok(n > 0)
     }
 }

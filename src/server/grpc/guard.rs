@@ -18,8 +18,7 @@ use tonic::server::NamedService;
 use tonic::Status;
 use tower::Service;
 
-use crate::server::auth::presented_key;
-use crate::server::AppState;
+use crate::server::{request_id, AppState};
 
 /// The service's methods: the only `method` label values besides `OTHER`.
 pub const METHODS: [&str; 10] = [
@@ -68,7 +67,7 @@ const PREFIX: usize = 5;
 /// Authenticates the request and checks its framing; the request to pass on, or the status
 /// to answer with.
 async fn admit(app: &AppState, req: http::Request<Body>) -> Result<http::Request<Body>, Status> {
-    let caller = app.authenticate(presented_key(req.headers())).await?;
+    let caller = app.authenticate(req.headers()).await?;
     let (mut parts, body) = req.into_parts();
     let limit = app.limits.max_body_bytes;
     let bytes: Bytes = match Limited::new(body, limit + PREFIX).collect().await {
@@ -121,7 +120,8 @@ where
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
         let app = self.app.clone();
-        Box::pin(async move {
+        let id = request_id::from_header(req.headers().get("x-request-id"));
+        Box::pin(request_id::scope(id, async move {
             let start = Instant::now();
             let method = method_label(req.uri().path());
             match admit(&app, req).await {
@@ -137,6 +137,6 @@ where
                     Ok(status.into_http())
                 }
             }
-        })
+        }))
     }
 }

@@ -47,10 +47,18 @@ impl From<ApiError> for Status {
             ApiError::Timeout(_) => Code::DeadlineExceeded,
             ApiError::Internal(cause) => {
                 tracing::error!(%cause, "internal error");
-                return Status::internal("internal error");
+                Code::Internal
             }
         };
-        Status::new(code, e.to_string())
+        let message = match &e {
+            ApiError::Internal(_) => "internal error".to_string(),
+            other => other.to_string(),
+        };
+        let mut status = Status::new(code, message);
+        if let Some(id) = super::request_id::current().and_then(|id| id.parse().ok()) {
+            status.metadata_mut().insert("x-request-id", id);
+        }
+        status
     }
 }
 
@@ -275,6 +283,7 @@ impl Verification for Grpc {
                 quality: id.quality,
                 model_id: id.model_id,
                 gallery_templates: id.gallery_templates as u32,
+                withheld: id.withheld as u32,
             })
         })
         .await

@@ -1,10 +1,15 @@
 //! The service's operations, one implementation behind both front ends: the REST handlers
 //! (`routes.rs`) and the gRPC service (`grpc.rs`) only translate requests and replies.
+//! Every operation acts within the caller's gallery and is recorded in the audit trail.
 //! By concern: `validate` (strings before they reach the store), `limits` (attempt and probe
-//! budgets), `embed` (bounded decoding and inference), `types` (the replies); authentication
-//! lives in `auth.rs`.
+//! budgets), `embed` (bounded decoding and inference), `templates` (sealing and opening
+//! features), `trail` (the audit trail), `galleries` (galleries and keys), `types` (the
+//! replies); authentication lives in `auth.rs`.
 mod embed;
+mod galleries;
 mod limits;
+mod templates;
+mod trail;
 mod types;
 pub mod validate;
 
@@ -15,7 +20,7 @@ use axum::body::Bytes;
 use super::auth::{Caller, Role};
 use super::error::ApiError;
 use super::App;
-use crate::store::{StoreError, Subject, Template};
+use crate::store::{StoreError, Subject};
 pub use types::*;
 use validate::{valid_after, valid_id, valid_name};
 
@@ -33,10 +38,10 @@ pub fn distance(a: &[f32], b: &[f32]) -> f64 {
 pub type Image = Result<Bytes, ApiError>;
 
 impl App {
-    async fn subject_or_404(&self, id: &str) -> Result<Subject, ApiError> {
+    async fn subject_or_404(&self, caller: &Caller, id: &str) -> Result<Subject, ApiError> {
         valid_id("subject id", id)?;
         self.store
-            .get_subject(id)
+            .get_subject(&caller.gallery, id)
             .await?
             .ok_or_else(|| ApiError::NotFound(format!("no subject {id:?}")))
     }
@@ -50,14 +55,15 @@ impl App {
         m
     }
 
-    /// Refuses templates of another model: their features live in a different space.
-    fn same_model(&self, templates: &[Template]) -> Result<(), ApiError> {
-        match templates.iter().find(|t| t.model_id != self.card.model_id) {
-            Some(t) => Err(ApiError::Precondition(format!(
-                "template {} was enrolled with model {}, this server runs model {}: re-enroll the subject",
-                t.id, t.model_id, self.card.model_id
-            ))),
-            None => Ok(()),
+    /// A decision on distance `d`, its scores as the caller's policy allows.
+    fn decision(&self, caller: &Caller, kind: &str, d: f64, quality: Option<f64>) -> Decision {
+        Decision {
+            is_match: self.decide(kind, d),
+            similarity: caller.scores.show(1.0 - d),
+            distance: caller.scores.show(d),
+            threshold: self.threshold,
+            quality,
+            model_id: self.card.model_id.clone(),
         }
     }
 
@@ -68,95 +74,113 @@ impl App {
         id: Option<String>,
         name: Option<&str>,
     ) -> Result<Subject, ApiError> {
-        caller.require(Role::Enroll)?;
         let id = id.unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
-        valid_id("subject id", &id)?;
-        name.map(valid_name).transpose()?;
-        self.store
-            .create_subject(&id, name)
-            .await
-            .map_err(|e| match e {
-                StoreError::Conflict => {
-                    ApiError::Conflict(format!("subject {id:?} already exists"))
-                }
-                other => other.into(),
-            })
+        self.audited(caller, "create_subject", Some(&id), async {
+            caller.require(Role::Enroll)?;
+            valid_id("subject id", &id)?;
+            name.map(valid_name).transpose()?;
+            self.store
+                .create_subject(&caller.gallery, &id, name)
+                .await
+                .map_err(|e| match e {
+                    StoreError::Conflict => {
+                        ApiError::Conflict(format!("subject {id:?} already exists"))
+                    }
+                    other => other.into(),
+                })
+        })
+        .await
     }
 
-    /// Subjects ordered by id, `limit` (1..=1000) after `after`.
+    /// The gallery's subjects ordered by id, `limit` (1..=1000) after `after`.
     pub async fn list_subjects(
         &self,
         caller: &Caller,
         after: Option<&str>,
         limit: i64,
     ) -> Result<SubjectPage, ApiError> {
-        caller.require(Role::Verify)?;
-        if !(1..=1000).contains(&limit) {
-            return Err(ApiError::Unprocessable(
-                "limit must be within 1..=1000".into(),
-            ));
-        }
-        valid_after(after)?;
-        let subjects = self.store.list_subjects(after, limit).await?;
-        let next_after = (subjects.len() as i64 == limit)
-            .then(|| subjects.last().map(|s| s.id.clone()))
-            .flatten();
-        Ok(SubjectPage {
-            subjects,
-            next_after,
+        self.audited(caller, "list_subjects", None, async {
+            caller.require(Role::Read)?;
+            if !(1..=1000).contains(&limit) {
+                return Err(ApiError::Unprocessable(
+                    "limit must be within 1..=1000".into(),
+                ));
+            }
+            valid_after(after)?;
+            let subjects = self
+                .store
+                .list_subjects(&caller.gallery, after, limit)
+                .await?;
+            let next_after = (subjects.len() as i64 == limit)
+                .then(|| subjects.last().map(|s| s.id.clone()))
+                .flatten();
+            Ok(SubjectPage {
+                subjects,
+                next_after,
+            })
         })
+        .await
     }
 
     pub async fn subject(&self, caller: &Caller, id: &str) -> Result<SubjectDetail, ApiError> {
-        caller.require(Role::Verify)?;
-        let subject = self.subject_or_404(id).await?;
-        let templates = self.store.list_templates(id).await?;
-        Ok(SubjectDetail { subject, templates })
+        self.audited(caller, "get_subject", Some(id), async {
+            caller.require(Role::Read)?;
+            let subject = self.subject_or_404(caller, id).await?;
+            let templates = self.store.list_templates(&caller.gallery, id).await?;
+            Ok(SubjectDetail { subject, templates })
+        })
+        .await
     }
 
     /// Deletes a subject and its templates.
     pub async fn delete_subject(&self, caller: &Caller, id: &str) -> Result<(), ApiError> {
-        caller.require(Role::Admin)?;
-        valid_id("subject id", id)?;
-        match self.store.delete_subject(id).await? {
-            Some(templates) => {
-                self.metrics.templates.sub(templates as i64);
-                Ok(())
+        self.audited(caller, "delete_subject", Some(id), async {
+            caller.require(Role::Admin)?;
+            valid_id("subject id", id)?;
+            match self.store.delete_subject(&caller.gallery, id).await? {
+                Some(templates) => {
+                    self.metrics.templates.sub(templates as i64);
+                    Ok(())
+                }
+                None => Err(ApiError::NotFound(format!("no subject {id:?}"))),
             }
-            None => Err(ApiError::NotFound(format!("no subject {id:?}"))),
-        }
+        })
+        .await
     }
 
-    /// Embeds `image` and stores it as a template of subject `id`.
+    /// Embeds `image` and stores it, sealed, as a template of subject `id`.
     pub async fn enroll(
         &self,
         caller: &Caller,
         id: &str,
         image: Image,
     ) -> Result<Enrolled, ApiError> {
-        caller.require(Role::Enroll)?;
-        let image = image?;
-        self.subject_or_404(id).await?;
-        let e = self.embed(&[("image", image)]).await?.remove(0);
-        let tid = uuid::Uuid::new_v4().to_string();
-        let t = self
-            .store
-            .add_template(&tid, id, &self.card.model_id, &e.feature, e.spread)
-            .await
-            .map_err(|e| match e {
-                StoreError::Missing => {
-                    ApiError::NotFound(format!("subject {id:?} was deleted meanwhile"))
-                }
-                other => other.into(),
-            })?;
-        self.metrics.templates.inc();
-        Ok(Enrolled {
-            template_id: t.id,
-            subject_id: id.to_string(),
-            model_id: t.model_id,
-            quality: t.quality,
-            created_at: t.created_at,
+        self.audited(caller, "enroll", Some(id), async {
+            caller.require(Role::Enroll)?;
+            let image = image?;
+            self.subject_or_404(caller, id).await?;
+            let e = self.embed(&[("image", image)]).await?.remove(0);
+            let row = self.seal(caller, id, &e.feature);
+            let t = self
+                .store
+                .add_template(&row, e.spread)
+                .await
+                .map_err(|e| match e {
+                    StoreError::Missing => {
+                        ApiError::NotFound(format!("subject {id:?} was deleted meanwhile"))
+                    }
+                    other => other.into(),
+                })?;
+            self.metrics.templates.inc();
+            Ok(Enrolled {
+                template_id: t.id,
+                subject_id: id.to_string(),
+                model_id: t.model_id,
+                quality: t.quality,
+                created_at: t.created_at,
+            })
         })
+        .await
     }
 
     pub async fn delete_template(
@@ -165,61 +189,65 @@ impl App {
         id: &str,
         template_id: &str,
     ) -> Result<(), ApiError> {
-        caller.require(Role::Admin)?;
-        valid_id("subject id", id)?;
-        valid_id("template id", template_id)?;
-        if self.store.delete_template(id, template_id).await? {
-            self.metrics.templates.dec();
-            Ok(())
-        } else {
-            Err(ApiError::NotFound(format!(
-                "no template {template_id:?} of subject {id:?}"
-            )))
-        }
+        self.audited(caller, "delete_template", Some(id), async {
+            caller.require(Role::Admin)?;
+            valid_id("subject id", id)?;
+            valid_id("template id", template_id)?;
+            if self
+                .store
+                .delete_template(&caller.gallery, id, template_id)
+                .await?
+            {
+                self.metrics.templates.dec();
+                Ok(())
+            } else {
+                Err(ApiError::NotFound(format!(
+                    "no template {template_id:?} of subject {id:?}"
+                )))
+            }
+        })
+        .await
     }
 
     /// 1:1 verification against a subject. Decision rule: the best (closest) of the
-    /// subject's templates, match when its cosine distance D <= T. Attempts per subject are
-    /// limited per window (brute-force guard).
+    /// subject's templates, match when its cosine distance D <= T. Attempts are limited per
+    /// (key, subject) and per subject in each window (brute-force guard).
     pub async fn verify_subject(
         &self,
         caller: &Caller,
         id: &str,
         image: Image,
     ) -> Result<SubjectDecision, ApiError> {
-        caller.require(Role::Verify)?;
-        let image = image?;
-        self.subject_or_404(id).await?;
-        self.within_budget(caller).await?;
-        self.limit(id, self.limits.max_attempts, || {
-            format!("verify attempts for subject {id:?}")
+        self.audited(caller, "verify", Some(id), async {
+            caller.require(Role::Verify)?;
+            let image = image?;
+            self.subject_or_404(caller, id).await?;
+            self.within_budget(caller).await?;
+            let spent = self.attempts_on(caller, &[id]).await?;
+            if let Some(why) = &spent[0] {
+                return Err(self.too_many(why));
+            }
+            let rows = self.store.subject_templates(&caller.gallery, id).await?;
+            if rows.is_empty() {
+                return Err(ApiError::Precondition(format!(
+                    "subject {id:?} has no templates: enroll first"
+                )));
+            }
+            self.same_model(&rows)?;
+            let templates = self.opened(rows)?;
+            let probe = self.embed(&[("image", image)]).await?.remove(0);
+            let d = templates
+                .iter()
+                .map(|t| distance(&probe.feature, &t.feature))
+                .fold(f64::INFINITY, f64::min);
+            Ok(SubjectDecision {
+                subject_id: id.to_string(),
+                decision_rule: "best_template",
+                templates_compared: templates.len(),
+                decision: self.decision(caller, "verify", d, probe.spread),
+            })
         })
-        .await?;
-        let templates = self.store.subject_features(id).await?;
-        if templates.is_empty() {
-            return Err(ApiError::Precondition(format!(
-                "subject {id:?} has no templates: enroll first"
-            )));
-        }
-        self.same_model(&templates)?;
-        let probe = self.embed(&[("image", image)]).await?.remove(0);
-        let d = templates
-            .iter()
-            .map(|t| distance(&probe.feature, &t.feature))
-            .fold(f64::INFINITY, f64::min);
-        Ok(SubjectDecision {
-            subject_id: id.to_string(),
-            decision_rule: "best_template",
-            templates_compared: templates.len(),
-            decision: Decision {
-                is_match: self.decide("verify", d),
-                similarity: 1.0 - d,
-                distance: d,
-                threshold: self.threshold,
-                quality: probe.spread,
-                model_id: self.card.model_id.clone(),
-            },
-        })
+        .await
     }
 
     /// Verifies two images against each other; nothing is stored.
@@ -229,72 +257,85 @@ impl App {
         image_a: Image,
         image_b: Image,
     ) -> Result<Decision, ApiError> {
-        caller.require(Role::Verify)?;
-        let (image_a, image_b) = (image_a?, image_b?);
-        self.within_budget(caller).await?;
-        let e = self
-            .embed(&[("image_a", image_a), ("image_b", image_b)])
-            .await?;
-        let d = distance(&e[0].feature, &e[1].feature);
-        Ok(Decision {
-            is_match: self.decide("verify_pair", d),
-            similarity: 1.0 - d,
-            distance: d,
-            threshold: self.threshold,
-            quality: e[0].spread.zip(e[1].spread).map(|(a, b)| a.max(b)),
-            model_id: self.card.model_id.clone(),
+        self.audited(caller, "verify_pair", None, async {
+            caller.require(Role::Verify)?;
+            let (image_a, image_b) = (image_a?, image_b?);
+            self.within_budget(caller).await?;
+            let e = self
+                .embed(&[("image_a", image_a), ("image_b", image_b)])
+                .await?;
+            let d = distance(&e[0].feature, &e[1].feature);
+            let quality = e[0].spread.zip(e[1].spread).map(|(a, b)| a.max(b));
+            Ok(self.decision(caller, "verify_pair", d, quality))
         })
+        .await
     }
 
-    /// 1:N identification: every subject's best template distance, ranked, `top_k`
-    /// (1..=100) returned.
+    /// 1:N identification over the caller's gallery: every subject's best template distance,
+    /// ranked, `top_k` (1..=100) returned. Each candidate revealed counts as an attempt on its
+    /// subject; candidates whose budget is spent are withheld.
     pub async fn identify(
         &self,
         caller: &Caller,
         image: Image,
         top_k: Result<usize, ApiError>,
     ) -> Result<Identification, ApiError> {
-        caller.require(Role::Verify)?;
-        let (image, top_k) = (image?, top_k?);
-        self.within_budget(caller).await?;
-        if !(1..=100).contains(&top_k) {
-            return Err(ApiError::Unprocessable(
-                "top_k must be within 1..=100".into(),
-            ));
-        }
-        let probe = self.embed(&[("image", image)]).await?.remove(0);
-        let gallery = self.store.gallery(&self.card.model_id).await?;
-        let mut best: HashMap<&str, f64> = HashMap::new();
-        for t in &gallery {
-            let d = distance(&probe.feature, &t.feature);
-            let e = best.entry(t.subject_id.as_str()).or_insert(f64::INFINITY);
-            *e = e.min(d);
-        }
-        let mut ranked: Vec<(&str, f64)> = best.into_iter().collect();
-        ranked.sort_by(|a, b| a.1.total_cmp(&b.1).then(a.0.cmp(b.0)));
-        ranked.truncate(top_k);
-        let is_match = self.decide("identify", ranked.first().map_or(f64::INFINITY, |r| r.1));
-        Ok(Identification {
-            is_match,
-            candidates: ranked
+        self.audited(caller, "identify", None, async {
+            caller.require(Role::Identify)?;
+            let (image, top_k) = (image?, top_k?);
+            self.within_budget(caller).await?;
+            if !(1..=100).contains(&top_k) {
+                return Err(ApiError::Unprocessable(
+                    "top_k must be within 1..=100".into(),
+                ));
+            }
+            let probe = self.embed(&[("image", image)]).await?.remove(0);
+            let gallery = self.opened(
+                self.store
+                    .gallery_templates(&caller.gallery, &self.card.model_id)
+                    .await?,
+            )?;
+            let mut best: HashMap<&str, f64> = HashMap::new();
+            for t in &gallery {
+                let d = distance(&probe.feature, &t.feature);
+                let e = best.entry(t.subject_id.as_str()).or_insert(f64::INFINITY);
+                *e = e.min(d);
+            }
+            let mut ranked: Vec<(&str, f64)> = best.into_iter().collect();
+            ranked.sort_by(|a, b| a.1.total_cmp(&b.1).then(a.0.cmp(b.0)));
+            ranked.truncate(top_k);
+            let ids: Vec<&str> = ranked.iter().map(|r| r.0).collect();
+            let spent = self.attempts_on(caller, &ids).await?;
+            let shown: Vec<(&str, f64)> = ranked
                 .iter()
-                .map(|(s, d)| Candidate {
-                    subject_id: s.to_string(),
-                    distance: *d,
-                    similarity: 1.0 - d,
-                    is_match: *d <= self.threshold,
-                })
-                .collect(),
-            threshold: self.threshold,
-            quality: probe.spread,
-            model_id: self.card.model_id.clone(),
-            gallery_templates: gallery.len(),
+                .zip(&spent)
+                .filter(|(_, s)| s.is_none())
+                .map(|(r, _)| *r)
+                .collect();
+            let is_match = self.decide("identify", shown.first().map_or(f64::INFINITY, |r| r.1));
+            Ok(Identification {
+                is_match,
+                candidates: shown
+                    .iter()
+                    .map(|(s, d)| Candidate {
+                        subject_id: s.to_string(),
+                        distance: caller.scores.show(*d),
+                        similarity: caller.scores.show(1.0 - d),
+                        is_match: *d <= self.threshold,
+                    })
+                    .collect(),
+                threshold: self.threshold,
+                quality: probe.spread,
+                model_id: self.card.model_id.clone(),
+                gallery_templates: gallery.len(),
+                withheld: ranked.len() - shown.len(),
+            })
         })
+        .await
     }
 
-    /// The served model's card, threshold and operating point.
-    pub fn model_info(&self, caller: &Caller) -> Result<ModelInfo, ApiError> {
-        caller.require(Role::Verify)?;
+    /// The served model's card, threshold and operating point (any key).
+    pub fn model_info(&self, _caller: &Caller) -> Result<ModelInfo, ApiError> {
         Ok(ModelInfo {
             threshold: self.threshold,
             operating_point: self.operating_point.clone(),

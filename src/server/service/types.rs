@@ -1,7 +1,7 @@
 //! The replies of the operations, shared by the REST (JSON) and gRPC front ends.
 use serde::Serialize;
 
-use crate::store::{Subject, TemplateInfo};
+use crate::store::{Gallery, Subject, TemplateInfo};
 
 #[derive(Debug, Serialize)]
 pub struct ModelInfo {
@@ -33,12 +33,16 @@ pub struct Enrolled {
     pub created_at: i64,
 }
 
+/// A 1:1 decision. `similarity` and `distance` are there as the key's score policy allows
+/// (absent for decision-only keys, rounded to 2 decimals, or full).
 #[derive(Debug, Serialize)]
 pub struct Decision {
     #[serde(rename = "match")]
     pub is_match: bool,
-    pub similarity: f64,
-    pub distance: f64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub similarity: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub distance: Option<f64>,
     pub threshold: f64,
     pub quality: Option<f64>,
     pub model_id: String,
@@ -56,8 +60,10 @@ pub struct SubjectDecision {
 #[derive(Debug, Serialize)]
 pub struct Candidate {
     pub subject_id: String,
-    pub distance: f64,
-    pub similarity: f64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub distance: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub similarity: Option<f64>,
     #[serde(rename = "match")]
     pub is_match: bool,
 }
@@ -71,4 +77,22 @@ pub struct Identification {
     pub quality: Option<f64>,
     pub model_id: String,
     pub gallery_templates: usize,
+    /// Candidates ranked within `top_k` but left out: this key's attempt budget on them (or
+    /// theirs across all keys) is spent for the window.
+    pub withheld: usize,
+}
+
+#[derive(Debug, Serialize)]
+pub struct GalleryList {
+    pub galleries: Vec<Gallery>,
+}
+
+/// A key just created: `key` is shown this once (no `Debug`: it is never logged).
+#[derive(Serialize)]
+pub struct CreatedKey {
+    pub id: String,
+    pub key: String,
+    pub gallery_id: Option<String>,
+    pub roles: Vec<crate::server::auth::Role>,
+    pub scores: crate::server::auth::ScorePolicy,
 }

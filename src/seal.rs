@@ -1,0 +1,242 @@
+//! Templates encrypted at rest: envelope encryption with AES-256-GCM (RustCrypto's `aes-gcm`,
+//! audited by NCC Group). Each template gets its own random 256-bit data key; the feature is
+//! sealed under it with associated data naming the row (template id, gallery, subject, model),
+//! so a ciphertext copied onto another row fails to open; the data key is sealed ("wrapped")
+//! under a master key of the keyring, whose id is stored with the row. Rotating the master
+//! key re-wraps the data keys (`dvsp db rotate-key`); the feature ciphertexts stay as they are.
+//!
+//! The keyring is a text file (or the `DVSP_TEMPLATE_KEYS` variable, e.g. from a Kubernetes
+//! Secret): one `<key id> <base64 of 32 bytes>` per line, `#` comments; the last key seals,
+//! every key opens. `dvsp db new-key` appends a fresh key.
+use std::collections::HashMap;
+use std::path::Path;
+
+use aes_gcm::aead::{Aead, KeyInit, OsRng, Payload};
+use aes_gcm::{AeadCore, Aes256Gcm, Key, Nonce};
+use base64::Engine;
+
+const NONCE: usize = 12;
+
+#[derive(Debug, thiserror::Error)]
+pub enum SealError {
+    #[error("template keys: {0}")]
+    Keyring(String),
+    #[error("template {template} is sealed under key {key_id:?}, which the keyring does not hold")]
+    UnknownKey { template: String, key_id: String },
+    /// Wrong key, a tampered ciphertext, or a row moved to another template, subject,
+    /// gallery or model.
+    #[error("template {0} failed its integrity check (tampered, or copied from another row)")]
+    Integrity(String),
+}
+
+/// What a sealed template is bound to: the row's identity.
+#[derive(Debug, Clone, Copy)]
+pub struct Row<'a> {
+    pub template_id: &'a str,
+    pub gallery_id: &'a str,
+    pub subject_id: &'a str,
+    pub model_id: &'a str,
+}
+
+impl Row<'_> {
+    /// The associated data of the feature's ciphertext: every field, NUL-separated (ids
+    /// cannot hold NUL, so the encoding is unambiguous).
+    fn feature_aad(&self) -> Vec<u8> {
+        [
+            "dvsp-template-v1",
+            self.template_id,
+            self.gallery_id,
+            self.subject_id,
+            self.model_id,
+        ]
+        .join("\0")
+        .into_bytes()
+    }
+
+    fn data_key_aad(&self, key_id: &str) -> Vec<u8> {
+        ["dvsp-data-key-v1", self.template_id, key_id]
+            .join("\0")
+            .into_bytes()
+    }
+}
+
+/// A feature sealed for storage.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Sealed {
+    /// The master key that wraps `data_key`.
+    pub key_id: String,
+    /// nonce || AES-256-GCM(master key, data key) || tag.
+    pub data_key: Vec<u8>,
+    /// nonce || AES-256-GCM(data key, feature as little-endian f32) || tag.
+    pub feature: Vec<u8>,
+}
+
+/// The master keys, by id; the last one read seals.
+#[derive(Clone)]
+pub struct Keyring {
+    keys: HashMap<String, Aes256Gcm>,
+    active: String,
+}
+
+impl std::fmt::Debug for Keyring {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut ids: Vec<&String> = self.keys.keys().collect();
+        ids.sort();
+        f.debug_struct("Keyring")
+            .field("active", &self.active)
+            .field("ids", &ids)
+            .finish()
+    }
+}
+
+/// Key ids: 1-32 characters of `a-z 0-9 -`.
+fn valid_key_id(id: &str) -> bool {
+    (1..=32).contains(&id.len())
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+}
+
+fn seal_with(cipher: &Aes256Gcm, plain: &[u8], aad: &[u8]) -> Vec<u8> {
+    let nonce = Aes256Gcm::generate_nonce(&mut OsRng);
+    let sealed = cipher
+        .encrypt(&nonce, Payload { msg: plain, aad })
+        .expect("AES-GCM encrypts any message under 64 GiB");
+    [nonce.as_slice(), &sealed].concat()
+}
+
+fn open_with(cipher: &Aes256Gcm, sealed: &[u8], aad: &[u8]) -> Option<Vec<u8>> {
+    if sealed.len() < NONCE {
+        return None;
+    }
+    let (nonce, body) = sealed.split_at(NONCE);
+    cipher
+        .decrypt(Nonce::from_slice(nonce), Payload { msg: body, aad })
+        .ok()
+}
+
+impl Keyring {
+    /// Parses keyring text (see the module doc).
+    pub fn parse(text: &str) -> Result<Keyring, SealError> {
+        let mut keys = HashMap::new();
+        let mut active = None;
+        for (n, line) in text.lines().enumerate() {
+            let line = line.trim();
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            let bad = |why: &str| SealError::Keyring(format!("line {}: {why}", n + 1));
+            let (id, b64) = line
+                .split_once(char::is_whitespace)
+                .ok_or_else(|| bad("expected `<key id> <base64 key>`"))?;
+            if !valid_key_id(id) {
+                return Err(bad("a key id is 1-32 characters of a-z 0-9 -"));
+            }
+            let bytes = base64::engine::general_purpose::STANDARD
+                .decode(b64.trim())
+                .map_err(|_| bad("the key is not base64"))?;
+            if bytes.len() != 32 {
+                return Err(bad("a key is 32 bytes (AES-256)"));
+            }
+            let cipher = Aes256Gcm::new(Key::<Aes256Gcm>::from_slice(&bytes));
+            if keys.insert(id.to_string(), cipher).is_some() {
+                return Err(bad(&format!("key id {id:?} appears twice")));
+            }
+            active = Some(id.to_string());
+        }
+        let active = active.ok_or_else(|| SealError::Keyring("no key in the keyring".into()))?;
+        Ok(Keyring { keys, active })
+    }
+
+    /// The keyring in `path`, or in the variable's `text` (exactly one of them).
+    pub fn load(path: Option<&Path>, text: Option<&str>) -> Result<Keyring, SealError> {
+        match (path, text) {
+            (Some(p), None) => {
+                let text = std::fs::read_to_string(p).map_err(|e| {
+                    SealError::Keyring(format!("reading {}: {e}", p.display()))
+                })?;
+                Keyring::parse(&text)
+            }
+            (None, Some(t)) => Keyring::parse(t),
+            (Some(_), Some(_)) => Err(SealError::Keyring(
+                "give --template-keys or DVSP_TEMPLATE_KEYS, not both".into(),
+            )),
+            (None, None) => Err(SealError::Keyring(
+                "templates are encrypted at rest and no key was given: pass --template-keys FILE \
+                 (create one with `dvsp db new-key --template-keys FILE`) or set DVSP_TEMPLATE_KEYS"
+                    .into(),
+            )),
+        }
+    }
+
+    /// A keyring line with a fresh random key: `<id> <base64>`.
+    pub fn new_key_line(id: &str) -> Result<String, SealError> {
+        if !valid_key_id(id) {
+            return Err(SealError::Keyring(
+                "a key id is 1-32 characters of a-z 0-9 -".into(),
+            ));
+        }
+        let key = Aes256Gcm::generate_key(&mut OsRng);
+        Ok(format!(
+            "{id} {}",
+            base64::engine::general_purpose::STANDARD.encode(key)
+        ))
+    }
+
+    /// The id of the key that seals.
+    pub fn active(&self) -> &str {
+        &self.active
+    }
+
+    fn cipher(&self, row: &Row, key_id: &str) -> Result<&Aes256Gcm, SealError> {
+        self.keys.get(key_id).ok_or_else(|| SealError::UnknownKey {
+            template: row.template_id.to_string(),
+            key_id: key_id.to_string(),
+        })
+    }
+
+    /// Seals `feature` for `row` under a fresh data key wrapped by the active key.
+    pub fn seal(&self, row: &Row, feature: &[f32]) -> Sealed {
+        let data_key = Aes256Gcm::generate_key(&mut OsRng);
+        let plain: Vec<u8> = feature.iter().flat_map(|v| v.to_le_bytes()).collect();
+        let feature = seal_with(&Aes256Gcm::new(&data_key), &plain, &row.feature_aad());
+        let master = &self.keys[&self.active];
+        Sealed {
+            data_key: seal_with(master, &data_key, &row.data_key_aad(&self.active)),
+            key_id: self.active.clone(),
+            feature,
+        }
+    }
+
+    /// The row's data key, unwrapped by the master key it names.
+    fn data_key(&self, row: &Row, sealed: &Sealed) -> Result<Vec<u8>, SealError> {
+        let master = self.cipher(row, &sealed.key_id)?;
+        open_with(master, &sealed.data_key, &row.data_key_aad(&sealed.key_id))
+            .filter(|k| k.len() == 32)
+            .ok_or_else(|| SealError::Integrity(row.template_id.to_string()))
+    }
+
+    /// The feature of a sealed row; an error if it was sealed for another row or altered.
+    pub fn open(&self, row: &Row, sealed: &Sealed) -> Result<Vec<f32>, SealError> {
+        let key = Aes256Gcm::new(Key::<Aes256Gcm>::from_slice(&self.data_key(row, sealed)?));
+        let plain = open_with(&key, &sealed.feature, &row.feature_aad())
+            .filter(|p| p.len() % 4 == 0)
+            .ok_or_else(|| SealError::Integrity(row.template_id.to_string()))?;
+        Ok(plain
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect())
+    }
+
+    /// `sealed` with its data key re-wrapped under the active key (the feature's ciphertext
+    /// is unchanged): key rotation.
+    pub fn rewrap(&self, row: &Row, sealed: &Sealed) -> Result<Sealed, SealError> {
+        let key = self.data_key(row, sealed)?;
+        let active = &self.keys[&self.active];
+        Ok(Sealed {
+            key_id: self.active.clone(),
+            data_key: seal_with(active, &key, &row.data_key_aad(&self.active)),
+            feature: sealed.feature.clone(),
+        })
+    }
+}

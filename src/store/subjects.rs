@@ -1,0 +1,122 @@
+//! Subjects of a gallery: keyed by (gallery, id), so two galleries may hold the same id and
+//! neither can see the other's.
+use serde::Serialize;
+use sqlx::Row;
+
+use super::{now_ms, text, unique_violation, Store, StoreError, StoreResult};
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Subject {
+    pub id: String,
+    pub name: Option<String>,
+    pub created_at: i64,
+}
+
+impl Store {
+    pub async fn create_subject(
+        &self,
+        gallery: &str,
+        id: &str,
+        name: Option<&str>,
+    ) -> StoreResult<Subject> {
+        text("gallery id", gallery)?;
+        text("subject id", id)?;
+        name.map(|n| text("subject name", n)).transpose()?;
+        let s = Subject {
+            id: id.to_string(),
+            name: name.map(str::to_string),
+            created_at: now_ms(),
+        };
+        let r = on_pool!(self, |p| sqlx::query(
+            "INSERT INTO subjects (gallery_id, id, name, created_at) VALUES ($1, $2, $3, $4)"
+        )
+        .bind(gallery)
+        .bind(&s.id)
+        .bind(&s.name)
+        .bind(s.created_at)
+        .execute(p)
+        .await
+        .map(|_| ()));
+        match r {
+            Ok(_) => Ok(s),
+            Err(e) if unique_violation(&e) => Err(StoreError::Conflict),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    pub async fn get_subject(&self, gallery: &str, id: &str) -> StoreResult<Option<Subject>> {
+        text("gallery id", gallery)?;
+        text("subject id", id)?;
+        let row = on_pool!(self, |p| sqlx::query(
+            "SELECT id, name, created_at FROM subjects WHERE gallery_id = $1 AND id = $2"
+        )
+        .bind(gallery)
+        .bind(id)
+        .fetch_optional(p)
+        .await
+        .map(|r| r.map(|r| Subject {
+            id: r.get(0),
+            name: r.get(1),
+            created_at: r.get(2)
+        })))?;
+        Ok(row)
+    }
+
+    /// A gallery's subjects ordered by id, after `after` (keyset pagination).
+    pub async fn list_subjects(
+        &self,
+        gallery: &str,
+        after: Option<&str>,
+        limit: i64,
+    ) -> StoreResult<Vec<Subject>> {
+        text("gallery id", gallery)?;
+        let after = text("after", after.unwrap_or(""))?;
+        let rows = on_pool!(self, |p| sqlx::query(
+            "SELECT id, name, created_at FROM subjects WHERE gallery_id = $1 AND id > $2 \
+             ORDER BY id LIMIT $3"
+        )
+        .bind(gallery)
+        .bind(after)
+        .bind(limit)
+        .fetch_all(p)
+        .await
+        .map(|rows| rows
+            .into_iter()
+            .map(|r| Subject {
+                id: r.get(0),
+                name: r.get(1),
+                created_at: r.get(2)
+            })
+            .collect()))?;
+        Ok(rows)
+    }
+
+    /// Deletes a subject and its templates (one transaction): the number of templates
+    /// deleted, `None` if the gallery has no such subject.
+    pub async fn delete_subject(&self, gallery: &str, id: &str) -> StoreResult<Option<u64>> {
+        text("gallery id", gallery)?;
+        text("subject id", id)?;
+        let (n, templates) = on_pool!(self, |p| {
+            async {
+                let mut tx = p.begin().await?;
+                let templates =
+                    sqlx::query("DELETE FROM templates WHERE gallery_id = $1 AND subject_id = $2")
+                        .bind(gallery)
+                        .bind(id)
+                        .execute(&mut *tx)
+                        .await?
+                        .rows_affected();
+                let n = sqlx::query("DELETE FROM subjects WHERE gallery_id = $1 AND id = $2")
+                    .bind(gallery)
+                    .bind(id)
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected();
+                tx.commit().await?;
+                Ok::<_, sqlx::Error>((n, templates))
+            }
+            .await
+        })?;
+        Ok((n > 0).then_some(templates))
+    }
+}

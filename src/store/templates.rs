@@ -1,0 +1,342 @@
+//! Templates: each row holds its feature sealed (`crate::seal`): the ciphertext, the wrapped
+//! data key and the id of the master key that wraps it. The store never sees a feature.
+use serde::Serialize;
+use sqlx::Row;
+
+use super::{foreign_key_violation, now_ms, text, Store, StoreError, StoreResult};
+use crate::seal::Sealed;
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct TemplateInfo {
+    pub id: String,
+    pub model_id: String,
+    pub quality: Option<f64>,
+    pub created_at: i64,
+}
+
+/// A stored template as it is in the store: whose it is and its sealed feature.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SealedRow {
+    pub id: String,
+    pub gallery_id: String,
+    pub subject_id: String,
+    pub model_id: String,
+    pub sealed: Sealed,
+}
+
+impl SealedRow {
+    /// A row holding `feature` sealed by `keyring` for exactly this identity.
+    pub fn new(
+        keyring: &crate::seal::Keyring,
+        id: String,
+        gallery_id: String,
+        subject_id: String,
+        model_id: String,
+        feature: &[f32],
+    ) -> SealedRow {
+        let identity = crate::seal::Row {
+            template_id: &id,
+            gallery_id: &gallery_id,
+            subject_id: &subject_id,
+            model_id: &model_id,
+        };
+        let sealed = keyring.seal(&identity, feature);
+        SealedRow {
+            id,
+            gallery_id,
+            subject_id,
+            model_id,
+            sealed,
+        }
+    }
+
+    /// The identity the seal binds.
+    pub fn row(&self) -> crate::seal::Row<'_> {
+        crate::seal::Row {
+            template_id: &self.id,
+            gallery_id: &self.gallery_id,
+            subject_id: &self.subject_id,
+            model_id: &self.model_id,
+        }
+    }
+}
+
+const SEALED_COLUMNS: &str = "id, gallery_id, subject_id, model_id, key_id, data_key, feature";
+
+/// A `SealedRow` from a row of `SEALED_COLUMNS`.
+macro_rules! sealed_row {
+    ($r:expr) => {
+        SealedRow {
+            id: $r.get(0),
+            gallery_id: $r.get(1),
+            subject_id: $r.get(2),
+            model_id: $r.get(3),
+            sealed: Sealed {
+                key_id: $r.get(4),
+                data_key: $r.get(5),
+                feature: $r.get(6),
+            },
+        }
+    };
+}
+
+/// A template stored in plaintext by a version before encryption at rest (its `key_id` is
+/// NULL), waiting for `dvsp db rotate-key` to seal it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PlainRow {
+    pub id: String,
+    pub gallery_id: String,
+    pub subject_id: String,
+    pub model_id: String,
+    pub feature: Vec<f32>,
+}
+
+impl Store {
+    pub async fn add_template(
+        &self,
+        row: &SealedRow,
+        quality: Option<f64>,
+    ) -> StoreResult<TemplateInfo> {
+        text("template id", &row.id)?;
+        text("gallery id", &row.gallery_id)?;
+        text("subject id", &row.subject_id)?;
+        text("model id", &row.model_id)?;
+        let t = TemplateInfo {
+            id: row.id.clone(),
+            model_id: row.model_id.clone(),
+            quality,
+            created_at: now_ms(),
+        };
+        on_pool!(self, |p| {
+            sqlx::query(
+                "INSERT INTO templates (id, gallery_id, subject_id, model_id, key_id, data_key, \
+                 feature, quality, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+            )
+            .bind(&row.id)
+            .bind(&row.gallery_id)
+            .bind(&row.subject_id)
+            .bind(&row.model_id)
+            .bind(&row.sealed.key_id)
+            .bind(&row.sealed.data_key)
+            .bind(&row.sealed.feature)
+            .bind(t.quality)
+            .bind(t.created_at)
+            .execute(p)
+            .await
+            .map(|_| ())
+        })
+        .map_err(|e| {
+            if foreign_key_violation(&e) {
+                StoreError::Missing
+            } else {
+                e.into()
+            }
+        })?;
+        Ok(t)
+    }
+
+    pub async fn list_templates(
+        &self,
+        gallery: &str,
+        subject_id: &str,
+    ) -> StoreResult<Vec<TemplateInfo>> {
+        text("gallery id", gallery)?;
+        text("subject id", subject_id)?;
+        let rows = on_pool!(self, |p| {
+            sqlx::query(
+                "SELECT id, model_id, quality, created_at FROM templates \
+                 WHERE gallery_id = $1 AND subject_id = $2 ORDER BY created_at, id",
+            )
+            .bind(gallery)
+            .bind(subject_id)
+            .fetch_all(p)
+            .await
+            .map(|rows| {
+                rows.into_iter()
+                    .map(|r| TemplateInfo {
+                        id: r.get(0),
+                        model_id: r.get(1),
+                        quality: r.get(2),
+                        created_at: r.get(3),
+                    })
+                    .collect()
+            })
+        })?;
+        Ok(rows)
+    }
+
+    /// The sealed templates of a subject.
+    pub async fn subject_templates(
+        &self,
+        gallery: &str,
+        subject_id: &str,
+    ) -> StoreResult<Vec<SealedRow>> {
+        self.sealed_rows(
+            "WHERE gallery_id = $1 AND subject_id = $2",
+            &[gallery, subject_id],
+        )
+        .await
+    }
+
+    /// Every template of a gallery enrolled with `model_id` (the candidates of 1:N).
+    pub async fn gallery_templates(
+        &self,
+        gallery: &str,
+        model_id: &str,
+    ) -> StoreResult<Vec<SealedRow>> {
+        self.sealed_rows(
+            "WHERE gallery_id = $1 AND model_id = $2",
+            &[gallery, model_id],
+        )
+        .await
+    }
+
+    /// Up to `limit` sealed templates, in id order after `after`, whose master key is not
+    /// `key_id`: the rows a key rotation has left to re-wrap.
+    pub async fn templates_to_rewrap(
+        &self,
+        key_id: &str,
+        after: &str,
+        limit: i64,
+    ) -> StoreResult<Vec<SealedRow>> {
+        text("key id", key_id)?;
+        text("after", after)?;
+        let sql = format!(
+            "SELECT {SEALED_COLUMNS} FROM templates WHERE key_id <> $1 AND id > $2 \
+             ORDER BY id LIMIT $3"
+        );
+        let rows = on_pool!(self, |p| sqlx::query(&sql)
+            .bind(key_id)
+            .bind(after)
+            .bind(limit)
+            .fetch_all(p)
+            .await
+            .map(|rows| rows.iter().map(|r| sealed_row!(r)).collect()))?;
+        Ok(rows)
+    }
+
+    /// Templates whose master key is not `key_id`, plaintext ones included.
+    pub async fn count_not_under(&self, key_id: &str) -> StoreResult<i64> {
+        text("key id", key_id)?;
+        let n = on_pool!(self, |p| sqlx::query(
+            "SELECT COUNT(*) FROM templates WHERE key_id IS NULL OR key_id <> $1"
+        )
+        .bind(key_id)
+        .fetch_one(p)
+        .await
+        .map(|r| r.get::<i64, _>(0)))?;
+        Ok(n)
+    }
+
+    /// Stores new seals of rows in one transaction, each only if its row is still sealed by
+    /// the master key given beside it (`None`: still plaintext), so a concurrent rotation or
+    /// delete wins: how many rows were replaced.
+    pub async fn replace_seals(&self, rows: &[(SealedRow, Option<String>)]) -> StoreResult<u64> {
+        let n = on_pool!(self, |p| {
+            async {
+                let mut tx = p.begin().await?;
+                let mut n = 0;
+                for (row, from) in rows {
+                    n += sqlx::query(
+                        "UPDATE templates SET key_id = $1, data_key = $2, feature = $3 \
+                         WHERE id = $4 AND key_id IS NOT DISTINCT FROM $5",
+                    )
+                    .bind(&row.sealed.key_id)
+                    .bind(&row.sealed.data_key)
+                    .bind(&row.sealed.feature)
+                    .bind(&row.id)
+                    .bind(from)
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected();
+                }
+                tx.commit().await?;
+                Ok::<_, sqlx::Error>(n)
+            }
+            .await
+        })?;
+        Ok(n)
+    }
+
+    async fn sealed_rows(&self, filter: &str, args: &[&str; 2]) -> StoreResult<Vec<SealedRow>> {
+        for a in args {
+            text("id", a)?;
+        }
+        let sql = format!("SELECT {SEALED_COLUMNS} FROM templates {filter}");
+        let rows = on_pool!(self, |p| sqlx::query(&sql)
+            .bind(args[0])
+            .bind(args[1])
+            .fetch_all(p)
+            .await
+            .map(|rows| rows.iter().map(|r| sealed_row!(r)).collect()))?;
+        Ok(rows)
+    }
+
+    /// Deletes one template of a subject. False if there was none.
+    pub async fn delete_template(
+        &self,
+        gallery: &str,
+        subject_id: &str,
+        id: &str,
+    ) -> StoreResult<bool> {
+        text("gallery id", gallery)?;
+        text("subject id", subject_id)?;
+        text("template id", id)?;
+        let r = on_pool!(self, |p| sqlx::query(
+            "DELETE FROM templates WHERE id = $1 AND gallery_id = $2 AND subject_id = $3"
+        )
+        .bind(id)
+        .bind(gallery)
+        .bind(subject_id)
+        .execute(p)
+        .await
+        .map(|r| r.rows_affected()))?;
+        Ok(r > 0)
+    }
+
+    /// Templates in the whole store (the gauge; never shown to a gallery's keys).
+    pub async fn count_templates(&self) -> StoreResult<i64> {
+        let n = on_pool!(self, |p| sqlx::query("SELECT COUNT(*) FROM templates")
+            .fetch_one(p)
+            .await
+            .map(|r| r.get::<i64, _>(0)))?;
+        Ok(n)
+    }
+
+    /// Templates still in plaintext (from before encryption at rest).
+    pub async fn count_plaintext(&self) -> StoreResult<i64> {
+        let n = on_pool!(self, |p| sqlx::query(
+            "SELECT COUNT(*) FROM templates WHERE key_id IS NULL"
+        )
+        .fetch_one(p)
+        .await
+        .map(|r| r.get::<i64, _>(0)))?;
+        Ok(n)
+    }
+
+    /// Up to `limit` plaintext templates.
+    pub async fn plaintext_templates(&self, limit: i64) -> StoreResult<Vec<PlainRow>> {
+        let rows = on_pool!(self, |p| sqlx::query(
+            "SELECT id, gallery_id, subject_id, model_id, feature FROM templates \
+             WHERE key_id IS NULL ORDER BY id LIMIT $1"
+        )
+        .bind(limit)
+        .fetch_all(p)
+        .await
+        .map(|rows| rows
+            .iter()
+            .map(|r| PlainRow {
+                id: r.get(0),
+                gallery_id: r.get(1),
+                subject_id: r.get(2),
+                model_id: r.get(3),
+                feature: r
+                    .get::<Vec<u8>, _>(4)
+                    .chunks_exact(4)
+                    .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                    .collect(),
+            })
+            .collect()))?;
+        Ok(rows)
+    }
+}
