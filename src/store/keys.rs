@@ -42,9 +42,8 @@ impl Store {
 
     pub async fn get_key(&self, id: &str) -> StoreResult<Option<ApiKeyRow>> {
         text("key id", id)?;
-        let row =
-            on_pool!(self, |p| {
-                sqlx::query(
+        let row = on_pool!(self, |p| {
+            sqlx::query(
             "SELECT id, hash, roles, gallery_id, scores, revoked_at FROM api_keys WHERE id = $1"
         )
         .bind(id)
@@ -58,7 +57,7 @@ impl Store {
             scores: r.get(4),
             revoked: r.get::<Option<i64>, _>(5).is_some()
         }))
-            })?;
+        })?;
         Ok(row)
     }
 
