@@ -78,8 +78,7 @@ impl Ca {
     /// A server certificate for localhost and 127.0.0.1 and its key, both PEM.
     fn server(&self) -> (String, String) {
         let params =
-            CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()])
-                .unwrap();
+            CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()]).unwrap();
         let key = KeyPair::generate().unwrap();
         let cert = params.signed_by(&key, &self.issuer).unwrap();
         (cert.pem(), key.serialize_pem())
@@ -170,9 +169,7 @@ impl Server {
                     .await
                     .unwrap()
             }),
-            tokio::spawn(async move {
-                dvsp::server::serve(rest, state, until(rx)).await.unwrap()
-            }),
+            tokio::spawn(async move { dvsp::server::serve(rest, state, until(rx)).await.unwrap() }),
         ];
         Server {
             rest: format!("https://{rest_addr}"),
@@ -347,11 +344,10 @@ async fn postgres_over_tls_verify_full() {
     let Store::Postgres(pool) = &store else {
         panic!("a PostgreSQL URL opened another store")
     };
-    let ssl: bool =
-        sqlx::query_scalar("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()")
-            .fetch_one(pool)
-            .await
-            .unwrap();
+    let ssl: bool = sqlx::query_scalar("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()")
+        .fetch_one(pool)
+        .await
+        .unwrap();
     assert!(ssl, "the store's connection is not TLS");
     store.check_schema().await.unwrap();
 
@@ -437,7 +433,14 @@ fn serve_no_migrate_refuses_an_unmigrated_store() {
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_dvsp"))
         .args(["serve", "--model"])
         .arg(model())
-        .args(["--db", &db, "--bind", "127.0.0.1:0", "--metrics-bind", "127.0.0.1:0"])
+        .args([
+            "--db",
+            &db,
+            "--bind",
+            "127.0.0.1:0",
+            "--metrics-bind",
+            "127.0.0.1:0",
+        ])
         .env("DVSP_NO_MIGRATE", "true")
         .output()
         .unwrap();

@@ -113,7 +113,9 @@ impl Args {
         };
         let opened = match self.no_migrate {
             true => Store::connect_unmigrated(&self.db, pool).await,
-            false => Store::connect_with(&self.db, pool).await.map_err(Into::into),
+            false => Store::connect_with(&self.db, pool)
+                .await
+                .map_err(Into::into),
         };
         let store = opened.with_context(|| format!("opening the store {}", redact(&self.db)))?;
         let limits = Limits {

@@ -207,36 +207,36 @@ async fn serve_connection(
     limits: ConnLimits,
     closed: &mut watch::Receiver<bool>,
 ) {
-            let on_conn = conn.clone();
-            let service = hyper::service::service_fn(move |req: Request<Incoming>| {
-                let busy = Busy::enter(&on_conn);
-                let router = router.clone();
-                async move {
-                    let res = router.oneshot(req).await;
-                    drop(busy);
-                    res
+    let on_conn = conn.clone();
+    let service = hyper::service::service_fn(move |req: Request<Incoming>| {
+        let busy = Busy::enter(&on_conn);
+        let router = router.clone();
+        async move {
+            let res = router.oneshot(req).await;
+            drop(busy);
+            res
+        }
+    });
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(limits.header_timeout);
+    let served = http.serve_connection(TokioIo::new(stream), service);
+    let mut served = std::pin::pin!(served);
+    let mut stopping = false;
+    loop {
+        tokio::select! {
+            r = served.as_mut() => {
+                if let Err(e) = r {
+                    tracing::debug!(error = %e, "connection ended");
                 }
-            });
-            let mut http = hyper::server::conn::http1::Builder::new();
-            http.timer(TokioTimer::new())
-                .header_read_timeout(limits.header_timeout);
-            let served = http.serve_connection(TokioIo::new(stream), service);
-            let mut served = std::pin::pin!(served);
-            let mut stopping = false;
-            loop {
-                tokio::select! {
-                    r = served.as_mut() => {
-                        if let Err(e) = r {
-                            tracing::debug!(error = %e, "connection ended");
-                        }
-                        break;
-                    }
-                    // Evicted while idle: dropping the connection closes it.
-                    () = conn.evict.notified() => break,
-                    _ = closed.changed(), if !stopping => {
-                        stopping = true;
-                        served.as_mut().graceful_shutdown();
-                    }
-                }
+                break;
             }
+            // Evicted while idle: dropping the connection closes it.
+            () = conn.evict.notified() => break,
+            _ = closed.changed(), if !stopping => {
+                stopping = true;
+                served.as_mut().graceful_shutdown();
+            }
+        }
+    }
 }

@@ -48,11 +48,13 @@ impl Store {
                 .await?;
                 match table {
                     0 => None,
-                    _ => sqlx::query_scalar(
-                        "SELECT MAX(version) FROM _sqlx_migrations WHERE success",
-                    )
-                    .fetch_one(p)
-                    .await?,
+                    _ => {
+                        sqlx::query_scalar(
+                            "SELECT MAX(version) FROM _sqlx_migrations WHERE success",
+                        )
+                        .fetch_one(p)
+                        .await?
+                    }
                 }
             }
             Store::Postgres(p) => {
@@ -62,11 +64,13 @@ impl Store {
                         .await?;
                 match table {
                     false => None,
-                    true => sqlx::query_scalar(
-                        "SELECT MAX(version) FROM _sqlx_migrations WHERE success",
-                    )
-                    .fetch_one(p)
-                    .await?,
+                    true => {
+                        sqlx::query_scalar(
+                            "SELECT MAX(version) FROM _sqlx_migrations WHERE success",
+                        )
+                        .fetch_one(p)
+                        .await?
+                    }
                 }
             }
         };
