@@ -98,8 +98,16 @@ done
 
 # --- Compose ---------------------------------------------------------------------------------
 say "Compose ($DEPLOY/compose.yaml)"
-check "docker-compose config (Compose Spec schema, no engine)" \
-    offline "$DC" --project-directory "$DEPLOY" -f "$DEPLOY/compose.yaml" config --quiet
+compose_config() { offline "$DC" --project-directory "$DEPLOY" -f "$DEPLOY/compose.yaml" config --quiet; }
+# With placeholders for the required secrets (nothing is started).
+with_secrets() { POSTGRES_PASSWORD=x GRAFANA_ADMIN_PASSWORD=x DVSP_TEMPLATE_KEYS=x DVSP_TLS_DIR=/nonexistent compose_config; }
+check "docker-compose config (Compose Spec schema, no engine)" with_secrets
+without_secrets() { # fails, naming the missing variable
+    local out
+    out=$(unset POSTGRES_PASSWORD GRAFANA_ADMIN_PASSWORD DVSP_TEMPLATE_KEYS DVSP_TLS_DIR; compose_config 2>&1) && return 1
+    grep -q "set POSTGRES_PASSWORD\|set GRAFANA_ADMIN_PASSWORD\|set DVSP_TLS_DIR" <<<"$out"
+}
+check "docker-compose config refuses to run without its secrets" without_secrets
 
 # --- Prometheus ------------------------------------------------------------------------------
 say "Prometheus"
@@ -178,6 +186,20 @@ if dep:
 if hpa and hpa["spec"]["scaleTargetRef"]["name"] != "dvsp": err("HPA does not target Deployment dvsp")
 if job and job["spec"]["template"]["spec"]["containers"][0].get("args") != ["db", "migrate"]:
     err("the migrate Job does not run `dvsp db migrate`")
+if dep:
+    if "--no-migrate" not in c.get("args", []): err("replicas must not migrate (serve --no-migrate)")
+    for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
+        if c.get(probe, {}).get("httpGet", {}).get("scheme") != "HTTPS": err(f"{probe} is not HTTPS")
+    if not {"DVSP_TLS_CERT", "DVSP_TLS_KEY"} <= set(env): err("DVSP_TLS_CERT/DVSP_TLS_KEY are not set")
+    if not any(v.get("secret", {}).get("secretName") == "dvsp-tls" for v in pod.get("volumes", [])):
+        err("the TLS Secret dvsp-tls is not mounted")
+for (kind, name), (f, d) in docs.items():
+    spec = d.get("spec", {}).get("template", {}).get("spec") if kind in ("Deployment", "Job") else d.get("spec") if kind == "Pod" else None
+    if spec is not None and spec.get("automountServiceAccountToken") is not False:
+        err(f"{kind} {name}: automountServiceAccountToken is not false")
+for i in k.get("images", []):
+    if not re.fullmatch(r"sha256:[0-9a-f]{64}", i.get("digest", "")): err(f"kustomization image {i.get('name')} is not pinned by digest")
+if not any(d.get("kind") == "NetworkPolicy" for _, d in docs.values()): err("no NetworkPolicy")
 cm = get("ConfigMap", "dvsp-config")
 if cm and "DVSP_DB" in cm.get("data", {}): err("DVSP_DB (with its password) belongs in the Secret, not the ConfigMap")
 print(f"  k8s: " + ", ".join(f"{k}/{n}" for k, n in sorted(docs) if k != "Kustomization"))
@@ -203,8 +225,9 @@ targets = [t for j in p["scrape_configs"] for sc in j.get("static_configs", []) 
 if "dvsp:9464" not in targets: err("prometheus.yml does not scrape dvsp:9464/metrics")
 if (dv.get("environment") or {}).get("DVSP_METRICS_BIND") != "0.0.0.0:9464":
     err("compose: dvsp must set DVSP_METRICS_BIND=0.0.0.0:9464")
-if any(str(p).split(":")[-1] == "9464" for p in dv.get("ports", [])):
-    err("compose: the metrics port must not be published on the host")
+for port in dv.get("ports", []) + s.get("prometheus", {}).get("ports", []):
+    if str(port).split(":")[-1] in ("9464", "9090") and not str(port).startswith("127.0.0.1:"):
+        err(f"compose: {port}: the metrics port and Prometheus are published on 127.0.0.1 only")
 
 # -- Grafana provisioning
 prov = deploy / "grafana" / "provisioning"

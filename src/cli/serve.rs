@@ -1,10 +1,12 @@
 //! `dvsp serve`: the HTTP verification service.
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
 
 use crate::audit::ThresholdAt;
+use crate::server::tls::{CertFiles, Listener};
 use crate::server::{self, Batching, Limits};
 use crate::store::{PoolConfig, Store};
 
@@ -24,7 +26,18 @@ pub struct Args {
     /// Also serve the gRPC API (proto/dvsp/v1/dvsp.proto) here, e.g. 127.0.0.1:50051.
     #[arg(long, env = "DVSP_GRPC_BIND")]
     pub grpc_bind: Option<String>,
-    /// Prometheus `/metrics`, on a port of its own (never exposed with the API).
+    /// TLS certificate chain (PEM) of the REST and gRPC ports, re-read when the file changes.
+    /// Without it both ports serve plaintext (TLS terminated in front, e.g. by a mesh).
+    #[arg(long, env = "DVSP_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// The private key (PEM: PKCS#8, PKCS#1 or SEC1) of --tls-cert.
+    #[arg(long, env = "DVSP_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// Do not apply migrations (they run elsewhere: `dvsp db migrate`, e.g. a Kubernetes
+    /// Job); refuse to start unless the store's schema is exactly this binary's.
+    #[arg(long, env = "DVSP_NO_MIGRATE")]
+    pub no_migrate: bool,
+    /// Prometheus `/metrics`, on a port of its own (never exposed with the API; plaintext).
     #[arg(long, env = "DVSP_METRICS_BIND", default_value = "127.0.0.1:9464")]
     pub metrics_bind: String,
     /// Operating point: the card's threshold at this false match rate.
@@ -106,9 +119,13 @@ impl Args {
             acquire_timeout: Duration::from_millis(self.db_acquire_timeout_ms),
         };
         let keyring = self.keys.load()?;
-        let store = Store::connect_with(&self.db, pool)
-            .await
-            .with_context(|| format!("opening the store {}", redact(&self.db)))?;
+        let opened = match self.no_migrate {
+            true => Store::connect_unmigrated(&self.db, pool).await,
+            false => Store::connect_with(&self.db, pool)
+                .await
+                .map_err(Into::into),
+        };
+        let store = opened.with_context(|| format!("opening the store {}", redact(&self.db)))?;
         let plaintext = store.count_plaintext().await?;
         anyhow::ensure!(
             plaintext == 0,
@@ -141,6 +158,15 @@ impl Args {
             model, store, keyring, threshold, op, limits, batching, faces,
         ))
     }
+
+    /// The serving certificate of `--tls-cert`/`--tls-key` (None: plaintext); it starts the
+    /// reload task on the current runtime.
+    pub fn tls(&self) -> anyhow::Result<Option<Arc<CertFiles>>> {
+        match (&self.tls_cert, &self.tls_key) {
+            (Some(cert), Some(key)) => Ok(Some(CertFiles::load(cert, key)?)),
+            _ => Ok(None),
+        }
+    }
 }
 
 /// The URL without its password, for messages.
@@ -156,6 +182,11 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     let rt = tokio::runtime::Runtime::new()?;
     rt.block_on(async {
         let state = a.state().await?;
+        let tls = a.tls()?;
+        if tls.is_none() {
+            tracing::warn!("no --tls-cert: REST and gRPC serve plaintext (terminate TLS in front)");
+        }
+        let scheme = if tls.is_some() { "https" } else { "http" };
         let listener = tokio::net::TcpListener::bind(&a.bind)
             .await
             .with_context(|| format!("binding {}", a.bind))?;
@@ -172,7 +203,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
             .with_context(|| format!("binding {}", a.metrics_bind))?;
         tracing::info!(addr = %listener.local_addr()?, model = %state.card.model_id, threshold = state.threshold, "serving");
         println!(
-            "dvsp serving model {} on http://{} (T = {:.4}, {})",
+            "dvsp serving model {} on {scheme}://{} (T = {:.4}, {})",
             state.card.model_id,
             listener.local_addr()?,
             state.threshold,
@@ -199,14 +230,16 @@ pub fn run(a: Args) -> anyhow::Result<()> {
                 .context("the metrics server")
         });
         if let Some(l) = grpc {
-            println!("dvsp serving gRPC on {}", l.local_addr()?);
+            println!("dvsp serving gRPC on {} (TLS: {})", l.local_addr()?, tls.is_some());
             let (state, rx) = (state.clone(), stopped.clone());
+            let l = Listener::new(l, tls.clone());
             servers.spawn(async move {
                 server::grpc::serve(l, state, until_stopped(rx))
                     .await
                     .context("the gRPC server")
             });
         }
+        let listener = Listener::new(listener, tls);
         servers.spawn(async move {
             server::serve(listener, state, until_stopped(stopped))
                 .await

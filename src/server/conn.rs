@@ -5,7 +5,12 @@
 //! - a connection limit: at `max_connections`, a new connection first evicts the oldest one
 //!   that is not serving a request (half-open and idle connections cannot crowd out new
 //!   clients such as the kubelet's `/healthz`), and when every connection is busy the new one
-//!   gets a JSON 503 with Retry-After and is closed, before any work.
+//!   gets a JSON 503 with Retry-After and is closed, before any work (on a TLS port it is
+//!   closed without an answer: no handshake is spent on it);
+//! - TLS, when the listener has a certificate (`tls.rs`, ALPN `http/1.1`): the handshake
+//!   runs on an admitted connection, which is idle and so evictable until it completes, and
+//!   must complete within `header_timeout` too. A failed handshake (a plaintext client, an
+//!   untrusted certificate) just closes the connection.
 //!
 //! Graceful shutdown: no new connections; idle ones close, in-flight requests finish.
 use std::collections::BTreeMap;
@@ -19,12 +24,13 @@ use axum::Router;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::AsyncWriteExt;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 use tokio::sync::{watch, Notify};
 use tokio::task::JoinSet;
 use tower::ServiceExt;
 
 use super::metrics::Metrics;
+use super::tls::{self, Listener};
 
 /// Limits of one port's connections.
 #[derive(Debug, Clone, Copy)]
@@ -106,16 +112,18 @@ async fn refuse(mut stream: TcpStream) {
     .await;
 }
 
-/// Serves `router` on `listener` until `shutdown` resolves, then waits for the open
-/// connections to finish their requests. `metrics`, when given, counts open connections
-/// and refusals.
+/// Serves `router` on `listener` (over TLS when it has a certificate) until `shutdown`
+/// resolves, then waits for the open connections to finish their requests. `metrics`, when
+/// given, counts open connections and refusals.
 pub async fn serve(
-    listener: TcpListener,
+    listener: Listener,
     router: Router,
     limits: ConnLimits,
     metrics: Option<Arc<Metrics>>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    let acceptor = listener.tls.as_ref().map(|t| t.acceptor(b"http/1.1"));
+    let listener = listener.tcp;
     let table = Arc::new(Table::default());
     let (closing, closed) = watch::channel(false);
     let mut tasks = JoinSet::new();
@@ -139,51 +147,44 @@ pub async fn serve(
             if let Some(m) = &metrics {
                 m.shed.with_label_values(&["connections"]).inc();
             }
-            tasks.spawn(refuse(stream));
+            if acceptor.is_none() {
+                tasks.spawn(refuse(stream));
+            }
             continue;
         };
         let _ = stream.set_nodelay(true);
-        let (router, table, metrics, mut closed) = (
+        let (router, table, metrics, acceptor, mut closed) = (
             router.clone(),
             table.clone(),
             metrics.clone(),
+            acceptor.clone(),
             closed.clone(),
         );
         tasks.spawn(async move {
             if let Some(m) = &metrics {
                 m.connections.inc();
             }
-            let on_conn = conn.clone();
-            let service = hyper::service::service_fn(move |req: Request<Incoming>| {
-                let busy = Busy::enter(&on_conn);
-                let router = router.clone();
-                async move {
-                    let res = router.oneshot(req).await;
-                    drop(busy);
-                    res
-                }
-            });
-            let mut http = hyper::server::conn::http1::Builder::new();
-            http.timer(TokioTimer::new())
-                .header_read_timeout(limits.header_timeout);
-            let served = http.serve_connection(TokioIo::new(stream), service);
-            let mut served = std::pin::pin!(served);
-            let mut stopping = false;
-            loop {
-                tokio::select! {
-                    r = served.as_mut() => {
-                        if let Err(e) = r {
-                            tracing::debug!(error = %e, "connection ended");
-                        }
-                        break;
+            let handshake = tokio::time::timeout(
+                limits.header_timeout,
+                tls::accept(acceptor.as_ref(), stream),
+            );
+            let stream = tokio::select! {
+                done = handshake => match done {
+                    Ok(Ok(stream)) => Some(stream),
+                    Ok(Err(e)) => {
+                        tracing::debug!(error = %e, "TLS handshake failed");
+                        None
                     }
-                    // Evicted while idle: dropping the connection closes it.
-                    () = conn.evict.notified() => break,
-                    _ = closed.changed(), if !stopping => {
-                        stopping = true;
-                        served.as_mut().graceful_shutdown();
+                    Err(_) => {
+                        tracing::debug!("TLS handshake timed out");
+                        None
                     }
-                }
+                },
+                // Evicted mid-handshake (it counts as idle).
+                () = conn.evict.notified() => None,
+            };
+            if let Some(stream) = stream {
+                serve_connection(stream, router, conn, limits, &mut closed).await;
             }
             table.remove(id);
             if let Some(m) = &metrics {
@@ -195,4 +196,47 @@ pub async fn serve(
     let _ = closing.send(true);
     while tasks.join_next().await.is_some() {}
     Ok(())
+}
+
+/// Serves HTTP/1.1 on one connection until it ends, is evicted while idle, or finishes its
+/// in-flight requests after `closed` changed (shutdown).
+async fn serve_connection(
+    stream: tls::Stream,
+    router: Router,
+    conn: Arc<Conn>,
+    limits: ConnLimits,
+    closed: &mut watch::Receiver<bool>,
+) {
+    let on_conn = conn.clone();
+    let service = hyper::service::service_fn(move |req: Request<Incoming>| {
+        let busy = Busy::enter(&on_conn);
+        let router = router.clone();
+        async move {
+            let res = router.oneshot(req).await;
+            drop(busy);
+            res
+        }
+    });
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(limits.header_timeout);
+    let served = http.serve_connection(TokioIo::new(stream), service);
+    let mut served = std::pin::pin!(served);
+    let mut stopping = false;
+    loop {
+        tokio::select! {
+            r = served.as_mut() => {
+                if let Err(e) = r {
+                    tracing::debug!(error = %e, "connection ended");
+                }
+                break;
+            }
+            // Evicted while idle: dropping the connection closes it.
+            () = conn.evict.notified() => break,
+            _ = closed.changed(), if !stopping => {
+                stopping = true;
+                served.as_mut().graceful_shutdown();
+            }
+        }
+    }
 }

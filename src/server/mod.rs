@@ -4,7 +4,8 @@
 //! subjects CRUD, enroll, verify 1:1 against a subject or between two images, identify 1:N,
 //! model card, galleries and their keys, health and readiness; Prometheus metrics on a port of their own
 //! (`metrics_app`). `serve` runs the API's accept loop (`conn.rs`): header-read timeout,
-//! connection limit, load shedding.
+//! connection limit, load shedding; the REST and gRPC ports serve TLS when their listener
+//! has a certificate (`tls.rs`), the metrics port is plaintext.
 pub mod auth;
 mod conn;
 pub mod error;
@@ -15,6 +16,7 @@ pub mod openapi;
 pub mod request_id;
 mod routes;
 pub mod service;
+pub mod tls;
 pub mod worker;
 
 use std::sync::Arc;
@@ -224,9 +226,10 @@ pub fn metrics_app(state: AppState) -> Router {
         .with_state(state)
 }
 
-/// Serves the API until `shutdown` resolves; in-flight requests finish first.
+/// Serves the API on `listener` (a `TcpListener` for plaintext, or a `tls::Listener`) until
+/// `shutdown` resolves; in-flight requests finish first.
 pub async fn serve(
-    listener: tokio::net::TcpListener,
+    listener: impl Into<tls::Listener>,
     state: AppState,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
@@ -235,7 +238,7 @@ pub async fn serve(
         max_connections: state.limits.max_connections.max(1),
     };
     let metrics = state.metrics.clone();
-    conn::serve(listener, app(state), limits, Some(metrics), shutdown).await
+    conn::serve(listener.into(), app(state), limits, Some(metrics), shutdown).await
 }
 
 /// How often the templates gauge is recounted from the store (other replicas enroll and
@@ -243,7 +246,8 @@ pub async fn serve(
 const TEMPLATES_RECOUNT: Duration = Duration::from_secs(300);
 
 /// Serves `/metrics` until `shutdown` resolves, recounting the templates gauge at start and
-/// every five minutes (never per scrape).
+/// every five minutes (never per scrape). Plaintext: the port is scraped from inside the
+/// cluster, never exposed with the API.
 pub async fn serve_metrics(
     listener: tokio::net::TcpListener,
     state: AppState,
@@ -266,7 +270,7 @@ pub async fn serve_metrics(
         header_timeout: state.limits.header_timeout,
         max_connections: 64,
     };
-    let served = conn::serve(listener, metrics_app(state), limits, None, shutdown).await;
+    let served = conn::serve(listener.into(), metrics_app(state), limits, None, shutdown).await;
     recount.abort();
     served
 }

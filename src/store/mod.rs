@@ -11,6 +11,8 @@ use std::str::FromStr;
 use sqlx::postgres::{PgPool, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqlitePool, SqlitePoolOptions};
 
+pub mod schema;
+
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("database: {0}")]
@@ -117,6 +119,13 @@ impl Store {
 
     /// Connects with `pool` settings and applies the migrations.
     pub async fn connect_with(url: &str, pool: PoolConfig) -> StoreResult<Store> {
+        let store = Store::open(url, pool).await?;
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    /// Connects with `pool` settings, without migrating (`schema.rs` checks the schema).
+    async fn open(url: &str, pool: PoolConfig) -> StoreResult<Store> {
         let store = if url.starts_with("sqlite:") {
             let opts = SqliteConnectOptions::from_str(url)?
                 .create_if_missing(true)
@@ -144,7 +153,6 @@ impl Store {
         } else {
             return Err(StoreError::Url(url.to_string()));
         };
-        store.migrate().await?;
         Ok(store)
     }
 

@@ -2,19 +2,22 @@
 //! connection beyond it is closed at once, so half-open clients cannot exhaust the file
 //! descriptors the REST port needs too), and a connection that has not sent the HTTP/2
 //! preface within `header_timeout` is closed without ever reaching tonic (the preface is read
-//! here and replayed to tonic).
+//! here and replayed to tonic). On a TLS port (`tls.rs`, ALPN `h2`) the handshake comes
+//! first, and handshake plus preface share that timeout: a client stalling mid-handshake is
+//! closed too, and a failed handshake just closes the connection.
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::server::{Connected, TcpConnectInfo};
 
 use crate::server::metrics::Metrics;
+use crate::server::tls::{self, Listener, Stream};
 
 /// HTTP/2's connection preface: what a client sends first.
 const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
@@ -22,7 +25,7 @@ const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 /// An accepted connection holding one of the port's connection slots until it closes; its
 /// first reads replay the preface already read.
 pub struct Admitted {
-    stream: TcpStream,
+    stream: Stream,
     replayed: usize,
     _slot: OwnedSemaphorePermit,
 }
@@ -31,7 +34,7 @@ impl Connected for Admitted {
     type ConnectInfo = TcpConnectInfo;
 
     fn connect_info(&self) -> TcpConnectInfo {
-        self.stream.connect_info()
+        self.stream.tcp().connect_info()
     }
 }
 
@@ -70,21 +73,35 @@ impl AsyncWrite for Admitted {
 }
 
 /// Reads the client's first bytes: whether they are the HTTP/2 preface.
-async fn preface(stream: &mut TcpStream) -> bool {
+async fn preface(stream: &mut Stream) -> bool {
     let mut buf = [0u8; PREFACE.len()];
     stream.read_exact(&mut buf).await.is_ok() && buf == PREFACE
 }
 
-/// The connections of `listener` that hold a slot and sent the preface in time, for
-/// tonic's `serve_with_incoming_shutdown`.
+/// The TLS handshake (with `acceptor`) and the preface: the connection, when both succeed.
+async fn open(acceptor: Option<tokio_rustls::TlsAcceptor>, tcp: TcpStream) -> Option<Stream> {
+    let mut stream = match tls::accept(acceptor.as_ref(), tcp).await {
+        Ok(stream) => stream,
+        Err(e) => {
+            tracing::debug!(error = %e, "gRPC TLS handshake failed");
+            return None;
+        }
+    };
+    preface(&mut stream).await.then_some(stream)
+}
+
+/// The connections of `listener` that hold a slot, completed the TLS handshake (on a TLS
+/// port) and sent the preface in time, for tonic's `serve_with_incoming_shutdown`.
 pub fn admitted(
-    listener: TcpListener,
+    listener: Listener,
     max_connections: usize,
     header_timeout: std::time::Duration,
     metrics: Arc<Metrics>,
 ) -> ReceiverStream<io::Result<Admitted>> {
     let (tx, rx) = mpsc::channel(64);
     let slots = Arc::new(Semaphore::new(max_connections.max(1)));
+    let acceptor = listener.tls.as_ref().map(|t| t.acceptor(b"h2"));
+    let listener = listener.tcp;
     tokio::spawn(async move {
         loop {
             let stream = tokio::select! {
@@ -103,10 +120,10 @@ pub fn admitted(
                 metrics.shed.with_label_values(&["grpc_connections"]).inc();
                 continue;
             };
-            let tx = tx.clone();
+            let (tx, acceptor) = (tx.clone(), acceptor.clone());
             tokio::spawn(async move {
-                let mut stream = stream;
-                if let Ok(true) = tokio::time::timeout(header_timeout, preface(&mut stream)).await {
+                let opened = tokio::time::timeout(header_timeout, open(acceptor, stream)).await;
+                if let Ok(Some(stream)) = opened {
                     let admitted = Admitted {
                         stream,
                         replayed: 0,

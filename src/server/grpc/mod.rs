@@ -12,7 +12,6 @@ mod incoming;
 use std::future::Future;
 use std::time::Instant;
 
-use tokio::net::TcpListener;
 use tonic::{Code, Request, Response, Status};
 
 use super::auth::Caller;
@@ -311,9 +310,9 @@ impl Verification for Grpc {
 /// Serves the `Verification` service, health checking and reflection on `listener` until
 /// `shutdown` resolves. Messages are limited to the HTTP body limit, calls to its timeout;
 /// connections to `--max-connections` and the preface to `--header-timeout-secs`
-/// (`incoming.rs`).
+/// (`incoming.rs`). TLS when `listener` is a `tls::Listener` with a certificate.
 pub async fn serve(
-    listener: TcpListener,
+    listener: impl Into<super::tls::Listener>,
     state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), tonic::transport::Error> {
@@ -336,7 +335,7 @@ pub async fn serve(
         ))
         .serve_with_incoming_shutdown(
             incoming::admitted(
-                listener,
+                listener.into(),
                 limits.max_connections,
                 limits.header_timeout,
                 state_metrics,
