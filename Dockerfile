@@ -47,7 +47,7 @@ EXPOSE 8080 50051 9464
 
 # Liveness of the HTTP server on the port DVSP_BIND names (curl is in the base image).
 HEALTHCHECK --interval=15s --timeout=3s --start-period=30s --retries=3 \
-    CMD ["/bin/sh", "-c", "curl -fsS -o /dev/null \"http://127.0.0.1:${DVSP_BIND##*:}/healthz\" || exit 1"]
+    CMD ["/bin/sh", "-c", "s=http; [ -n \"$DVSP_TLS_CERT\" ] && s=https; curl -kfsS -o /dev/null \"$s://127.0.0.1:${DVSP_BIND##*:}/healthz\" || exit 1"]
 
 ENTRYPOINT ["dvsp"]
 CMD ["serve"]

@@ -160,7 +160,8 @@ echo "mounted at $MNT"
 # DVSP_THRESHOLD=0.5 is set for it). Only /healthz etc. are checked, not accuracy.
 VERIFY=$(mktemp -d /tmp/dvsp-image-verify.XXXXXX)
 mkdir -p "$VERIFY/models" "$VERIFY/data"
-EXTRA_ENV=()
+# A throwaway template keyring for the check (templates are sealed at rest; `serve` needs one).
+EXTRA_ENV=("DVSP_TEMPLATE_KEYS=image-check $(head -c 32 /dev/urandom | base64)")
 if [[ -f $ROOT/runs/demo/model.json ]]; then
     cp -r "$ROOT/runs/demo" "$VERIFY/models/current"
     echo "model: runs/demo"

@@ -6,6 +6,7 @@ mod common;
 use std::time::Instant;
 
 use common::*;
+use dvsp::server::auth;
 use dvsp::store::Store;
 use reqwest::{multipart, Client, StatusCode};
 use serde_json::{json, Value};
@@ -263,13 +264,21 @@ async fn flows(db: &str) {
     );
     assert_error(&send(c.get(s.url("/v1/no/such/route"))).await, 404);
 
-    // Brute-force guard: attempts 1 and 2 were above; 3..=6 pass, the 7th is refused.
-    for _ in 0..4 {
+    // Brute-force guard, per (key, subject): a fresh key's attempts 1..=6 pass, the 7th is
+    // refused; the key that verified (and identified) "three" above is not locked out by it.
+    let fresh = key_with(
+        db,
+        &[auth::Role::Verify],
+        Some("default"),
+        auth::ScorePolicy::Full,
+    )
+    .await;
+    for _ in 0..6 {
         assert_eq!(
             send(png_body(
                 &c,
                 &s.url("/v1/subjects/three/verify"),
-                &k.verify,
+                &fresh,
                 &threes[2]
             ))
             .await
@@ -277,15 +286,21 @@ async fn flows(db: &str) {
             StatusCode::OK
         );
     }
-    let res = png_body(
-        &c,
-        &s.url("/v1/subjects/three/verify"),
-        &k.verify,
-        &threes[2],
-    )
-    .send()
-    .await
-    .unwrap();
+    assert_eq!(
+        send(png_body(
+            &c,
+            &s.url("/v1/subjects/three/verify"),
+            &k.verify,
+            &threes[2]
+        ))
+        .await
+        .0,
+        StatusCode::OK
+    );
+    let res = png_body(&c, &s.url("/v1/subjects/three/verify"), &fresh, &threes[2])
+        .send()
+        .await
+        .unwrap();
     assert_eq!(res.status(), StatusCode::TOO_MANY_REQUESTS);
     assert!(res.headers().contains_key("retry-after"));
 

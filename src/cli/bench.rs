@@ -5,7 +5,8 @@
 //! `dvsp bench serve --model DIR`: a bounded load generator on loopback against two real
 //! servers (micro-batching on and off) sharing a temporary SQLite store: verify requests/s
 //! and p50/p99 latency at concurrency 1, 8, 32, 128, then REST vs gRPC verify on one server
-//! at concurrency 32 (reference: REST, batching off, concurrency 1).
+//! at concurrency 32 (reference: REST, batching off, concurrency 1); `dvsp bench http`: the
+//! same routes loaded on several running servers in turns (reference: the first).
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -27,6 +28,9 @@ pub enum What {
     /// Per-photo time of face detection, landmarks, alignment and embedding on the sample
     /// photos (reference: the embedding alone).
     Faces,
+    /// The same load against running servers, e.g. builds before and after a change
+    /// (reference: the first `--target`; `scripts/custody_cost.sh`).
+    Http,
 }
 
 #[derive(Debug, clap::Args)]
@@ -42,9 +46,23 @@ pub struct Args {
     /// Pairs in the batched attack run (`attack`); the one-at-a-time run uses a sixteenth.
     #[arg(long, default_value_t = 512)]
     pub pairs: usize,
-    /// Verify requests per concurrency level and mode (`serve`).
+    /// Verify requests per concurrency level and mode (`serve`), per target and route
+    /// (`http`).
     #[arg(long, default_value_t = 1000)]
     pub requests: usize,
+    /// `http`: a running server as NAME=URL (repeat; the first is the reference), its API key
+    /// in `DVSP_BENCH_KEY_<NAME>`.
+    #[arg(long)]
+    pub target: Vec<String>,
+    /// `http`: a route to load as NAME:PATH (repeat), POSTed a test image as image/png.
+    #[arg(long)]
+    pub route: Vec<String>,
+    /// `http`: requests in flight at once.
+    #[arg(long, default_value_t = 8)]
+    pub concurrency: usize,
+    /// `http`: rounds the requests are split into, the targets taking turns.
+    #[arg(long, default_value_t = 4)]
+    pub rounds: usize,
 }
 
 /// PNG bytes of the first `n` test-split images of `data`.
@@ -126,6 +144,89 @@ where
 /// The `p` quantile of sorted values.
 fn quantile(sorted: &[f64], p: f64) -> f64 {
     sorted[((sorted.len() - 1) as f64 * p).round() as usize]
+}
+
+/// `bench http`: the same load against several running servers (e.g. the build before a
+/// change and after it), interleaved round by round, each route's throughput reported as a
+/// ratio to the first target's. Targets are `NAME=URL`; NAME's API key comes from the
+/// environment variable `DVSP_BENCH_KEY_<NAME>` (never from the command line).
+fn http(a: &Args) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        !a.target.is_empty(),
+        "bench http needs --target NAME=URL (one or more)"
+    );
+    anyhow::ensure!(
+        !a.route.is_empty(),
+        "bench http needs --route NAME:PATH (one or more)"
+    );
+    anyhow::ensure!(
+        a.concurrency >= 1 && a.rounds >= 1,
+        "--concurrency and --rounds are at least 1"
+    );
+    let dir = a.model.as_ref().ok_or_else(|| {
+        anyhow::anyhow!("bench http needs --model DIR (its test images are the probes)")
+    })?;
+    let card = crate::artifact::read_card(dir)?;
+    let pngs = std::sync::Arc::new(test_pngs(
+        &card.training.dataset.parse()?,
+        &card.net.input,
+        64,
+    )?);
+    let split = |s: &str, sep: char, what: &str| {
+        s.split_once(sep)
+            .map(|(n, v)| (n.to_string(), v.to_string()))
+            .ok_or_else(|| anyhow::anyhow!("{what} {s:?}: expected NAME{sep}VALUE"))
+    };
+    let targets = a
+        .target
+        .iter()
+        .map(|t| {
+            let (name, url) = split(t, '=', "--target")?;
+            let var = format!("DVSP_BENCH_KEY_{}", name.to_uppercase());
+            let key = std::env::var(&var)
+                .map_err(|_| anyhow::anyhow!("set {var} to the API key of target {name}"))?;
+            Ok((name, url, key))
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let routes = a
+        .route
+        .iter()
+        .map(|r| split(r, ':', "--route"))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let per_round = a.requests.div_ceil(a.rounds).max(1);
+    tokio::runtime::Runtime::new()?.block_on(async {
+        let client = reqwest::Client::builder().pool_max_idle_per_host(256).build()?;
+        println!("{} requests per target and route in {} interleaved rounds, concurrency {}", per_round * a.rounds, a.rounds, a.concurrency);
+        println!("| route | target | requests/s | p50 ms | p99 ms | ratio to {} |\n|---|---|---|---|---|---|", targets[0].0);
+        for (route, path) in &routes {
+            let mut lat: Vec<Vec<f64>> = vec![Vec::new(); targets.len()];
+            let mut secs = vec![0.0; targets.len()];
+            for _ in 0..a.rounds {
+                for (t, (_, url, key)) in targets.iter().enumerate() {
+                    let (client, pngs, key, url) = (client.clone(), pngs.clone(), key.clone(), format!("{url}{path}"));
+                    let start = Instant::now();
+                    let (_, l) = load(a.concurrency, per_round, move |i| {
+                        let req = client.post(&url).bearer_auth(&key).header("content-type", "image/png").body(pngs[i % pngs.len()].clone());
+                        async move {
+                            let r = req.send().await?;
+                            anyhow::ensure!(r.status().is_success(), "{}: {}", r.url(), r.status());
+                            r.bytes().await?;
+                            Ok(())
+                        }
+                    })
+                    .await?;
+                    secs[t] += start.elapsed().as_secs_f64();
+                    lat[t].extend(l);
+                }
+            }
+            let rps: Vec<f64> = lat.iter().zip(&secs).map(|(l, s)| l.len() as f64 / s).collect();
+            for (t, (name, _, _)) in targets.iter().enumerate() {
+                lat[t].sort_by(f64::total_cmp);
+                println!("| {route} | {name} | {:.0} | {:.2} | {:.2} | {:.3} |", rps[t], quantile(&lat[t], 0.5), quantile(&lat[t], 0.99), rps[t] / rps[0]);
+            }
+        }
+        Ok(())
+    })
 }
 
 fn serve(a: &Args) -> anyhow::Result<()> {
@@ -493,6 +594,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         What::Attack => return attack(&a),
         What::Serve => return serve(&a),
         What::Faces => return faces(&a),
+        What::Http => return http(&a),
         What::Train => {}
     }
     let cases = [
