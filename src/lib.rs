@@ -20,6 +20,7 @@ pub mod loss;
 pub mod metrics;
 pub mod model;
 pub mod plot;
+pub mod protect;
 pub mod seal;
 pub mod server;
 pub mod store;

@@ -4,6 +4,7 @@
 //! so a ciphertext copied onto another row fails to open; the data key is sealed ("wrapped")
 //! under a master key of the keyring, whose id is stored with the row. Rotating the master
 //! key re-wraps the data keys (`dvsp db rotate-key`); the feature ciphertexts stay as they are.
+//! The galleries' transform secrets (`crate::protect`) are wrapped by the master keys too.
 //!
 //! The keyring is a text file (or the `DVSP_TEMPLATE_KEYS` variable, e.g. from a Kubernetes
 //! Secret): one `<key id> <base64 of 32 bytes>` per line, `#` comments; the last key seals,
@@ -21,8 +22,8 @@ const NONCE: usize = 12;
 pub enum SealError {
     #[error("template keys: {0}")]
     Keyring(String),
-    #[error("template {template} is sealed under key {key_id:?}, which the keyring does not hold")]
-    UnknownKey { template: String, key_id: String },
+    #[error("{what} is sealed under key {key_id:?}, which the keyring does not hold")]
+    UnknownKey { what: String, key_id: String },
     /// Wrong key, a tampered ciphertext, or a row moved to another template, subject,
     /// gallery or model.
     #[error("template {0} failed its integrity check (tampered, or copied from another row)")]
@@ -36,6 +37,8 @@ pub struct Row<'a> {
     pub gallery_id: &'a str,
     pub subject_id: &'a str,
     pub model_id: &'a str,
+    /// The gallery transform's epoch the feature is under (`crate::protect`).
+    pub epoch: i64,
 }
 
 impl Row<'_> {
@@ -48,6 +51,7 @@ impl Row<'_> {
             self.gallery_id,
             self.subject_id,
             self.model_id,
+            &self.epoch.to_string(),
         ]
         .join("\0")
         .into_bytes()
@@ -113,6 +117,17 @@ fn open_with(cipher: &Aes256Gcm, sealed: &[u8], aad: &[u8]) -> Option<Vec<u8>> {
     cipher
         .decrypt(Nonce::from_slice(nonce), Payload { msg: body, aad })
         .ok()
+}
+
+fn secret_aad(gallery: &str, epoch: i64, key_id: &str) -> Vec<u8> {
+    [
+        "dvsp-gallery-secret-v1",
+        gallery,
+        &epoch.to_string(),
+        key_id,
+    ]
+    .join("\0")
+    .into_bytes()
 }
 
 impl Keyring {
@@ -190,7 +205,7 @@ impl Keyring {
 
     fn cipher(&self, row: &Row, key_id: &str) -> Result<&Aes256Gcm, SealError> {
         self.keys.get(key_id).ok_or_else(|| SealError::UnknownKey {
-            template: row.template_id.to_string(),
+            what: format!("template {}", row.template_id),
             key_id: key_id.to_string(),
         })
     }
@@ -226,6 +241,32 @@ impl Keyring {
             .chunks_exact(4)
             .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
             .collect())
+    }
+
+    /// A gallery's transform secret for `epoch`, wrapped by the active key: (key id, wrapped).
+    pub fn wrap_secret(&self, gallery: &str, epoch: i64, secret: &[u8]) -> (String, Vec<u8>) {
+        let aad = secret_aad(gallery, epoch, &self.active);
+        (
+            self.active.clone(),
+            seal_with(&self.keys[&self.active], secret, &aad),
+        )
+    }
+
+    /// The transform secret wrapped by `key_id` for (`gallery`, `epoch`).
+    pub fn unwrap_secret(
+        &self,
+        gallery: &str,
+        epoch: i64,
+        key_id: &str,
+        wrapped: &[u8],
+    ) -> Result<Vec<u8>, SealError> {
+        let what = format!("gallery {gallery} secret {epoch}");
+        let master = self.keys.get(key_id).ok_or_else(|| SealError::UnknownKey {
+            what: what.clone(),
+            key_id: key_id.to_string(),
+        })?;
+        open_with(master, wrapped, &secret_aad(gallery, epoch, key_id))
+            .ok_or(SealError::Integrity(what))
     }
 
     /// `sealed` with its data key re-wrapped under the active key (the feature's ciphertext

@@ -701,6 +701,7 @@ fn seals_bind_their_row_and_rotation_keeps_the_feature() {
         gallery_id: "g",
         subject_id: "alice",
         model_id: "m",
+        epoch: 1,
     };
     let f: Vec<f32> = (0..64).map(|i| (i as f32 * 0.37).sin()).collect();
     let sealed = old.seal(&row, &f);
@@ -723,6 +724,7 @@ fn seals_bind_their_row_and_rotation_keeps_the_feature() {
             template_id: "t2",
             ..row
         },
+        Row { epoch: 2, ..row },
     ] {
         assert!(old.open(&other, &sealed).is_err(), "{other:?}");
     }
@@ -991,4 +993,201 @@ async fn a_store_from_before_galleries_migrates_without_losing_a_template_on_pos
     let pg = PgDb::new().await;
     migrates_without_losing_a_template(&pg.url).await;
     pg.drop_db().await;
+}
+
+#[test]
+fn a_gallery_transform_is_orthogonal_keeps_distances_and_is_fixed_by_its_secret() {
+    use dvsp::protect::Transform;
+    for d in [2, 32, 128] {
+        let q = Transform::from_secret(b"a secret", d);
+        // Q^T Q = I: the columns Q^T e_i are orthonormal.
+        let cols: Vec<Vec<f32>> = (0..d)
+            .map(|i| {
+                let mut e = vec![0.0f32; d];
+                e[i] = 1.0;
+                q.apply(&e)
+            })
+            .collect();
+        for i in 0..d {
+            for j in 0..d {
+                let dot: f64 = cols[i]
+                    .iter()
+                    .zip(&cols[j])
+                    .map(|(a, b)| (*a as f64) * (*b as f64))
+                    .sum();
+                let want = if i == j { 1.0 } else { 0.0 };
+                assert!((dot - want).abs() < 1e-6, "d {d}: Q^T Q[{i}][{j}] = {dot}");
+            }
+        }
+        // Cosine distances of unit features, before and after: within 1e-6 (eq. 1).
+        let unit = |seed: usize| {
+            let v: Vec<f32> = (0..d)
+                .map(|k| ((k * 7919 + seed * 104729) as f32).sin())
+                .collect();
+            let n = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+            v.into_iter().map(|x| x / n).collect::<Vec<f32>>()
+        };
+        for s in 0..20 {
+            let (a, b) = (unit(s), unit(s + 100));
+            let before = dvsp::server::service::distance(&a, &b);
+            let after = dvsp::server::service::distance(&q.apply(&a), &q.apply(&b));
+            assert!((before - after).abs() < 1e-6, "d {d}: {before} vs {after}");
+            let back = q.invert(&q.apply(&a));
+            assert!(a.iter().zip(&back).all(|(x, y)| (x - y).abs() < 1e-6));
+        }
+        // The same secret gives the same Q; another secret an unrelated one.
+        assert_eq!(q, Transform::from_secret(b"a secret", d));
+        if d >= 32 {
+            let other = Transform::from_secret(b"another", d);
+            let a = unit(1);
+            let cos = 1.0 - dvsp::server::service::distance(&q.apply(&a), &other.apply(&a));
+            assert!(cos.abs() < 0.6, "d {d}: cos {cos}");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn galleries_store_unlinkable_templates_and_renewal_reissues_them_without_a_photo() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!("sqlite://{}", dir.path().join("u.db").display());
+    let k = keys(&db).await;
+    let s = Server::start(&db, &[]).await;
+    let c = Client::new();
+    let r = send(
+        c.post(s.url("/v1/galleries"))
+            .bearer_auth(&k.admin)
+            .json(&json!({"id": "other"})),
+    )
+    .await;
+    assert_eq!(r.0, StatusCode::CREATED, "{:?}", r.1);
+    let other = new_key(
+        &s,
+        &c,
+        &k.admin,
+        "other",
+        json!({"roles": ["admin"], "scores": "full"}),
+    )
+    .await;
+    // The same ten digits enrolled in both galleries.
+    let pngs: Vec<Vec<u8>> = (0..10).map(|d| digits(d, 1).remove(0)).collect();
+    for key in [&k.enroll, &other] {
+        for (d, png) in pngs.iter().enumerate() {
+            let id = format!("d{d}");
+            send(
+                c.post(s.url("/v1/subjects"))
+                    .bearer_auth(key)
+                    .json(&json!({"id": id})),
+            )
+            .await;
+            let r = send(png_body(
+                &c,
+                &s.url(&format!("/v1/subjects/{id}/templates")),
+                key,
+                png,
+            ))
+            .await;
+            assert_eq!(r.0, StatusCode::CREATED, "{:?}", r.1);
+        }
+    }
+    let store = Store::connect(&db).await.unwrap();
+    let kr = keyring();
+    let stored = |g: &'static str| {
+        let store = store.clone();
+        let kr = kr.clone();
+        async move {
+            let mut out = Vec::new();
+            for d in 0..10 {
+                let rows = store.subject_templates(g, &format!("d{d}")).await.unwrap();
+                out.push((
+                    rows[0].epoch,
+                    kr.open(&rows[0].row(), &rows[0].sealed).unwrap(),
+                ));
+            }
+            out
+        }
+    };
+    let cos = |a: &[f32], b: &[f32]| 1.0 - dvsp::server::service::distance(a, b);
+    let (mine, theirs) = (stored("default").await, stored("other").await);
+    let secret = |g: &'static str| {
+        let store = store.clone();
+        async move { store.current_secret(g).await.unwrap().unwrap() }
+    };
+    let (q_mine, q_theirs) = (
+        dvsp::protect::transform_of(&kr, &secret("default").await, mine[0].1.len()).unwrap(),
+        dvsp::protect::transform_of(&kr, &secret("other").await, mine[0].1.len()).unwrap(),
+    );
+    // The same faces, unrelated templates: |cos| around 1/sqrt(d) across galleries, while the
+    // features under them are the same.
+    let across: f64 = mine
+        .iter()
+        .zip(&theirs)
+        .map(|(a, b)| cos(&a.1, &b.1).abs())
+        .sum::<f64>()
+        / 10.0;
+    assert!(across < 0.35, "mean |cos| across galleries {across}");
+    for (a, b) in mine.iter().zip(&theirs) {
+        assert!(cos(&q_mine.invert(&a.1), &q_theirs.invert(&b.1)) > 0.999);
+    }
+    // Distances through the service are those of the features (eq. 1): a subject's verify
+    // against the pair verify of the same two images.
+    let probe = digits(3, 2).remove(1);
+    let verify = |id: &str| {
+        png_body(
+            &c,
+            &s.url(&format!("/v1/subjects/{id}/verify")),
+            &k.verify,
+            &probe,
+        )
+    };
+    let through = send(verify("d3")).await.1["distance"].as_f64().unwrap();
+    let form = reqwest::multipart::Form::new()
+        .part("image_a", reqwest::multipart::Part::bytes(pngs[3].clone()))
+        .part("image_b", reqwest::multipart::Part::bytes(probe.clone()));
+    let pair = send(
+        c.post(s.url("/v1/verify"))
+            .bearer_auth(&k.verify)
+            .multipart(form),
+    )
+    .await;
+    let direct = pair.1["distance"].as_f64().unwrap();
+    assert!((through - direct).abs() < 1e-5, "{through} vs {direct}");
+
+    // Renewal while serving: a new secret, every template re-issued without a photo, the
+    // old secret destroyed; decisions and distances are what they were.
+    let before_epoch = mine[0].0;
+    dvsp(&[
+        "galleries",
+        "renew",
+        "default",
+        "--db",
+        &db,
+        "--template-keys",
+        keyring_file(),
+        "--batch",
+        "3",
+    ])
+    .await
+    .unwrap();
+    let renewed = stored("default").await;
+    assert!(renewed.iter().all(|(e, _)| *e == before_epoch + 1));
+    assert!(store
+        .gallery_secret("default", before_epoch)
+        .await
+        .unwrap()
+        .is_none());
+    let changed: f64 = mine
+        .iter()
+        .zip(&renewed)
+        .map(|(a, b)| cos(&a.1, &b.1).abs())
+        .sum::<f64>()
+        / 10.0;
+    assert!(
+        changed < 0.35,
+        "old and renewed templates are related: {changed}"
+    );
+    let after = send(verify("d3")).await.1["distance"].as_f64().unwrap();
+    assert!((after - through).abs() < 1e-5, "{after} vs {through}");
+    // The other gallery is untouched.
+    assert_eq!(stored("other").await, theirs);
+    s.stop().await;
 }

@@ -316,6 +316,7 @@ async fn flows(db: &str) {
         "default".into(),
         "legacy".into(),
         "0000000000000000".into(),
+        0,
         &[1.0; 32],
     );
     store.add_template(&row, None).await.unwrap();

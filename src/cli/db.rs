@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use anyhow::Context;
 
 use crate::seal::Keyring;
-use crate::store::{SealedRow, Store};
+use crate::store::{Replaced, SealedRow, Store};
 
 /// Where the template keyring comes from: `--template-keys FILE` (env
 /// `DVSP_TEMPLATE_KEYS_FILE`) or the keyring text itself in `DVSP_TEMPLATE_KEYS` (e.g. a
@@ -50,8 +50,9 @@ pub enum DbAction {
         #[arg(long)]
         id: Option<String>,
     },
-    /// Move every stored template onto the keyring's last key: re-wrap each data key, and
-    /// seal templates still in plaintext from before encryption. In batches, each one
+    /// Move every stored template onto the keyring's last key: re-wrap each data key (and
+    /// each gallery's transform secret), and seal templates still in plaintext from before
+    /// encryption. In batches, each one
     /// transaction; resumable (run it again); the service keeps serving meanwhile.
     RotateKey {
         #[arg(long, env = "DVSP_DB", default_value = "sqlite://dvsp.db")]
@@ -126,18 +127,22 @@ async fn rotate(db: &str, keyring: &Keyring, batch: i64) -> anyhow::Result<()> {
         if rows.is_empty() {
             break;
         }
-        let sealed: Vec<(SealedRow, Option<String>)> = rows
+        // Sealed as they are, at epoch 0 (the identity; `dvsp galleries renew` moves them
+        // under their gallery's transform).
+        let sealed: Vec<Replaced> = rows
             .into_iter()
-            .map(|p| {
-                let row = SealedRow::new(
+            .map(|p| Replaced {
+                row: SealedRow::new(
                     keyring,
                     p.id,
                     p.gallery_id,
                     p.subject_id,
                     p.model_id,
+                    0,
                     &p.feature,
-                );
-                (row, None)
+                ),
+                from_key: None,
+                from_epoch: 0,
             })
             .collect();
         let n = store.replace_seals(&sealed).await?;
@@ -153,17 +158,37 @@ async fn rotate(db: &str, keyring: &Keyring, batch: i64) -> anyhow::Result<()> {
         let rewrapped = rows
             .iter()
             .map(|r| {
-                let from = r.sealed.key_id.clone();
                 let mut row = r.clone();
                 row.sealed = keyring.rewrap(&r.row(), &r.sealed)?;
-                Ok((row, Some(from)))
+                Ok(Replaced {
+                    row,
+                    from_key: Some(r.sealed.key_id.clone()),
+                    from_epoch: r.epoch,
+                })
             })
             .collect::<Result<Vec<_>, crate::seal::SealError>>()?;
         moved += store.replace_seals(&rewrapped).await?;
         bar.inc(rows.len() as u64);
     }
     bar.finish();
-    let left = store.count_not_under(&active).await?;
+    // The galleries' transform secrets, re-wrapped the same way.
+    for secret in store.secrets_not_under(&active).await? {
+        let plain = keyring.unwrap_secret(
+            &secret.gallery_id,
+            secret.epoch,
+            &secret.key_id,
+            &secret.wrapped,
+        )?;
+        let (key_id, wrapped) = keyring.wrap_secret(&secret.gallery_id, secret.epoch, &plain);
+        let moved = crate::store::GallerySecret {
+            key_id,
+            wrapped,
+            ..secret.clone()
+        };
+        store.rewrap_secret(&moved, &secret.key_id).await?;
+    }
+    let left = store.count_not_under(&active).await?
+        + store.secrets_not_under(&active).await?.len() as i64;
     println!(
         "{moved} templates moved onto key {active}; {left} left under other keys{}",
         if left == 0 {

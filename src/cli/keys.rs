@@ -57,6 +57,19 @@ pub enum GalleriesAction {
         #[arg(long, env = "DVSP_DB", default_value = "sqlite://dvsp.db")]
         db: String,
     },
+    /// Renew a gallery's template transform: a new secret, every template re-issued under
+    /// it without a photo (t' = Q' Q^T t), in batches, resumable, while serving; then the old
+    /// secrets are destroyed, so old templates (a backup, a leak) match nothing.
+    Renew {
+        id: String,
+        #[arg(long, env = "DVSP_DB", default_value = "sqlite://dvsp.db")]
+        db: String,
+        #[command(flatten)]
+        keys: super::db::KeyringArgs,
+        /// Templates per batch.
+        #[arg(long, default_value_t = 500, value_parser = clap::value_parser!(i64).range(1..=100_000))]
+        batch: i64,
+    },
 }
 
 /// The command line's entry in the audit trail (no key: the operator at the console).
@@ -151,6 +164,24 @@ pub fn galleries(a: GalleriesArgs) -> anyhow::Result<()> {
                 record(&store, "create_gallery", Some(&id)).await?;
                 println!("created gallery {id}");
             }
+            GalleriesAction::Renew {
+                id,
+                db,
+                keys,
+                batch,
+            } => {
+                let keyring = keys.load()?;
+                let store = Store::connect(&db).await?;
+                anyhow::ensure!(
+                    store.get_gallery(&id).await?.is_some(),
+                    "no gallery {id:?}"
+                );
+                let (moved, epoch) = renew(&store, &keyring, &id, batch).await?;
+                record(&store, "renew_gallery", Some(&id)).await?;
+                println!(
+                    "gallery {id}: {moved} templates re-issued under epoch {epoch}; older secrets destroyed"
+                );
+            }
             GalleriesAction::List { db } => {
                 let store = Store::connect(&db).await?;
                 for g in store.list_galleries().await? {
@@ -160,4 +191,100 @@ pub fn galleries(a: GalleriesArgs) -> anyhow::Result<()> {
         }
         Ok(())
     })
+}
+
+/// Renews `gallery`'s transform: a new epoch's secret (or the one a previous, interrupted
+/// renewal made: the highest), every older template re-issued under it, the older secrets
+/// destroyed. The templates moved and the epoch.
+async fn renew(
+    store: &Store,
+    keyring: &crate::seal::Keyring,
+    gallery: &str,
+    batch: i64,
+) -> anyhow::Result<(u64, i64)> {
+    use crate::protect::{transform_of, Transform};
+    use std::collections::HashMap;
+    let current = store.current_secret(gallery).await?;
+    // A renewal left unfinished has moved some templates already: finish it.
+    let unfinished = match &current {
+        Some(s) => store.count_before_epoch(gallery, s.epoch).await? > 0 && s.epoch > 1,
+        None => false,
+    };
+    let epoch = match (&current, unfinished) {
+        (Some(s), true) => s.epoch,
+        (s, false) => {
+            let next = s.as_ref().map_or(1, |s| s.epoch + 1);
+            store
+                .insert_secret(&crate::protect::new_secret(keyring, gallery, next))
+                .await?;
+            next
+        }
+        (None, true) => unreachable!("an unfinished renewal has a secret"),
+    };
+    let secret = store
+        .gallery_secret(gallery, epoch)
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("the secret of epoch {epoch} is gone"))?;
+    let total = store.count_before_epoch(gallery, epoch).await?;
+    let bar = indicatif::ProgressBar::new(total as u64).with_style(
+        indicatif::ProgressStyle::with_template(
+            "{bar:40} {pos}/{len} templates re-issued ({eta} left)",
+        )?,
+    );
+    let mut old: HashMap<i64, Transform> = HashMap::new();
+    let mut new: Option<Transform> = None;
+    let mut moved = 0;
+    loop {
+        let rows = store.templates_before_epoch(gallery, epoch, batch).await?;
+        if rows.is_empty() {
+            break;
+        }
+        let mut replaced = Vec::with_capacity(rows.len());
+        for r in &rows {
+            let t = keyring.open(&r.row(), &r.sealed)?;
+            let d = t.len();
+            if let std::collections::hash_map::Entry::Vacant(slot) = old.entry(r.epoch) {
+                let q = match r.epoch {
+                    0 => Transform::identity(d),
+                    e => {
+                        let s = store.gallery_secret(gallery, e).await?.ok_or_else(|| {
+                            anyhow::anyhow!(
+                                "template {} is under epoch {e}, whose secret is gone",
+                                r.id
+                            )
+                        })?;
+                        transform_of(keyring, &s, d)?
+                    }
+                };
+                slot.insert(q);
+            }
+            let f = old[&r.epoch].invert(&t);
+            if new.as_ref().is_none_or(|q| q.dim() != d) {
+                new = Some(transform_of(keyring, &secret, d)?);
+            }
+            let new = new.as_ref().expect("made above");
+            replaced.push(crate::store::Replaced {
+                row: crate::store::SealedRow::new(
+                    keyring,
+                    r.id.clone(),
+                    r.gallery_id.clone(),
+                    r.subject_id.clone(),
+                    r.model_id.clone(),
+                    epoch,
+                    &new.apply(&f),
+                ),
+                from_key: Some(r.sealed.key_id.clone()),
+                from_epoch: r.epoch,
+            });
+        }
+        moved += store.replace_seals(&replaced).await?;
+        bar.inc(rows.len() as u64);
+    }
+    bar.finish();
+    anyhow::ensure!(
+        store.count_before_epoch(gallery, epoch).await? == 0,
+        "templates were written under an old epoch meanwhile: run it again"
+    );
+    store.delete_secrets_before(gallery, epoch).await?;
+    Ok((moved, epoch))
 }

@@ -63,6 +63,9 @@ pub struct App {
     pub store: Store,
     /// The master keys that seal and open templates.
     pub keyring: crate::seal::Keyring,
+    /// The galleries' transforms by (gallery, epoch), as their secrets are needed.
+    pub transforms:
+        std::sync::Mutex<std::collections::HashMap<(String, i64), Arc<crate::protect::Transform>>>,
     /// The inference thread.
     pub worker: worker::Worker,
     /// The served model's card.
@@ -113,6 +116,7 @@ impl App {
         Arc::new(App {
             store,
             keyring,
+            transforms: Default::default(),
             worker,
             card,
             threshold,

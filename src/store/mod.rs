@@ -89,14 +89,16 @@ mod attempts;
 mod audit_log;
 mod galleries;
 mod keys;
+mod secrets;
 mod subjects;
 mod templates;
 
 pub use audit_log::AuditEntry;
 pub use galleries::Gallery;
 pub use keys::ApiKeyRow;
+pub use secrets::GallerySecret;
 pub use subjects::Subject;
-pub use templates::{PlainRow, SealedRow, TemplateInfo};
+pub use templates::{PlainRow, Replaced, SealedRow, TemplateInfo};
 
 pub fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()

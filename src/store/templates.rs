@@ -21,6 +21,8 @@ pub struct SealedRow {
     pub gallery_id: String,
     pub subject_id: String,
     pub model_id: String,
+    /// The epoch of the gallery transform the feature is under (`crate::protect`).
+    pub epoch: i64,
     pub sealed: Sealed,
 }
 
@@ -32,6 +34,7 @@ impl SealedRow {
         gallery_id: String,
         subject_id: String,
         model_id: String,
+        epoch: i64,
         feature: &[f32],
     ) -> SealedRow {
         let identity = crate::seal::Row {
@@ -39,6 +42,7 @@ impl SealedRow {
             gallery_id: &gallery_id,
             subject_id: &subject_id,
             model_id: &model_id,
+            epoch,
         };
         let sealed = keyring.seal(&identity, feature);
         SealedRow {
@@ -46,6 +50,7 @@ impl SealedRow {
             gallery_id,
             subject_id,
             model_id,
+            epoch,
             sealed,
         }
     }
@@ -57,11 +62,13 @@ impl SealedRow {
             gallery_id: &self.gallery_id,
             subject_id: &self.subject_id,
             model_id: &self.model_id,
+            epoch: self.epoch,
         }
     }
 }
 
-const SEALED_COLUMNS: &str = "id, gallery_id, subject_id, model_id, key_id, data_key, feature";
+const SEALED_COLUMNS: &str =
+    "id, gallery_id, subject_id, model_id, key_id, data_key, feature, epoch";
 
 /// A `SealedRow` from a row of `SEALED_COLUMNS`.
 macro_rules! sealed_row {
@@ -71,6 +78,7 @@ macro_rules! sealed_row {
             gallery_id: $r.get(1),
             subject_id: $r.get(2),
             model_id: $r.get(3),
+            epoch: $r.get(7),
             sealed: Sealed {
                 key_id: $r.get(4),
                 data_key: $r.get(5),
@@ -78,6 +86,15 @@ macro_rules! sealed_row {
             },
         }
     };
+}
+
+/// A row's new seal, and what the row held when it was read (its master key, `None` for
+/// plaintext, and epoch).
+#[derive(Debug, Clone)]
+pub struct Replaced {
+    pub row: SealedRow,
+    pub from_key: Option<String>,
+    pub from_epoch: i64,
 }
 
 /// A template stored in plaintext by a version before encryption at rest (its `key_id` is
@@ -110,7 +127,7 @@ impl Store {
         on_pool!(self, |p| {
             sqlx::query(
                 "INSERT INTO templates (id, gallery_id, subject_id, model_id, key_id, data_key, \
-                 feature, quality, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+                 feature, quality, created_at, epoch) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
             )
             .bind(&row.id)
             .bind(&row.gallery_id)
@@ -121,6 +138,7 @@ impl Store {
             .bind(&row.sealed.feature)
             .bind(t.quality)
             .bind(t.created_at)
+            .bind(row.epoch)
             .execute(p)
             .await
             .map(|_| ())
@@ -215,6 +233,42 @@ impl Store {
         Ok(rows)
     }
 
+    /// Up to `limit` templates of `gallery` under an epoch before `epoch` (a renewal's).
+    pub async fn templates_before_epoch(
+        &self,
+        gallery: &str,
+        epoch: i64,
+        limit: i64,
+    ) -> StoreResult<Vec<SealedRow>> {
+        text("gallery id", gallery)?;
+        let sql = format!(
+            "SELECT {SEALED_COLUMNS} FROM templates WHERE gallery_id = $1 AND epoch < $2 \
+             AND key_id IS NOT NULL ORDER BY id LIMIT $3"
+        );
+        let rows = on_pool!(self, |p| sqlx::query(&sql)
+            .bind(gallery)
+            .bind(epoch)
+            .bind(limit)
+            .fetch_all(p)
+            .await
+            .map(|rows| rows.iter().map(|r| sealed_row!(r)).collect()))?;
+        Ok(rows)
+    }
+
+    /// Templates of `gallery` under an epoch before `epoch`.
+    pub async fn count_before_epoch(&self, gallery: &str, epoch: i64) -> StoreResult<i64> {
+        text("gallery id", gallery)?;
+        let n = on_pool!(self, |p| sqlx::query(
+            "SELECT COUNT(*) FROM templates WHERE gallery_id = $1 AND epoch < $2"
+        )
+        .bind(gallery)
+        .bind(epoch)
+        .fetch_one(p)
+        .await
+        .map(|r| r.get::<i64, _>(0)))?;
+        Ok(n)
+    }
+
     /// Templates whose master key is not `key_id`, plaintext ones included.
     pub async fn count_not_under(&self, key_id: &str) -> StoreResult<i64> {
         text("key id", key_id)?;
@@ -228,24 +282,27 @@ impl Store {
         Ok(n)
     }
 
-    /// Stores new seals of rows in one transaction, each only if its row is still sealed by
-    /// the master key given beside it (`None`: still plaintext), so a concurrent rotation or
-    /// delete wins: how many rows were replaced.
-    pub async fn replace_seals(&self, rows: &[(SealedRow, Option<String>)]) -> StoreResult<u64> {
+    /// Stores new seals (and epochs) of rows in one transaction, each only if its row is
+    /// still as it was read: sealed by the master key given beside it (`None`: plaintext) at
+    /// the epoch given, so a concurrent rotation, renewal or delete wins: how many rows were
+    /// replaced.
+    pub async fn replace_seals(&self, rows: &[Replaced]) -> StoreResult<u64> {
         let n = on_pool!(self, |p| {
             async {
                 let mut tx = p.begin().await?;
                 let mut n = 0;
-                for (row, from) in rows {
+                for r in rows {
                     n += sqlx::query(
-                        "UPDATE templates SET key_id = $1, data_key = $2, feature = $3 \
-                         WHERE id = $4 AND key_id IS NOT DISTINCT FROM $5",
+                        "UPDATE templates SET key_id = $1, data_key = $2, feature = $3, \
+                         epoch = $4 WHERE id = $5 AND key_id IS NOT DISTINCT FROM $6 AND epoch = $7",
                     )
-                    .bind(&row.sealed.key_id)
-                    .bind(&row.sealed.data_key)
-                    .bind(&row.sealed.feature)
-                    .bind(&row.id)
-                    .bind(from)
+                    .bind(&r.row.sealed.key_id)
+                    .bind(&r.row.sealed.data_key)
+                    .bind(&r.row.sealed.feature)
+                    .bind(r.row.epoch)
+                    .bind(&r.row.id)
+                    .bind(&r.from_key)
+                    .bind(r.from_epoch)
                     .execute(&mut *tx)
                     .await?
                     .rows_affected();

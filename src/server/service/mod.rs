@@ -160,7 +160,7 @@ impl App {
             let image = image?;
             self.subject_or_404(caller, id).await?;
             let e = self.embed(&[("image", image)]).await?.remove(0);
-            let row = self.seal(caller, id, &e.feature);
+            let row = self.seal(caller, id, &e.feature).await?;
             let t = self
                 .store
                 .add_template(&row, e.spread)
@@ -236,9 +236,10 @@ impl App {
             self.same_model(&rows)?;
             let templates = self.opened(rows)?;
             let probe = self.embed(&[("image", image)]).await?.remove(0);
+            let probes = self.probes(caller, &templates, &probe.feature).await?;
             let d = templates
                 .iter()
-                .map(|t| distance(&probe.feature, &t.feature))
+                .map(|t| distance(&probes[&t.epoch], &t.feature))
                 .fold(f64::INFINITY, f64::min);
             Ok(SubjectDecision {
                 subject_id: id.to_string(),
@@ -295,9 +296,10 @@ impl App {
                     .gallery_templates(&caller.gallery, &self.card.model_id)
                     .await?,
             )?;
+            let probes = self.probes(caller, &gallery, &probe.feature).await?;
             let mut best: HashMap<&str, f64> = HashMap::new();
             for t in &gallery {
-                let d = distance(&probe.feature, &t.feature);
+                let d = distance(&probes[&t.epoch], &t.feature);
                 let e = best.entry(t.subject_id.as_str()).or_insert(f64::INFINITY);
                 *e = e.min(d);
             }
