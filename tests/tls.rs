@@ -1,15 +1,16 @@
 //! TLS end to end, with certificates made here by rcgen (a CA, server certificates for
 //! localhost and 127.0.0.1): a real server (REST and gRPC on loopback ports, the cached
-//! `server-model` of tests/server.rs, SQLite) reached by real TLS clients trusting only the
+//! `server-model` of tests/common, SQLite) reached by real TLS clients trusting only the
 //! test CA; certificate rotation by rewriting the files; the real PostgreSQL over TLS with
 //! `sslmode=verify-full` (its certificate from `scripts/postgres.sh`). And starting against
 //! a store migrated elsewhere: `serve --no-migrate` and the schema version check.
+mod common;
+
 use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use clap::Parser;
-use dvsp::cli::serve;
+use common::{keyring_file, model, ServeCli};
 use dvsp::server::tls::Listener;
 use dvsp::store::schema::SchemaError;
 use dvsp::store::{PoolConfig, Store};
@@ -17,45 +18,6 @@ use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, 
 use tonic::transport::{Certificate, Channel, ClientTlsConfig};
 use tonic_health::pb::health_client::HealthClient;
 use tonic_health::pb::HealthCheckRequest;
-
-/// The model of tests/server.rs (same directory and config, so the cache is shared): a DVSP
-/// model trained on 20,000 MNIST images for 3 epochs and evaluated.
-fn model() -> PathBuf {
-    static DIR: OnceLock<PathBuf> = OnceLock::new();
-    DIR.get_or_init(|| {
-        let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("server-model");
-        let cfg = dvsp::config::TrainConfig {
-            epochs: 3,
-            limit: 20_000,
-            ..Default::default()
-        };
-        let cached = dvsp::artifact::load(&dir, tch::Device::Cpu)
-            .is_ok_and(|m| m.card.training.config == cfg && m.card.metrics.contains_key("test"));
-        if !cached {
-            let split = dvsp::data::DataSpec::Mnist
-                .load(&dvsp::data::default_root(), None)
-                .expect("MNIST from `make setup`");
-            dvsp::train::train(
-                &cfg,
-                &dvsp::data::DataSpec::Mnist,
-                &split,
-                &dir,
-                tch::Device::Cpu,
-            )
-            .unwrap();
-            dvsp::cli::eval::evaluate(
-                &dir,
-                &dvsp::cli::DataArgs {
-                    data: None,
-                    data_dir: None,
-                },
-            )
-            .unwrap();
-        }
-        dir
-    })
-    .clone()
-}
 
 /// A certificate authority made for one test.
 struct Ca {
@@ -112,12 +74,6 @@ impl CertPaths {
     }
 }
 
-#[derive(Parser)]
-struct ServeCli {
-    #[command(flatten)]
-    args: serve::Args,
-}
-
 /// A real server with TLS on REST and gRPC (loopback ports, a fresh SQLite file).
 struct Server {
     rest: String,
@@ -138,6 +94,8 @@ impl Server {
             model.to_str().unwrap(),
             "--db",
             &db,
+            "--template-keys",
+            keyring_file(),
             "--fmr",
             "1e-2",
             "--header-timeout-secs",
@@ -436,6 +394,8 @@ fn serve_no_migrate_refuses_an_unmigrated_store() {
         .args([
             "--db",
             &db,
+            "--template-keys",
+            keyring_file(),
             "--bind",
             "127.0.0.1:0",
             "--metrics-bind",
