@@ -381,6 +381,69 @@ async fn galleries_roles_scores_limits_and_the_trail(db: &str) {
             .map(|s| s.id)
             .collect();
         assert_eq!(names, ["alice"]);
+        // Every other method that names a subject: another gallery's bob is NOT_FOUND, for
+        // a key with every role there (acme's admin).
+        fn keyed<T>(msg: T, key: &str) -> tonic::Request<T> {
+            let mut r = tonic::Request::new(msg);
+            r.metadata_mut().insert("x-api-key", key.parse().unwrap());
+            r
+        }
+        let bob = || "bob".to_string();
+        let codes = [
+            g.get_subject(keyed(proto::GetSubjectRequest { id: bob() }, &acme_admin))
+                .await
+                .map(|_| ()),
+            g.delete_subject(keyed(
+                proto::DeleteSubjectRequest { id: bob() },
+                &acme_admin,
+            ))
+            .await
+            .map(|_| ()),
+            g.enroll(keyed(
+                proto::EnrollRequest {
+                    subject_id: bob(),
+                    image: threes[2].clone().into(),
+                },
+                &acme_admin,
+            ))
+            .await
+            .map(|_| ()),
+            g.delete_template(keyed(
+                proto::DeleteTemplateRequest {
+                    subject_id: bob(),
+                    template_id: bob_template.clone(),
+                },
+                &acme_admin,
+            ))
+            .await
+            .map(|_| ()),
+            g.verify(keyed(
+                proto::VerifyRequest {
+                    subject_id: bob(),
+                    image: threes[2].clone().into(),
+                },
+                &acme_admin,
+            ))
+            .await
+            .map(|_| ()),
+        ];
+        for c in codes {
+            assert_eq!(c.unwrap_err().code(), tonic::Code::NotFound);
+        }
+        // Identify over gRPC reaches acme's gallery only (its alice is spent: withheld).
+        let id = g
+            .identify(keyed(
+                proto::IdentifyRequest {
+                    image: threes[2].clone().into(),
+                    top_k: 100,
+                },
+                &acme_admin,
+            ))
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!((id.gallery_templates, id.withheld), (2, 1), "{id:?}");
+        assert!(id.candidates.iter().all(|c| c.subject_id == "alice"));
     }
 
     // Revocation mid-session: acme's admin revokes acme's key (not another gallery's).
