@@ -75,7 +75,7 @@ pub enum GalleriesAction {
 /// The command line's entry in the audit trail (no key: the operator at the console).
 async fn record(store: &Store, action: &str, gallery: Option<&str>) -> anyhow::Result<()> {
     store
-        .append_audit(&crate::store::AuditEntry {
+        .append_audit(&[crate::store::AuditEntry {
             seq: 0,
             at: crate::store::now_ms(),
             request_id: None,
@@ -84,7 +84,7 @@ async fn record(store: &Store, action: &str, gallery: Option<&str>) -> anyhow::R
             action: action.to_string(),
             subject_id: None,
             outcome: "ok".to_string(),
-        })
+        }])
         .await?;
     Ok(())
 }

@@ -63,6 +63,8 @@ pub struct App {
     pub store: Store,
     /// The master keys that seal and open templates.
     pub keyring: crate::seal::Keyring,
+    /// Appends the audit trail (group commit).
+    pub trail: service::trail::TrailWriter,
     /// The galleries' transforms by (gallery, epoch), as their secrets are needed.
     pub transforms:
         std::sync::Mutex<std::collections::HashMap<(String, i64), Arc<crate::protect::Transform>>>,
@@ -114,6 +116,7 @@ impl App {
             metrics.clone(),
         );
         Arc::new(App {
+            trail: service::trail::TrailWriter::start(store.clone()),
             store,
             keyring,
             transforms: Default::default(),

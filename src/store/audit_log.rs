@@ -23,29 +23,40 @@ pub struct AuditEntry {
 }
 
 impl Store {
-    pub async fn append_audit(&self, e: &AuditEntry) -> StoreResult<()> {
-        for v in [&e.request_id, &e.key_id, &e.gallery_id, &e.subject_id]
-            .into_iter()
-            .flatten()
-        {
-            text("audit field", v)?;
+    /// Appends `entries` in one transaction (all or none).
+    pub async fn append_audit(&self, entries: &[AuditEntry]) -> StoreResult<()> {
+        for e in entries {
+            for v in [&e.request_id, &e.key_id, &e.gallery_id, &e.subject_id]
+                .into_iter()
+                .flatten()
+            {
+                text("audit field", v)?;
+            }
+            text("audit action", &e.action)?;
+            text("audit outcome", &e.outcome)?;
         }
-        text("audit action", &e.action)?;
-        text("audit outcome", &e.outcome)?;
-        on_pool!(self, |p| sqlx::query(
-            "INSERT INTO audit_log (at, request_id, key_id, gallery_id, action, subject_id, \
-             outcome) VALUES ($1, $2, $3, $4, $5, $6, $7)"
-        )
-        .bind(e.at)
-        .bind(&e.request_id)
-        .bind(&e.key_id)
-        .bind(&e.gallery_id)
-        .bind(&e.action)
-        .bind(&e.subject_id)
-        .bind(&e.outcome)
-        .execute(p)
-        .await
-        .map(|_| ()))?;
+        on_pool!(self, |p| {
+            async {
+                let mut tx = p.begin().await?;
+                for e in entries {
+                    sqlx::query(
+                        "INSERT INTO audit_log (at, request_id, key_id, gallery_id, action, \
+                         subject_id, outcome) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                    )
+                    .bind(e.at)
+                    .bind(&e.request_id)
+                    .bind(&e.key_id)
+                    .bind(&e.gallery_id)
+                    .bind(&e.action)
+                    .bind(&e.subject_id)
+                    .bind(&e.outcome)
+                    .execute(&mut *tx)
+                    .await?;
+                }
+                tx.commit().await
+            }
+            .await
+        })?;
         Ok(())
     }
 

@@ -9,7 +9,7 @@ mod embed;
 mod galleries;
 mod limits;
 mod templates;
-mod trail;
+pub mod trail;
 mod types;
 pub mod validate;
 
@@ -222,11 +222,7 @@ impl App {
             caller.require(Role::Verify)?;
             let image = image?;
             self.subject_or_404(caller, id).await?;
-            self.within_budget(caller).await?;
-            let spent = self.attempts_on(caller, &[id]).await?;
-            if let Some(why) = &spent[0] {
-                return Err(self.too_many(why));
-            }
+            self.probe_subject(caller, id).await?;
             let rows = self.store.subject_templates(&caller.gallery, id).await?;
             if rows.is_empty() {
                 return Err(ApiError::Precondition(format!(
@@ -273,8 +269,10 @@ impl App {
     }
 
     /// 1:N identification over the caller's gallery: every subject's best template distance,
-    /// ranked, `top_k` (1..=100) returned. Each candidate revealed counts as an attempt on its
-    /// subject; candidates whose budget is spent are withheld.
+    /// ranked, `top_k` (1..=100) returned. The key's probe and an attempt on each candidate
+    /// it would reveal are counted together once they are known (one write: a key past its
+    /// probe budget costs one inference, then gets 429 and nothing); candidates whose budget
+    /// is spent are withheld.
     pub async fn identify(
         &self,
         caller: &Caller,
@@ -284,7 +282,6 @@ impl App {
         self.audited(caller, "identify", None, async {
             caller.require(Role::Identify)?;
             let (image, top_k) = (image?, top_k?);
-            self.within_budget(caller).await?;
             if !(1..=100).contains(&top_k) {
                 return Err(ApiError::Unprocessable(
                     "top_k must be within 1..=100".into(),
@@ -307,7 +304,7 @@ impl App {
             ranked.sort_by(|a, b| a.1.total_cmp(&b.1).then(a.0.cmp(b.0)));
             ranked.truncate(top_k);
             let ids: Vec<&str> = ranked.iter().map(|r| r.0).collect();
-            let spent = self.attempts_on(caller, &ids).await?;
+            let spent = self.probe_candidates(caller, &ids).await?;
             let shown: Vec<(&str, f64)> = ranked
                 .iter()
                 .zip(&spent)
