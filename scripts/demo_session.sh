@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The service half of `make demo`: starts `dvsp serve` on the demo model with an embedded
 # SQLite store, creates an API key, enrolls two '3' digits, verifies another '3' (match) and
-# a '7' (no match), identifies, shows the metrics, then stops the server with SIGTERM.
+# a '7' (no match), identifies, shows the metrics, stops the server with SIGTERM, then
+# prints the end of the audit trail. Templates are sealed under a fresh template keyring.
 set -euo pipefail
 bin="$1"; model="$2"; work="${3:-runs/demo-service}"
 mkdir -p "$work"; rm -f "$work"/dvsp.db* "$work"/template.keys
@@ -30,3 +31,5 @@ curl -s "$metrics" | grep -E '^dvsp_(decisions|templates|auth)'
 kill -TERM $pid; wait $pid || true
 trap - EXIT
 echo "server stopped (SIGTERM); store kept in $work/dvsp.db"
+echo "\$ dvsp audit-log --since 1h | tail -n 3   (who did what to whom, with what outcome)"
+"$bin" audit-log --db "$db" --since 1h | tail -n 3
