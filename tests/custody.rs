@@ -197,6 +197,7 @@ async fn galleries_roles_scores_limits_and_the_trail(db: &str) {
     .await;
     assert_error(&r, 404);
 
+    let verify_alice = |key: &str| image(&c, s.url("/v1/subjects/alice/verify"), key, &sevens[2]);
     // Roles: each key does only what its roles allow.
     assert_error(
         &send(c.get(s.url("/v1/subjects")).bearer_auth(&acme_verify)).await,
@@ -206,26 +207,8 @@ async fn galleries_roles_scores_limits_and_the_trail(db: &str) {
         &send(image(&c, s.url("/v1/identify"), &acme_verify, &sevens[2])).await,
         403,
     );
-    assert_error(
-        &send(image(
-            &c,
-            s.url("/v1/subjects/alice/verify"),
-            &acme_identify,
-            &sevens[2],
-        ))
-        .await,
-        403,
-    );
-    assert_error(
-        &send(image(
-            &c,
-            s.url("/v1/subjects/alice/verify"),
-            &acme_read,
-            &sevens[2],
-        ))
-        .await,
-        403,
-    );
+    assert_error(&send(verify_alice(&acme_identify)).await, 403);
+    assert_error(&send(verify_alice(&acme_read)).await, 403);
     assert_error(&send(enroll(&acme_read, "alice", &sevens[2])).await, 403);
 
     // Identify reaches only the key's gallery; scores rounded to 2 decimals.
@@ -246,12 +229,7 @@ async fn galleries_roles_scores_limits_and_the_trail(db: &str) {
 
     // Decision only (the default for new keys): no similarity, no distance.
     let r = send(as_key(
-        image(
-            &c,
-            s.url("/v1/subjects/alice/verify"),
-            &acme_verify,
-            &sevens[2],
-        ),
+        verify_alice(&acme_verify),
         &acme_verify,
         "req-verify-1",
     ))
@@ -275,22 +253,10 @@ async fn galleries_roles_scores_limits_and_the_trail(db: &str) {
 
     // Attempts per (key, subject): acme_verify has spent 1 of 3 on alice.
     for _ in 0..2 {
-        let r = send(image(
-            &c,
-            s.url("/v1/subjects/alice/verify"),
-            &acme_verify,
-            &sevens[2],
-        ))
-        .await;
+        let r = send(verify_alice(&acme_verify)).await;
         assert_eq!(r.0, StatusCode::OK, "{:?}", r.1);
     }
-    let r = send(image(
-        &c,
-        s.url("/v1/subjects/alice/verify"),
-        &acme_verify,
-        &sevens[2],
-    ))
-    .await;
+    let r = send(verify_alice(&acme_verify)).await;
     assert_error(&r, 429);
     assert!(
         r.1["message"].as_str().unwrap().contains("by this key"),
@@ -298,23 +264,11 @@ async fn galleries_roles_scores_limits_and_the_trail(db: &str) {
         r.1
     );
     // Another key is not locked out ...
-    let r = send(image(
-        &c,
-        s.url("/v1/subjects/alice/verify"),
-        &acme_verify2,
-        &sevens[2],
-    ))
-    .await;
+    let r = send(verify_alice(&acme_verify2)).await;
     assert_eq!(r.0, StatusCode::OK, "{:?}", r.1);
     // ... until the subject's ceiling across all keys (6: the identify above, 4 by
     // acme_verify, the one just now) is passed.
-    let r = send(image(
-        &c,
-        s.url("/v1/subjects/alice/verify"),
-        &acme_verify2,
-        &sevens[2],
-    ))
-    .await;
+    let r = send(verify_alice(&acme_verify2)).await;
     assert_error(&r, 429);
     assert!(
         r.1["message"].as_str().unwrap().contains("by all keys"),
