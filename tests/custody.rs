@@ -153,6 +153,19 @@ async fn galleries_roles_scores_limits_and_the_trail(db: &str) {
         assert_error(&r, 404);
         assert_eq!(r.1["request_id"], "req-cross", "{:?}", r.1);
     }
+    // A request id no log should carry (too long) is replaced by a fresh one, the same in
+    // the response header and the error body.
+    let res = c
+        .get(bob(""))
+        .bearer_auth(&acme_read)
+        .header("x-request-id", "x".repeat(500))
+        .send()
+        .await
+        .unwrap();
+    let header = res.headers()["x-request-id"].to_str().unwrap().to_string();
+    let body: Value = res.json().await.unwrap();
+    assert_eq!(body["request_id"], header.as_str());
+    assert!(header.len() <= 64, "{header}");
     assert_error(&send(enroll(&acme_enroll, "bob", &threes[2])).await, 404);
     assert_error(
         &send(image(&c, bob("/verify"), &acme_verify, &threes[2])).await,

@@ -25,7 +25,7 @@ use std::time::Duration;
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{delete, get, post};
 use axum::Router;
-use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::request_id::PropagateRequestIdLayer;
 use tower_http::trace::TraceLayer;
 
 use crate::artifact::{Model, ModelCard};
@@ -203,7 +203,6 @@ pub fn app(state: AppState) -> Router {
             ))
             .timeout(limits.timeout),
     )
-    .layer(axum::middleware::from_fn(request_id::layer))
     .layer(PropagateRequestIdLayer::x_request_id())
     .layer(
         TraceLayer::new_for_http().make_span_with(|req: &axum::http::Request<_>| {
@@ -221,7 +220,9 @@ pub fn app(state: AppState) -> Router {
             )
         }),
     )
-    .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+    // Outermost: a sane x-request-id on every request (the client's, else a new one), the
+    // one the trace, the response header and every error body then carry.
+    .layer(axum::middleware::from_fn(request_id::layer))
     .with_state(state)
 }
 

@@ -1,8 +1,8 @@
-//! The request id of the call being served: from `x-request-id` (set by tower-http's
-//! `SetRequestIdLayer` when the client sent none; gRPC: the metadata, else a new UUID), kept in
-//! a task-local for the call's duration so that log lines, error bodies and audit entries
-//! carry it.
+//! The request id of the call being served: the client's `x-request-id` if it is a sane one,
+//! else a new UUID (HTTP header and gRPC metadata alike), kept in a task-local for the call's
+//! duration so that log lines, error bodies and audit entries carry it.
 use axum::extract::Request;
+use axum::http::HeaderValue;
 use axum::middleware::Next;
 use axum::response::Response;
 
@@ -29,8 +29,11 @@ pub async fn scope<F: std::future::Future>(id: String, fut: F) -> F::Output {
     REQUEST_ID.scope(id, fut).await
 }
 
-/// Axum middleware: serves the request inside its id's scope.
-pub async fn layer(req: Request, next: Next) -> Response {
+/// Axum middleware: gives the request a sane `x-request-id` (replacing one that is not) and
+/// serves it inside that id's scope.
+pub async fn layer(mut req: Request, next: Next) -> Response {
     let id = from_header(req.headers().get("x-request-id"));
+    let value = HeaderValue::from_str(&id).expect("ids are printable ASCII");
+    req.headers_mut().insert("x-request-id", value);
     scope(id, next.run(req)).await
 }
