@@ -146,6 +146,36 @@ fn quantile(sorted: &[f64], p: f64) -> f64 {
     sorted[((sorted.len() - 1) as f64 * p).round() as usize]
 }
 
+/// The probes of the benchmarks that load a server: 64 test images of the model's data set,
+/// as PNG.
+fn probe_pngs(dir: &std::path::Path) -> anyhow::Result<std::sync::Arc<Vec<Vec<u8>>>> {
+    let card = crate::artifact::read_card(dir)?;
+    Ok(std::sync::Arc::new(test_pngs(
+        &card.training.dataset.parse()?,
+        &card.net.input,
+        64,
+    )?))
+}
+
+/// POSTs `png` as image/png to `url` with `key`; an error unless the answer is a success.
+async fn post_png(
+    client: &reqwest::Client,
+    url: &str,
+    key: &str,
+    png: Vec<u8>,
+) -> anyhow::Result<()> {
+    let r = client
+        .post(url)
+        .bearer_auth(key)
+        .header("content-type", "image/png")
+        .body(png)
+        .send()
+        .await?;
+    anyhow::ensure!(r.status().is_success(), "{}: {}", r.url(), r.status());
+    r.bytes().await?;
+    Ok(())
+}
+
 /// `bench http`: the same load against several running servers (e.g. the build before a
 /// change and after it), interleaved round by round, each route's throughput reported as a
 /// ratio to the first target's. Targets are `NAME=URL`; NAME's API key comes from the
@@ -166,12 +196,7 @@ fn http(a: &Args) -> anyhow::Result<()> {
     let dir = a.model.as_ref().ok_or_else(|| {
         anyhow::anyhow!("bench http needs --model DIR (its test images are the probes)")
     })?;
-    let card = crate::artifact::read_card(dir)?;
-    let pngs = std::sync::Arc::new(test_pngs(
-        &card.training.dataset.parse()?,
-        &card.net.input,
-        64,
-    )?);
+    let pngs = probe_pngs(dir)?;
     let split = |s: &str, sep: char, what: &str| {
         s.split_once(sep)
             .map(|(n, v)| (n.to_string(), v.to_string()))
@@ -206,13 +231,8 @@ fn http(a: &Args) -> anyhow::Result<()> {
                     let (client, pngs, key, url) = (client.clone(), pngs.clone(), key.clone(), format!("{url}{path}"));
                     let start = Instant::now();
                     let (_, l) = load(a.concurrency, per_round, move |i| {
-                        let req = client.post(&url).bearer_auth(&key).header("content-type", "image/png").body(pngs[i % pngs.len()].clone());
-                        async move {
-                            let r = req.send().await?;
-                            anyhow::ensure!(r.status().is_success(), "{}: {}", r.url(), r.status());
-                            r.bytes().await?;
-                            Ok(())
-                        }
+                        let (client, url, key, png) = (client.clone(), url.clone(), key.clone(), pngs[i % pngs.len()].clone());
+                        async move { post_png(&client, &url, &key, png).await }
                     })
                     .await?;
                     secs[t] += start.elapsed().as_secs_f64();
@@ -241,12 +261,7 @@ fn serve(a: &Args) -> anyhow::Result<()> {
         .model
         .as_ref()
         .ok_or_else(|| anyhow::anyhow!("bench serve needs --model DIR"))?;
-    let card = crate::artifact::read_card(dir)?;
-    let pngs = std::sync::Arc::new(test_pngs(
-        &card.training.dataset.parse()?,
-        &card.net.input,
-        64,
-    )?);
+    let pngs = probe_pngs(dir)?;
     let tmp = std::env::temp_dir().join(format!("dvsp-bench-{}.db", std::process::id()));
     let db = format!("sqlite://{}", tmp.display());
     let keyring = std::env::temp_dir().join(format!("dvsp-bench-{}.keys", std::process::id()));
@@ -292,8 +307,7 @@ fn serve(a: &Args) -> anyhow::Result<()> {
             let server = tokio::spawn(crate::server::serve(listener, state.clone(), until(stopped.clone())));
             let grpc_server = tokio::spawn(crate::server::grpc::serve(grpc_listener, state, until(stopped)));
             if cell == 0 {
-                let enroll = client.post(format!("{base}/v1/subjects/bench/templates")).bearer_auth(&key).header("content-type", "image/png").body(pngs[0].clone()).send().await?;
-                anyhow::ensure!(enroll.status().is_success(), "enroll failed: {}", enroll.status());
+                post_png(&client, &format!("{base}/v1/subjects/bench/templates"), &key, pngs[0].clone()).await?;
             }
             let protocols: &[&str] = if cell == 2 { &["REST", "gRPC"] } else { &["REST"] };
             for &protocol in protocols {
@@ -302,13 +316,8 @@ fn serve(a: &Args) -> anyhow::Result<()> {
                     let (rps, lat) = if protocol == "REST" {
                         let (client, pngs, key, url) = (client.clone(), pngs.clone(), key.clone(), format!("{base}/v1/subjects/bench/verify"));
                         load(conc, a.requests, move |i| {
-                            let req = client.post(&url).bearer_auth(&key).header("content-type", "image/png").body(pngs[i % pngs.len()].clone());
-                            async move {
-                                let r = req.send().await?;
-                                anyhow::ensure!(r.status().is_success(), "verify failed: {}", r.status());
-                                r.bytes().await?;
-                                Ok(())
-                            }
+                            let (client, url, key, png) = (client.clone(), url.clone(), key.clone(), pngs[i % pngs.len()].clone());
+                            async move { post_png(&client, &url, &key, png).await }
                         })
                         .await?
                     } else {

@@ -205,21 +205,21 @@ async fn renew(
     use crate::protect::{transform_of, Transform};
     use std::collections::HashMap;
     let current = store.current_secret(gallery).await?;
-    // A renewal left unfinished has moved some templates already: finish it.
+    // A renewal left unfinished (epochs above 1 come only from renewals) has moved some
+    // templates already: finish it; else make the next epoch's secret.
     let unfinished = match &current {
-        Some(s) => store.count_before_epoch(gallery, s.epoch).await? > 0 && s.epoch > 1,
+        Some(s) => s.epoch > 1 && store.count_before_epoch(gallery, s.epoch).await? > 0,
         None => false,
     };
-    let epoch = match (&current, unfinished) {
-        (Some(s), true) => s.epoch,
-        (s, false) => {
-            let next = s.as_ref().map_or(1, |s| s.epoch + 1);
+    let epoch = match current {
+        Some(s) if unfinished => s.epoch,
+        s => {
+            let next = s.map_or(1, |s| s.epoch + 1);
             store
                 .insert_secret(&crate::protect::new_secret(keyring, gallery, next))
                 .await?;
             next
         }
-        (None, true) => unreachable!("an unfinished renewal has a secret"),
     };
     let secret = store
         .gallery_secret(gallery, epoch)

@@ -59,12 +59,21 @@ impl Role {
         Role::ALL.into_iter().find(|r| r.name() == s)
     }
 
-    /// Roles as stored: comma-separated names, sorted, without repeats.
-    pub fn join(roles: &[Role]) -> String {
+    /// A set of roles: sorted, without repeats.
+    pub fn set(roles: &[Role]) -> Vec<Role> {
         let mut r = roles.to_vec();
         r.sort();
         r.dedup();
-        r.iter().map(|r| r.name()).collect::<Vec<_>>().join(",")
+        r
+    }
+
+    /// Roles as stored: the set's names, comma-separated.
+    pub fn join(roles: &[Role]) -> String {
+        Role::set(roles)
+            .iter()
+            .map(|r| r.name())
+            .collect::<Vec<_>>()
+            .join(",")
     }
 }
 

@@ -72,14 +72,11 @@ impl App {
             self.store
                 .insert_key(&k.row(roles, Some(gallery), scores))
                 .await?;
-            let mut roles = roles.to_vec();
-            roles.sort();
-            roles.dedup();
             Ok(CreatedKey {
                 id: k.id.clone(),
                 key: k.key,
                 gallery_id: Some(gallery.to_string()),
-                roles,
+                roles: Role::set(roles),
                 scores,
             })
         })
