@@ -29,7 +29,38 @@ pub mod tune;
 
 pub use error::{Error, Result};
 
-/// The device every job runs on: the first CUDA GPU when libtorch has one, else the CPU.
+/// The device of every job, chosen once at start (`dvsp --device`).
+static DEVICE: std::sync::OnceLock<tch::Device> = std::sync::OnceLock::new();
+
+/// Where models run and train (`--device`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum DeviceChoice {
+    Cpu,
+    /// The first CUDA GPU; an error when libtorch sees none.
+    Cuda,
+    /// The first CUDA GPU when libtorch sees one, else the CPU.
+    Auto,
+}
+
+/// Sets the device of every job from `choice`; the first call wins.
+pub fn set_device(choice: DeviceChoice) -> Result<tch::Device> {
+    let d = match choice {
+        DeviceChoice::Cpu => tch::Device::Cpu,
+        DeviceChoice::Auto => tch::Device::cuda_if_available(),
+        DeviceChoice::Cuda if tch::Cuda::is_available() => tch::Device::Cuda(0),
+        DeviceChoice::Cuda => {
+            return Err(Error::Invalid(
+                "--device cuda: libtorch sees no CUDA device (a CPU build of libtorch, or no \
+                 GPU); build against a CUDA libtorch 2.11 (README) or use --device cpu|auto"
+                    .into(),
+            ))
+        }
+    };
+    Ok(*DEVICE.get_or_init(|| d))
+}
+
+/// The device every job runs on: the one `set_device` chose, by default the first CUDA GPU
+/// when libtorch has one, else the CPU.
 pub fn device() -> tch::Device {
-    tch::Device::cuda_if_available()
+    *DEVICE.get_or_init(tch::Device::cuda_if_available)
 }

@@ -213,7 +213,9 @@ pub fn attack_grid(path: &Path, rows: &[[tch::Tensor; 3]], scale: u32) -> Result
         rows.len() as u32 * (ch + gap) + gap,
         image::Rgb([255, 255, 255]),
     );
-    for (r, [orig, adv, target]) in rows.iter().enumerate() {
+    for (r, row) in rows.iter().enumerate() {
+        let [orig, adv, target] = row.each_ref().map(|t| t.to_device(tch::Device::Cpu));
+        let (orig, adv, target) = (&orig, &adv, &target);
         let delta = adv - orig;
         let amp = 0.5 / delta.abs().max().double_value(&[]).max(1e-12);
         let pert = delta * amp + 0.5;

@@ -10,7 +10,7 @@ use crate::artifact::{self, ModelCard, Training};
 use crate::config::TrainConfig;
 use crate::data::{to_input, DataSpec, Split};
 use crate::loss;
-use crate::model::{InputSpec, Net, NetSpec};
+use crate::model::{InputSpec, Net, NetSpec, StepOut};
 use crate::{Error, Result};
 
 /// A progress bar for a long job: hidden when stderr is not a terminal.
@@ -25,19 +25,40 @@ pub fn progress_bar(len: u64, what: &str) -> ProgressBar {
     pb
 }
 
-/// Builds the adversarial batch of Algorithm 1, line 4: x' = x + eps * grad_x L' / ||grad_x L'||
-/// (eq. 15), the gradient of the training loss for the batch with respect to each input.
-fn adversarial(
+/// Steps between reads of the running loss and accuracy from the device (each read is a
+/// host sync; a non-finite loss is caught at the next one).
+const SYNC_EVERY: usize = 50;
+
+/// The loss of one optimiser step (Algorithm 1, lines 4-6) and the labels it was taken on.
+/// With the eq. 15 step, the adversarial batch x' = x + eps * grad_x L' / ||grad_x L'|| is
+/// built from the gradient of the clean batch's loss with respect to each input, and the
+/// update takes the mean loss over both halves, (L(x) + L(x')) / 2: the loss of the
+/// concatenated batch, since every term is a per-image mean. The clean forward pass keeps its
+/// graph and serves both the input gradient and the update, so clean images go through the
+/// network once per step.
+pub fn step_loss(
     net: &Net,
     x: &Tensor,
     y: &Tensor,
     cfg: &TrainConfig,
     iter: usize,
-) -> Result<Tensor> {
+) -> Result<(StepOut, Tensor)> {
+    if cfg.eps() <= 0.0 {
+        return Ok((net.loss(x, y, cfg, iter)?, y.shallow_clone()));
+    }
     let xg = x.detach().set_requires_grad(true);
-    let out = net.loss(&xg, y, cfg, iter)?;
-    let grad = Tensor::f_run_backward(&[&out.loss], &[&xg], false, false)?.remove(0);
-    Ok(loss::dvsp::adversarial_step(x, &grad, cfg.eps()).detach())
+    let clean = net.loss(&xg, y, cfg, iter)?;
+    let grad = Tensor::f_run_backward(&[&clean.loss], &[&xg], true, false)?.remove(0);
+    let xa = loss::dvsp::adversarial_step(x, &grad, cfg.eps()).detach();
+    let adv = net.loss(&xa, y, cfg, iter)?;
+    Ok((
+        StepOut {
+            loss: (&clean.loss + &adv.loss) / 2.0,
+            scores: Tensor::cat(&[&clean.scores, &adv.scores], 0),
+            features: Tensor::cat(&[&clean.features, &adv.features], 0),
+        },
+        Tensor::cat(&[y, y], 0),
+    ))
 }
 
 /// The paper's face augmentation: each image of `[B, C, H, W]` mirrored left-right with
@@ -106,45 +127,47 @@ pub fn train(
     for epoch in 0..cfg.epochs {
         let perm = Tensor::randperm(n as i64, (Kind::Int64, Device::Cpu));
         let (mut sum_loss, mut correct, mut seen) = (0.0, 0.0, 0usize);
+        let mut sum_loss_t = Tensor::zeros([], (Kind::Float, device));
+        let mut correct_t = Tensor::zeros([], (Kind::Float, device));
         for b in 0..batches {
             let idx = perm.narrow(0, (b * cfg.batch_size) as i64, cfg.batch_size as i64);
             let mut x = to_input(&train.images.index_select(0, &idx), device);
             if spec.input.channels == 3 {
                 x = random_mirror(&x);
             }
-            let mut y = train.labels.index_select(0, &idx).to_device(device);
-            if cfg.eps() > 0.0 {
-                let xa = adversarial(&net, &x, &y, cfg, iter)?;
-                x = Tensor::cat(&[&x, &xa], 0);
-                y = Tensor::cat(&[&y, &y], 0);
-            }
-            let step = net.loss(&x, &y, cfg, iter)?;
+            let y = train.labels.index_select(0, &idx).to_device(device);
+            let (step, y) = step_loss(&net, &x, &y, cfg, iter)?;
             opt.backward_step(&step.loss);
             net.after_step(&step, &y, cfg);
-            let l = step.loss.double_value(&[]);
-            if !l.is_finite() {
-                return Err(Error::Invalid(format!(
-                    "loss became {l} at epoch {epoch} step {b}; lower --lr"
-                )));
-            }
-            sum_loss += l;
-            correct += step
+            // Summed on the device; read back every SYNC_EVERY steps, not twice per step.
+            sum_loss_t += step.loss.detach();
+            correct_t += step
                 .scores
                 .argmax(-1, false)
                 .eq_tensor(&y)
                 .to_kind(Kind::Float)
-                .sum(Kind::Float)
-                .double_value(&[]);
+                .sum(Kind::Float);
             seen += y.size()[0] as usize;
             iter += 1;
             pb.inc(1);
-            let ips = (iter * cfg.batch_size) as f64 / start.elapsed().as_secs_f64();
-            pb.set_message(format!(
-                "epoch {} loss {:.4} acc {:.3} {ips:.0} img/s",
-                epoch + 1,
-                sum_loss / (b + 1) as f64,
-                correct / seen as f64
-            ));
+            if (b + 1) % SYNC_EVERY == 0 || b + 1 == batches {
+                sum_loss = sum_loss_t.double_value(&[]);
+                correct = correct_t.double_value(&[]);
+                if !sum_loss.is_finite() {
+                    return Err(Error::Invalid(format!(
+                        "loss became {sum_loss} at epoch {} within steps {}..={b}; lower --lr",
+                        epoch + 1,
+                        (b / SYNC_EVERY) * SYNC_EVERY
+                    )));
+                }
+                let ips = (iter * cfg.batch_size) as f64 / start.elapsed().as_secs_f64();
+                pb.set_message(format!(
+                    "epoch {} loss {:.4} acc {:.3} {ips:.0} img/s",
+                    epoch + 1,
+                    sum_loss / (b + 1) as f64,
+                    correct / seen as f64
+                ));
+            }
         }
         last_loss = sum_loss / batches as f64;
         last_acc = correct / seen as f64;

@@ -53,14 +53,20 @@ fn dvsp_features_lie_on_the_radius_r_sphere_and_spread_is_positive() {
     let f = tch::no_grad(|| net.features(&x));
     let n = f.norm_scalaropt_dim(2, [-1], false);
     assert!((n - 5.0).abs().max().double_value(&[]) < 1e-4);
-    let r = tch::no_grad(|| net.spread(&x)).unwrap();
+    // The serving pass gives the same feature and the spread r(x) (eq. 14) from one trunk pass.
+    let (fe, r) = tch::no_grad(|| net.embed(&x));
+    assert!((&fe - &f).abs().max().double_value(&[]) < 1e-6);
+    let r = r.unwrap();
     assert_eq!(r.size(), [5]);
     assert!(r.min().double_value(&[]) > 0.0);
+    let (_, lambda) = tch::no_grad(|| net.posterior(&x)).unwrap();
+    let want = lambda.mean_dim(-1, false, Kind::Float);
+    assert!((&r - want).abs().max().double_value(&[]) < 1e-6);
     let center = Net::new(
         &nn::VarStore::new(Device::Cpu).root(),
         spec(Method::Center, Backbone::Small, [1, 28, 28]),
     );
-    assert!(center.spread(&x).is_none());
+    assert!(center.embed(&x).1.is_none());
 }
 
 fn tiny_split() -> Split {

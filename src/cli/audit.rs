@@ -188,7 +188,7 @@ pub fn audit_pair(
     impostors: i64,
     args: &AuditArgs,
 ) -> anyhow::Result<Vec<PairAttack>> {
-    let model = artifact::load(dir, tch::Device::Cpu)?;
+    let model = artifact::load(dir, crate::device())?;
     let cfg = args.config();
     let threshold = cfg.threshold_at.from_card(&model.card)?;
     let faces = match model.card.net.input.face {
@@ -225,7 +225,11 @@ pub fn audit_pair(
             ));
         }
     }
-    let (x1, x2) = (tch::Tensor::stack(&x1, 0), tch::Tensor::stack(&x2, 0));
+    let device = model.vs.device();
+    let (x1, x2) = (
+        tch::Tensor::stack(&x1, 0).to_device(device),
+        tch::Tensor::stack(&x2, 0).to_device(device),
+    );
     let goals = tch::no_grad(|| crate::model::unit(&model.net.features(&x2)));
     let before = tch::no_grad(|| crate::attack::distance(&model.net, &x1, &goals));
     let goal = Goal {

@@ -17,13 +17,24 @@ pub struct Args {
     /// aligned as the model expects, e.g. by `dvsp align`); writes lfw.json.
     #[arg(long, requires = "data")]
     pub lfw_pairs: Option<PathBuf>,
+    /// Inference arithmetic. With bf16 the metrics are printed beside the card's fp32 ones
+    /// and nothing is written (the card describes the fp32 model).
+    #[arg(long, value_enum, default_value_t = crate::model::Precision::Fp32)]
+    pub precision: crate::model::Precision,
 }
 
-/// Evaluates the model in `dir` on every test set of `data` (default: the card's data set),
-/// updates its card and plots; returns the updated card.
-pub fn evaluate(dir: &Path, data: &DataArgs) -> anyhow::Result<ModelCard> {
+/// Evaluates the model in `dir` on every test set of `data` (default: the card's data set)
+/// in `precision`: at fp32 it updates its card and plots; otherwise it prints each EER beside
+/// the card's fp32 one and writes nothing. Returns the card with the new metrics.
+pub fn evaluate(
+    dir: &Path,
+    data: &DataArgs,
+    precision: crate::model::Precision,
+) -> anyhow::Result<ModelCard> {
     let device = crate::device();
     let mut model = artifact::load(dir, device)?;
+    model.net.set_precision(&mut model.vs, precision);
+    let fp32 = precision == crate::model::Precision::Fp32;
     let (spec, split) = data.load_for(&model.card)?;
     let mut sets = vec![("test".to_string(), &split.test)];
     if let Some((name, set)) = &split.extra_test {
@@ -54,15 +65,25 @@ pub fn evaluate(dir: &Path, data: &DataArgs) -> anyhow::Result<ModelCard> {
                 p.fmr
             );
         }
+        if let (false, Some(card)) = (fp32, model.card.metrics.get(&name)) {
+            println!(
+                "    {precision:?} EER {:.3}% vs the card's fp32 {:.3}%: {:+.3} pp",
+                report.eer * 100.0,
+                card.eer * 100.0,
+                (report.eer - card.eer) * 100.0
+            );
+        }
         curves.push((
             format!("{name} (EER {:.2}%)", report.eer * 100.0),
             scores.det(400),
         ));
         model.card.metrics.insert(name, report);
     }
-    let title = format!("DET: {} on {}", model.card.net.method.name(), spec);
-    crate::plot::det(&dir.join("det"), &title, &curves)?;
-    artifact::write_card(dir, &model.card)?;
+    if fp32 {
+        let title = format!("DET: {} on {}", model.card.net.method.name(), spec);
+        crate::plot::det(&dir.join("det"), &title, &curves)?;
+        artifact::write_card(dir, &model.card)?;
+    }
     Ok(model.card)
 }
 
@@ -116,10 +137,12 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         println!("wrote {}", a.model.join("lfw.json").display());
         return Ok(());
     }
-    evaluate(&a.model, &a.data)?;
-    println!(
-        "wrote {} and det.png / det.svg",
-        a.model.join(artifact::CARD).display()
-    );
+    evaluate(&a.model, &a.data, a.precision)?;
+    if a.precision == crate::model::Precision::Fp32 {
+        println!(
+            "wrote {} and det.png / det.svg",
+            a.model.join(artifact::CARD).display()
+        );
+    }
     Ok(())
 }

@@ -102,6 +102,7 @@ pub fn import_face_api(from: &Path, out: &Path) -> anyhow::Result<ModelCard> {
             data: None,
             data_dir: None,
         },
+        crate::model::Precision::Fp32,
     )
 }
 

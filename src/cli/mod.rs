@@ -26,6 +26,9 @@ pub struct Cli {
     /// Intra-op threads for libtorch (default: all cores).
     #[arg(long, global = true, env = "DVSP_THREADS")]
     pub threads: Option<i32>,
+    /// Where models run and train: cpu, cuda (an error without a GPU) or auto.
+    #[arg(long, global = true, env = "DVSP_DEVICE", value_enum, default_value_t = crate::DeviceChoice::Auto)]
+    pub device: crate::DeviceChoice,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -109,6 +112,8 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         anyhow::ensure!(t >= 1, "--threads must be at least 1");
         tch::set_num_threads(t);
     }
+    let device = crate::set_device(cli.device)?;
+    tracing::info!(device = ?device, "device");
     match cli.command {
         Command::Train(a) => train::run(a),
         Command::Eval(a) => eval::run(a),

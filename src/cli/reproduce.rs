@@ -225,7 +225,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
             }
             let card = match artifact::read_card(&dir)? {
                 c if c.metrics.contains_key("test") && c.metrics.contains_key("t10k") => c,
-                _ => super::eval::evaluate(&dir, &data)?,
+                _ => super::eval::evaluate(&dir, &data, crate::model::Precision::Fp32)?,
             };
             let mut at_eer = a.audit.clone();
             at_eer.threshold_at = ThresholdAt::Eer;

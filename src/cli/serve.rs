@@ -49,9 +49,13 @@ pub struct Args {
     /// Refuse probes whose posterior spread r(x) (eq. 14) exceeds this (dvsp/dvib models).
     #[arg(long, env = "DVSP_MAX_UNCERTAINTY")]
     pub max_uncertainty: Option<f64>,
-    /// Largest micro-batch of the inference worker (1 = no batching).
-    #[arg(long, env = "DVSP_MAX_BATCH", default_value_t = 32)]
-    pub max_batch: usize,
+    /// Inference arithmetic: fp32, or bf16 (check its EER first: `dvsp eval --precision bf16`).
+    #[arg(long, env = "DVSP_PRECISION", value_enum, default_value_t = crate::model::Precision::Fp32)]
+    pub precision: crate::model::Precision,
+    /// Largest micro-batch of the inference worker (1 = no batching; default 32 on the CPU,
+    /// 128 on a GPU).
+    #[arg(long, env = "DVSP_MAX_BATCH")]
+    pub max_batch: Option<usize>,
     /// Longest wait for more work before running a micro-batch, in milliseconds.
     #[arg(long, env = "DVSP_MAX_WAIT_MS", default_value_t = 2)]
     pub max_wait_ms: u64,
@@ -92,15 +96,21 @@ pub struct Args {
     /// Store connections per replica (default: SQLite 8, PostgreSQL 16).
     #[arg(long, env = "DVSP_DB_MAX_CONNECTIONS")]
     pub db_max_connections: Option<u32>,
+    /// How often the in-memory gallery index polls the store for changes made elsewhere
+    /// (other replicas, `dvsp galleries renew`); PostgreSQL also notifies at once.
+    #[arg(long, env = "DVSP_INDEX_POLL_MS", default_value_t = 1000, value_parser = clap::value_parser!(u64).range(10..=60_000))]
+    pub index_poll_ms: u64,
     /// Longest wait for a free store connection; then the request is 503 with Retry-After.
     #[arg(long, env = "DVSP_DB_ACQUIRE_TIMEOUT_MS", default_value_t = 5000)]
     pub db_acquire_timeout_ms: u64,
 }
 
 impl Args {
-    /// Loads the model and store and starts the inference worker.
+    /// Loads the model and store, starts the inference worker, loads the gallery index and
+    /// starts keeping it in step.
     pub async fn state(&self) -> anyhow::Result<server::AppState> {
-        let model = crate::artifact::load(&self.model, crate::device())?;
+        let mut model = crate::artifact::load(&self.model, crate::device())?;
+        model.net.set_precision(&mut model.vs, self.precision);
         let method = model.card.training.config.method;
         anyhow::ensure!(
             self.max_uncertainty.is_none() || method.variational(),
@@ -146,7 +156,9 @@ impl Args {
             max_in_flight: self.max_in_flight,
         };
         let batching = Batching {
-            max_batch: self.max_batch,
+            max_batch: self
+                .max_batch
+                .unwrap_or(if model.vs.device().is_cuda() { 128 } else { 32 }),
             max_wait: Duration::from_millis(self.max_wait_ms),
             queue: self.queue,
         };
@@ -154,9 +166,15 @@ impl Args {
             Some(_) => Some(crate::face::photo::load_for(&self.model)?),
             None => None,
         };
-        Ok(server::App::new(
+        let state = server::App::new(
             model, store, keyring, threshold, op, limits, batching, faces,
-        ))
+        );
+        state
+            .clone()
+            .sync_index(Duration::from_millis(self.index_poll_ms))
+            .await
+            .context("loading the gallery index")?;
+        Ok(state)
     }
 
     /// The serving certificate of `--tls-cert`/`--tls-key` (None: plaintext); it starts the

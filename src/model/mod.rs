@@ -122,6 +122,32 @@ pub struct Net {
     pub spec: NetSpec,
     trunk: Trunk,
     head: Head,
+    /// The dtype inputs are cast to: the weights' (`Precision`).
+    kind: Kind,
+}
+
+/// The arithmetic of inference (`--precision`): fp32, or bf16 weights and activations
+/// (libtorch's oneDNN kernels use AVX-512-BF16 where the CPU has it; fp16/bf16 on CUDA).
+/// Features come out as f32 either way.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum Precision {
+    #[default]
+    Fp32,
+    Bf16,
+}
+
+impl Precision {
+    pub fn kind(self) -> Kind {
+        match self {
+            Precision::Fp32 => Kind::Float,
+            Precision::Bf16 => Kind::BFloat16,
+        }
+    }
+}
+
+/// Lambda(x)'s diagonal (eq. 9), kept positive by softplus.
+fn diagonal(lambda: &nn::Linear, h: &Tensor) -> Tensor {
+    lambda.forward(h).softplus() + 1e-6
 }
 
 impl Net {
@@ -169,11 +195,22 @@ impl Net {
             },
             Method::Pretrained => Head::Identity,
         };
-        Net { spec, trunk, head }
+        Net {
+            spec,
+            trunk,
+            head,
+            kind: Kind::Float,
+        }
+    }
+
+    /// Casts the weights in `vs` (this net's store) to `precision`, and the inputs with them.
+    pub fn set_precision(&mut self, vs: &mut nn::VarStore, precision: Precision) {
+        vs.set_kind(precision.kind());
+        self.kind = precision.kind();
     }
 
     fn hidden(&self, xs: &Tensor) -> Tensor {
-        let x = (xs - self.spec.input.mean) / self.spec.input.std;
+        let x = ((xs - self.spec.input.mean) / self.spec.input.std).to_kind(self.kind);
         match &self.trunk {
             Trunk::Small(m) => m.forward(&x),
             Trunk::Sphere20(m) => m.forward(&x),
@@ -186,8 +223,7 @@ impl Net {
         match &self.head {
             Head::Variational { mu, lambda, .. } => {
                 let h = self.hidden(xs);
-                // Lambda's diagonal is kept positive by softplus.
-                Some((mu.forward(&h), lambda.forward(&h).softplus() + 1e-6))
+                Some((mu.forward(&h), diagonal(lambda, &h)))
             }
             _ => None,
         }
@@ -196,22 +232,36 @@ impl Net {
     /// The feature the system compares, `[B, k]`: dvsp the projected mean R mu/||mu|| (eq. 11),
     /// dvib mu(x) (section 3.1), center and sphereface their feature layer.
     pub fn features(&self, xs: &Tensor) -> Tensor {
-        match &self.head {
+        self.feature_of(&self.hidden(xs))
+    }
+
+    /// The feature of trunk output `h`, as f32.
+    fn feature_of(&self, h: &Tensor) -> Tensor {
+        let f = match &self.head {
             Head::Variational { mu, .. } => {
-                let m = mu.forward(&self.hidden(xs));
+                let m = mu.forward(h);
                 match self.spec.method {
                     Method::Dvsp => loss::dvsp::project(&m, self.spec.radius),
                     _ => m,
                 }
             }
-            Head::Center { fc, .. } | Head::Sphere { fc, .. } => fc.forward(&self.hidden(xs)),
-            Head::Identity => self.hidden(xs),
-        }
+            Head::Center { fc, .. } | Head::Sphere { fc, .. } => fc.forward(h),
+            Head::Identity => h.shallow_clone(),
+        };
+        f.to_kind(Kind::Float)
     }
 
-    /// The posterior spread r(x) = mean_i Lambda_ii(x) (eq. 14) `[B]`, for variational heads.
-    pub fn spread(&self, xs: &Tensor) -> Option<Tensor> {
-        self.posterior(xs).map(|(_, l)| l.mean_dim(-1, false, None))
+    /// The feature and, for variational heads, the posterior spread r(x) = mean_i
+    /// Lambda_ii(x) (eq. 14) `[B]`, from one pass of the trunk (what the service serves).
+    pub fn embed(&self, xs: &Tensor) -> (Tensor, Option<Tensor>) {
+        let h = self.hidden(xs);
+        let spread = match &self.head {
+            Head::Variational { lambda, .. } => {
+                Some(diagonal(lambda, &h).mean_dim(-1, false, Kind::Float))
+            }
+            _ => None,
+        };
+        (self.feature_of(&h), spread)
     }
 
     /// The training loss of one batch. `xs`: `[B, C, H, W]` in [0, 1]; `labels`: `[B]`;

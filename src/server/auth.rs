@@ -5,6 +5,10 @@
 //! admin) and carries a score policy for its replies. Its gallery is the scope of every call;
 //! a global admin chooses one per call with `x-gallery` (default `default`). A key never
 //! reaches outside its gallery: another gallery's names answer "not found".
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 use axum::http::HeaderMap;
@@ -182,12 +186,51 @@ pub(super) fn key_id(key: &str) -> Option<&str> {
     (id.len() == 12 && hex && !secret.is_empty()).then_some(id)
 }
 
+/// How long a looked-up key is used without asking the store again: a revocation made
+/// anywhere (another replica, `dvsp keys revoke`) takes effect within it; this replica's own
+/// revocations and, on PostgreSQL, every replica's (`dvsp_keys` notification) at once.
+pub const KEY_TTL: Duration = Duration::from_millis(500);
+/// Most keys cached; beyond it the expired ones are dropped, or all of them.
+const KEY_CACHE: usize = 10_000;
+
+/// Key rows recently read from the store, by key id.
+#[derive(Debug, Default)]
+pub struct KeyCache {
+    rows: Mutex<HashMap<String, (ApiKeyRow, Instant)>>,
+}
+
+impl KeyCache {
+    fn get(&self, id: &str) -> Option<ApiKeyRow> {
+        let rows = self.rows.lock().expect("key cache");
+        rows.get(id)
+            .filter(|(_, at)| at.elapsed() < KEY_TTL)
+            .map(|(r, _)| r.clone())
+    }
+
+    fn put(&self, row: ApiKeyRow) {
+        let mut rows = self.rows.lock().expect("key cache");
+        if rows.len() >= KEY_CACHE {
+            rows.retain(|_, (_, at)| at.elapsed() < KEY_TTL);
+            if rows.len() >= KEY_CACHE {
+                rows.clear();
+            }
+        }
+        rows.insert(row.id.clone(), (row, Instant::now()));
+    }
+
+    /// Forgets key `id` (it was revoked).
+    pub fn evict(&self, id: &str) {
+        self.rows.lock().expect("key cache").remove(id);
+    }
+}
+
 /// The gallery a global admin acts on when it names none.
 pub const DEFAULT_GALLERY: &str = "default";
 
 impl App {
-    /// The caller behind the request's API key `dvsp_<id>_<secret>` (looked up by id, the
-    /// SHA-256 of the whole key compared in constant time) and the gallery it acts on.
+    /// The caller behind the request's API key `dvsp_<id>_<secret>` (looked up by id, from
+    /// the cache within `KEY_TTL`, the SHA-256 of the whole key compared in constant time)
+    /// and the gallery it acts on.
     pub async fn authenticate(&self, headers: &HeaderMap) -> Result<Caller, ApiError> {
         let fail = |reason: &str, message: &str| {
             self.metrics
@@ -204,7 +247,14 @@ impl App {
         };
         let invalid = || fail("invalid", "invalid or revoked API key");
         let id = key_id(key).ok_or_else(invalid)?;
-        let row = self.store.get_key(id).await?.ok_or_else(invalid)?;
+        let row = match self.keys.get(id) {
+            Some(row) => row,
+            None => {
+                let row = self.store.get_key(id).await?.ok_or_else(invalid)?;
+                self.keys.put(row.clone());
+                row
+            }
+        };
         let ok: bool = hash(key).as_bytes().ct_eq(row.hash.as_bytes()).into();
         if !ok || row.revoked {
             return Err(invalid());

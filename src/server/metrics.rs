@@ -30,6 +30,11 @@ pub struct Metrics {
     pub shed: IntCounterVec,
     /// Stored templates that did not open: tampered, or copied onto another row.
     pub integrity_failures: IntCounter,
+    /// Templates in this replica's in-memory gallery index, and its estimated bytes.
+    pub index_templates: IntGauge,
+    pub index_bytes: IntGauge,
+    /// Time of one search of the index (1:N, without inference).
+    pub index_search_seconds: Histogram,
 }
 
 impl Metrics {
@@ -128,6 +133,26 @@ impl Metrics {
             "Stored templates that failed their integrity check (tampered or moved rows)",
         )
         .expect("metric");
+        let index_templates = IntGauge::new(
+            "dvsp_index_templates",
+            "Templates held in this replica's in-memory gallery index",
+        )
+        .expect("metric");
+        let index_bytes = IntGauge::new(
+            "dvsp_index_bytes",
+            "Estimated memory of the in-memory gallery index (divide by dvsp_index_templates for bytes per template)",
+        )
+        .expect("metric");
+        let index_search_seconds = Histogram::with_opts(
+            HistogramOpts::new(
+                "dvsp_index_search_seconds",
+                "Time of one 1:N search of the in-memory gallery index",
+            )
+            .buckets(vec![
+                0.0001, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0,
+            ]),
+        )
+        .expect("metric");
         for c in [
             Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(latency.clone()),
@@ -142,6 +167,9 @@ impl Metrics {
             Box::new(connections.clone()),
             Box::new(shed.clone()),
             Box::new(integrity_failures.clone()),
+            Box::new(index_templates.clone()),
+            Box::new(index_bytes.clone()),
+            Box::new(index_search_seconds.clone()),
         ] {
             registry.register(c).expect("unique metric");
         }
@@ -160,6 +188,9 @@ impl Metrics {
             connections,
             shed,
             integrity_failures,
+            index_templates,
+            index_bytes,
+            index_search_seconds,
         }
     }
 

@@ -10,6 +10,7 @@ pub mod auth;
 mod conn;
 pub mod error;
 pub mod grpc;
+pub mod index;
 pub mod input;
 pub mod metrics;
 pub mod openapi;
@@ -68,6 +69,10 @@ pub struct App {
     /// The galleries' transforms by (gallery, epoch), as their secrets are needed.
     pub transforms:
         std::sync::Mutex<std::collections::HashMap<(String, i64), Arc<crate::protect::Transform>>>,
+    /// API keys recently looked up (`auth::KEY_TTL`).
+    pub keys: auth::KeyCache,
+    /// The in-memory gallery index of the served model's templates (1:N and 1:1 search).
+    pub index: index::Index,
     /// The inference thread.
     pub worker: worker::Worker,
     /// The served model's card.
@@ -120,6 +125,8 @@ impl App {
             store,
             keyring,
             transforms: Default::default(),
+            index: Default::default(),
+            keys: Default::default(),
             worker,
             card,
             threshold,

@@ -1,7 +1,10 @@
 //! The inference worker: the model lives on one thread (tch tensors are not shared across
 //! threads); handlers send jobs over a bounded channel and the worker forms micro-batches
-//! (up to `max_batch` images, waiting at most `max_wait` for more) run without gradients.
-//! A full queue is refused at once (503) instead of growing memory.
+//! run without gradients, one pass of the network giving feature and quality. Batching is
+//! adaptive: a job that finds the queue empty runs at once; when others are queued, the
+//! batch takes them all and then waits for more only while they keep arriving (each within
+//! `max_wait`, up to `max_batch` images). A full queue is refused at once (503) instead of
+//! growing memory.
 use std::sync::mpsc::{sync_channel, RecvTimeoutError, SyncSender, TrySendError};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -52,14 +55,21 @@ impl Worker {
                     m.queue_depth.dec();
                     let mut n = first.images.len();
                     let mut jobs = vec![first];
-                    let deadline = Instant::now() + max_wait;
+                    let take = |j: Job, n: &mut usize, jobs: &mut Vec<Job>| {
+                        m.queue_depth.dec();
+                        *n += j.images.len();
+                        jobs.push(j);
+                    };
                     while n < max_batch {
-                        match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
-                            Ok(j) => {
-                                m.queue_depth.dec();
-                                n += j.images.len();
-                                jobs.push(j);
-                            }
+                        match rx.try_recv() {
+                            Ok(j) => take(j, &mut n, &mut jobs),
+                            Err(_) => break,
+                        }
+                    }
+                    // Others were waiting: more are likely on their way.
+                    while jobs.len() > 1 && n < max_batch {
+                        match rx.recv_timeout(max_wait) {
+                            Ok(j) => take(j, &mut n, &mut jobs),
                             Err(RecvTimeoutError::Timeout)
                             | Err(RecvTimeoutError::Disconnected) => break,
                         }
@@ -113,11 +123,10 @@ fn run_batch(model: &Model, jobs: &[Job], device: tch::Device) -> Result<Vec<Emb
     let x = Tensor::f_stack(&all, 0)
         .map_err(|e| e.to_string())?
         .to_device(device);
-    let f = unit(&model.net.features(&x)).to_device(tch::Device::Cpu);
-    let spread: Option<Vec<f64>> = model
-        .net
-        .spread(&x)
-        .map(|r| Vec::<f64>::try_from(r.to_kind(tch::Kind::Double)).unwrap_or_default());
+    let (f, spread) = model.net.embed(&x);
+    let f = unit(&f).to_device(tch::Device::Cpu);
+    let spread: Option<Vec<f64>> =
+        spread.map(|r| Vec::<f64>::try_from(r.to_kind(tch::Kind::Double)).unwrap_or_default());
     let k = f.size()[1] as usize;
     let flat: Vec<f32> = Vec::<f32>::try_from(f.flatten(0, -1)).map_err(|e| e.to_string())?;
     Ok(flat

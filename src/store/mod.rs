@@ -87,6 +87,7 @@ macro_rules! on_pool {
 // After the macro: the statements, by table.
 mod attempts;
 mod audit_log;
+mod changes;
 mod galleries;
 mod keys;
 mod secrets;
@@ -94,6 +95,7 @@ mod subjects;
 mod templates;
 
 pub use audit_log::AuditEntry;
+pub use changes::Change;
 pub use galleries::Gallery;
 pub use keys::ApiKeyRow;
 pub use secrets::GallerySecret;

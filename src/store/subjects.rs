@@ -13,6 +13,41 @@ pub struct Subject {
 }
 
 impl Store {
+    /// Creates many subjects without names in one transaction: the bulk path.
+    pub async fn create_subjects(&self, gallery: &str, ids: &[String]) -> StoreResult<()> {
+        text("gallery id", gallery)?;
+        for id in ids {
+            text("subject id", id)?;
+        }
+        let now = now_ms();
+        let r = on_pool!(self, |p| {
+            async {
+                let mut tx = p.begin().await?;
+                for chunk in ids.chunks(1000) {
+                    let values: Vec<String> = (0..chunk.len())
+                        .map(|i| format!("($1, ${}, $2)", i + 3))
+                        .collect();
+                    let sql = format!(
+                        "INSERT INTO subjects (gallery_id, id, created_at) VALUES {}",
+                        values.join(", ")
+                    );
+                    let mut q = sqlx::query(&sql).bind(gallery).bind(now);
+                    for id in chunk {
+                        q = q.bind(id);
+                    }
+                    q.execute(&mut *tx).await?;
+                }
+                tx.commit().await
+            }
+            .await
+        });
+        match r {
+            Ok(()) => Ok(()),
+            Err(e) if unique_violation(&e) => Err(StoreError::Conflict),
+            Err(e) => Err(e.into()),
+        }
+    }
+
     pub async fn create_subject(
         &self,
         gallery: &str,

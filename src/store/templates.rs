@@ -196,17 +196,128 @@ impl Store {
         .await
     }
 
-    /// Every template of a gallery enrolled with `model_id` (the candidates of 1:N).
+    /// Up to `limit` templates of a gallery enrolled with `model_id`, in id order after
+    /// `after` (the index's load, `server::index`).
     pub async fn gallery_templates(
         &self,
         gallery: &str,
         model_id: &str,
+        after: &str,
+        limit: i64,
     ) -> StoreResult<Vec<SealedRow>> {
-        self.sealed_rows(
-            "WHERE gallery_id = $1 AND model_id = $2",
-            &[gallery, model_id],
-        )
-        .await
+        text("gallery id", gallery)?;
+        text("model id", model_id)?;
+        text("after", after)?;
+        let sql = format!(
+            "SELECT {SEALED_COLUMNS} FROM templates WHERE gallery_id = $1 AND model_id = $2 \
+             AND id > $3 ORDER BY id LIMIT $4"
+        );
+        let rows = on_pool!(self, |p| sqlx::query(&sql)
+            .bind(gallery)
+            .bind(model_id)
+            .bind(after)
+            .bind(limit)
+            .fetch_all(p)
+            .await
+            .map(|rows| rows.iter().map(|r| sealed_row!(r)).collect()))?;
+        Ok(rows)
+    }
+
+    /// The templates of `gallery` among `ids` (those still stored).
+    pub async fn templates_by_id(
+        &self,
+        gallery: &str,
+        ids: &[String],
+    ) -> StoreResult<Vec<SealedRow>> {
+        text("gallery id", gallery)?;
+        for id in ids {
+            text("template id", id)?;
+        }
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let list: Vec<String> = (0..ids.len()).map(|i| format!("${}", i + 2)).collect();
+        let sql = format!(
+            "SELECT {SEALED_COLUMNS} FROM templates WHERE gallery_id = $1 AND id IN ({})",
+            list.join(", ")
+        );
+        let rows = on_pool!(self, |p| {
+            let mut q = sqlx::query(&sql).bind(gallery);
+            for id in ids {
+                q = q.bind(id);
+            }
+            q.fetch_all(p)
+                .await
+                .map(|rows| rows.iter().map(|r| sealed_row!(r)).collect())
+        })?;
+        Ok(rows)
+    }
+
+    /// Stores many templates (with their quality) in one transaction: the bulk path.
+    pub async fn add_templates(&self, rows: &[(SealedRow, Option<f64>)]) -> StoreResult<()> {
+        for (row, _) in rows {
+            text("template id", &row.id)?;
+            text("gallery id", &row.gallery_id)?;
+            text("subject id", &row.subject_id)?;
+            text("model id", &row.model_id)?;
+        }
+        let now = now_ms();
+        on_pool!(self, |p| {
+            async {
+                let mut tx = p.begin().await?;
+                // 10 columns per row, within both stores' limits on bound parameters.
+                for chunk in rows.chunks(500) {
+                    let values: Vec<String> = (0..chunk.len())
+                        .map(|i| {
+                            let b = i * 10;
+                            format!(
+                                "(${}, ${}, ${}, ${}, ${}, ${}, ${}, ${}, ${}, ${})",
+                                b + 1,
+                                b + 2,
+                                b + 3,
+                                b + 4,
+                                b + 5,
+                                b + 6,
+                                b + 7,
+                                b + 8,
+                                b + 9,
+                                b + 10
+                            )
+                        })
+                        .collect();
+                    let sql = format!(
+                        "INSERT INTO templates (id, gallery_id, subject_id, model_id, key_id, \
+                         data_key, feature, quality, created_at, epoch) VALUES {}",
+                        values.join(", ")
+                    );
+                    let mut q = sqlx::query(&sql);
+                    for (row, quality) in chunk {
+                        q = q
+                            .bind(&row.id)
+                            .bind(&row.gallery_id)
+                            .bind(&row.subject_id)
+                            .bind(&row.model_id)
+                            .bind(&row.sealed.key_id)
+                            .bind(&row.sealed.data_key)
+                            .bind(&row.sealed.feature)
+                            .bind(*quality)
+                            .bind(now)
+                            .bind(row.epoch);
+                    }
+                    q.execute(&mut *tx).await?;
+                }
+                tx.commit().await
+            }
+            .await
+        })
+        .map_err(|e| {
+            if foreign_key_violation(&e) {
+                StoreError::Missing
+            } else {
+                e.into()
+            }
+        })?;
+        Ok(())
     }
 
     /// Up to `limit` sealed templates, in id order after `after`, whose master key is not

@@ -44,6 +44,7 @@ pub fn model() -> PathBuf {
                     data: None,
                     data_dir: None,
                 },
+                dvsp::model::Precision::Fp32,
             )
             .unwrap();
         }

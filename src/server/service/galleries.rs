@@ -91,6 +91,7 @@ impl App {
             valid_id("key id", id)?;
             let scope = (!caller.global).then_some(caller.gallery.as_str());
             if self.store.revoke_key(id, scope).await? {
+                self.keys.evict(id);
                 Ok(())
             } else {
                 Err(ApiError::NotFound(format!("no active key {id:?}")))

@@ -13,8 +13,6 @@ pub mod trail;
 mod types;
 pub mod validate;
 
-use std::collections::HashMap;
-
 use axum::body::Bytes;
 
 use super::auth::{Caller, Role};
@@ -140,6 +138,7 @@ impl App {
             match self.store.delete_subject(&caller.gallery, id).await? {
                 Some(templates) => {
                     self.metrics.templates.sub(templates as i64);
+                    self.index_written(caller).await;
                     Ok(())
                 }
                 None => Err(ApiError::NotFound(format!("no subject {id:?}"))),
@@ -172,6 +171,7 @@ impl App {
                     other => other.into(),
                 })?;
             self.metrics.templates.inc();
+            self.index_written(caller).await;
             Ok(Enrolled {
                 template_id: t.id,
                 subject_id: id.to_string(),
@@ -199,6 +199,7 @@ impl App {
                 .await?
             {
                 self.metrics.templates.dec();
+                self.index_written(caller).await;
                 Ok(())
             } else {
                 Err(ApiError::NotFound(format!(
@@ -209,9 +210,21 @@ impl App {
         .await
     }
 
+    /// After a write of the caller's gallery: the index takes it in before the call returns,
+    /// so this replica's next call sees it. A failure here does not fail the write (it is
+    /// stored); the next catch-up takes it in.
+    async fn index_written(&self, caller: &Caller) {
+        if let Err(e) = self.refresh(&caller.gallery).await {
+            tracing::warn!(error = %e, gallery = %caller.gallery, "index catch-up after a write failed");
+        }
+    }
+
     /// 1:1 verification against a subject. Decision rule: the best (closest) of the
-    /// subject's templates, match when its cosine distance D <= T. Attempts are limited per
-    /// (key, subject) and per subject in each window (brute-force guard).
+    /// subject's templates of the served model (others are ignored), match when its cosine
+    /// distance D <= T. The templates come from the index; the store is read only when the
+    /// index has none (to tell an unknown subject, 404, from one without templates of this
+    /// model, 409). Attempts are limited per (key, subject) and per subject in each window
+    /// (brute-force guard).
     pub async fn verify_subject(
         &self,
         caller: &Caller,
@@ -221,21 +234,26 @@ impl App {
         self.audited(caller, "verify", Some(id), async {
             caller.require(Role::Verify)?;
             let image = image?;
-            self.subject_or_404(caller, id).await?;
-            self.probe_subject(caller, id).await?;
-            let rows = self.store.subject_templates(&caller.gallery, id).await?;
-            if rows.is_empty() {
-                return Err(ApiError::Precondition(format!(
-                    "subject {id:?} has no templates: enroll first"
-                )));
+            valid_id("subject id", id)?;
+            let cell = self.shard(&caller.gallery).await?;
+            let mut templates = cell.shard.read().expect("shard").subject_templates(id);
+            if templates.is_empty() {
+                self.subject_or_404(caller, id).await?;
+                let rows = self.store.subject_templates(&caller.gallery, id).await?;
+                if rows.is_empty() {
+                    return Err(ApiError::Precondition(format!(
+                        "subject {id:?} has no templates: enroll first"
+                    )));
+                }
+                templates = self.opened(&self.served_only(rows)?)?;
             }
-            self.same_model(&rows)?;
-            let templates = self.opened(rows)?;
+            self.probe_subject(caller, id).await?;
             let probe = self.embed(&[("image", image)]).await?.remove(0);
-            let probes = self.probes(caller, &templates, &probe.feature).await?;
+            let epochs: Vec<i64> = templates.iter().map(|t| t.0).collect();
+            let probes = self.probes(caller, epochs, &probe.feature).await?;
             let d = templates
                 .iter()
-                .map(|t| distance(&probes[&t.epoch], &t.feature))
+                .map(|(epoch, t)| distance(&probes[epoch], t))
                 .fold(f64::INFINITY, f64::min);
             Ok(SubjectDecision {
                 subject_id: id.to_string(),
@@ -269,10 +287,10 @@ impl App {
     }
 
     /// 1:N identification over the caller's gallery: every subject's best template distance,
-    /// ranked, `top_k` (1..=100) returned. The key's probe and an attempt on each candidate
-    /// it would reveal are counted together once they are known (one write: a key past its
-    /// probe budget costs one inference, then gets 429 and nothing); candidates whose budget
-    /// is spent are withheld.
+    /// ranked, `top_k` (1..=100) returned, searched in the index off the async runtime. The
+    /// key's probe and an attempt on each candidate it would reveal are counted together once
+    /// they are known (one write: a key past its probe budget costs one inference, then gets
+    /// 429 and nothing); candidates whose budget is spent are withheld.
     pub async fn identify(
         &self,
         caller: &Caller,
@@ -288,28 +306,14 @@ impl App {
                 ));
             }
             let probe = self.embed(&[("image", image)]).await?.remove(0);
-            let gallery = self.opened(
-                self.store
-                    .gallery_templates(&caller.gallery, &self.card.model_id)
-                    .await?,
-            )?;
-            let probes = self.probes(caller, &gallery, &probe.feature).await?;
-            let mut best: HashMap<&str, f64> = HashMap::new();
-            for t in &gallery {
-                let d = distance(&probes[&t.epoch], &t.feature);
-                let e = best.entry(t.subject_id.as_str()).or_insert(f64::INFINITY);
-                *e = e.min(d);
-            }
-            let mut ranked: Vec<(&str, f64)> = best.into_iter().collect();
-            ranked.sort_by(|a, b| a.1.total_cmp(&b.1).then(a.0.cmp(b.0)));
-            ranked.truncate(top_k);
-            let ids: Vec<&str> = ranked.iter().map(|r| r.0).collect();
+            let (ranked, gallery_templates) = self.search(caller, &probe.feature, top_k).await?;
+            let ids: Vec<&str> = ranked.iter().map(|h| &*h.subject_id).collect();
             let spent = self.probe_candidates(caller, &ids).await?;
             let shown: Vec<(&str, f64)> = ranked
                 .iter()
                 .zip(&spent)
                 .filter(|(_, s)| s.is_none())
-                .map(|(r, _)| *r)
+                .map(|(h, _)| (&*h.subject_id, h.distance))
                 .collect();
             let is_match = self.decide("identify", shown.first().map_or(f64::INFINITY, |r| r.1));
             Ok(Identification {
@@ -326,11 +330,41 @@ impl App {
                 threshold: self.threshold,
                 quality: probe.spread,
                 model_id: self.card.model_id.clone(),
-                gallery_templates: gallery.len(),
+                gallery_templates,
                 withheld: ranked.len() - shown.len(),
             })
         })
         .await
+    }
+
+    /// The `k` best subjects of the caller's gallery for `probe`, and the templates searched.
+    /// The probe is put under each epoch the shard holds; if a catch-up brought a new epoch
+    /// in meanwhile, once more with it.
+    async fn search(
+        &self,
+        caller: &Caller,
+        probe: &[f32],
+        k: usize,
+    ) -> Result<(Vec<crate::server::index::Hit>, usize), ApiError> {
+        let cell = self.shard(&caller.gallery).await?;
+        for _ in 0..3 {
+            let epochs = cell.shard.read().expect("shard").epochs();
+            let probes = self.probes(caller, epochs, probe).await?;
+            let (c, metrics) = (cell.clone(), self.metrics.clone());
+            let found = tokio::task::spawn_blocking(move || {
+                let _timer = metrics.index_search_seconds.start_timer();
+                let s = c.shard.read().expect("shard");
+                s.search(&probes, k).map(|hits| (hits, s.len()))
+            })
+            .await
+            .map_err(|e| ApiError::Internal(format!("the gallery search failed: {e}")))?;
+            if let Ok(found) = found {
+                return Ok(found);
+            }
+        }
+        Err(ApiError::Unavailable(
+            "the gallery is being renewed; retry shortly".into(),
+        ))
     }
 
     /// The served model's card, threshold and operating point (any key).

@@ -14,13 +14,6 @@ use crate::server::error::ApiError;
 use crate::server::App;
 use crate::store::SealedRow;
 
-/// An opened template: still under its gallery transform.
-pub struct Opened {
-    pub subject_id: String,
-    pub epoch: i64,
-    pub feature: Vec<f32>,
-}
-
 impl App {
     /// The transform of (`gallery`, `epoch`) in dimension `d`, from the cache or the store.
     async fn transform(
@@ -92,52 +85,52 @@ impl App {
         ))
     }
 
-    /// The templates of `rows` opened.
-    pub(super) fn opened(&self, rows: Vec<SealedRow>) -> Result<Vec<Opened>, ApiError> {
-        rows.into_iter()
-            .map(|r| match self.keyring.open(&r.row(), &r.sealed) {
-                Ok(feature) => Ok(Opened {
-                    subject_id: r.subject_id,
-                    epoch: r.epoch,
-                    feature,
-                }),
-                Err(e) => {
-                    if matches!(e, SealError::Integrity(_)) {
-                        self.metrics.integrity_failures.inc();
-                    }
-                    Err(ApiError::Internal(e.to_string()))
-                }
-            })
-            .collect()
+    /// The feature of `row`, opened.
+    pub(crate) fn open(&self, row: &SealedRow) -> Result<Vec<f32>, ApiError> {
+        self.keyring.open(&row.row(), &row.sealed).map_err(|e| {
+            if matches!(e, SealError::Integrity(_)) {
+                self.metrics.integrity_failures.inc();
+            }
+            ApiError::Internal(e.to_string())
+        })
     }
 
-    /// The probe under the transform of every epoch among `templates`.
+    /// The templates of `rows` opened, as (epoch, feature under that epoch's transform).
+    pub(super) fn opened(&self, rows: &[SealedRow]) -> Result<Vec<(i64, Vec<f32>)>, ApiError> {
+        rows.iter().map(|r| Ok((r.epoch, self.open(r)?))).collect()
+    }
+
+    /// The probe under the transform of each of `epochs`.
     pub(super) async fn probes(
         &self,
         caller: &Caller,
-        templates: &[Opened],
+        epochs: impl IntoIterator<Item = i64>,
         probe: &[f32],
     ) -> Result<HashMap<i64, Vec<f32>>, ApiError> {
         let mut out = HashMap::new();
-        for t in templates {
-            if let std::collections::hash_map::Entry::Vacant(e) = out.entry(t.epoch) {
-                let q = self
-                    .transform(&caller.gallery, t.epoch, probe.len())
-                    .await?;
+        for epoch in epochs {
+            if let std::collections::hash_map::Entry::Vacant(e) = out.entry(epoch) {
+                let q = self.transform(&caller.gallery, epoch, probe.len()).await?;
                 e.insert(q.apply(probe));
             }
         }
         Ok(out)
     }
 
-    /// Refuses templates of another model: their features live in a different space.
-    pub(super) fn same_model(&self, rows: &[SealedRow]) -> Result<(), ApiError> {
-        match rows.iter().find(|t| t.model_id != self.card.model_id) {
-            Some(t) => Err(ApiError::Precondition(format!(
-                "template {} was enrolled with model {}, this server runs model {}: re-enroll the subject",
-                t.id, t.model_id, self.card.model_id
+    /// The rows of the served model; none while there are rows of another model is a 409:
+    /// their features live in a different space.
+    pub(super) fn served_only(&self, rows: Vec<SealedRow>) -> Result<Vec<SealedRow>, ApiError> {
+        let other = rows.first().map(|t| (t.id.clone(), t.model_id.clone()));
+        let served: Vec<SealedRow> = rows
+            .into_iter()
+            .filter(|t| t.model_id == self.card.model_id)
+            .collect();
+        match other {
+            Some((id, model)) if served.is_empty() => Err(ApiError::Precondition(format!(
+                "template {id} was enrolled with model {model}, this server runs model {}: re-enroll the subject",
+                self.card.model_id
             ))),
-            None => Ok(()),
+            _ => Ok(served),
         }
     }
 }

@@ -6,7 +6,10 @@
 //! servers (micro-batching on and off) sharing a temporary SQLite store: verify requests/s
 //! and p50/p99 latency at concurrency 1, 8, 32, 128, then REST vs gRPC verify on one server
 //! at concurrency 32 (reference: REST, batching off, concurrency 1); `dvsp bench http`: the
-//! same routes loaded on several running servers in turns (reference: the first).
+//! same routes loaded on several running servers in turns (reference: the first);
+//! `dvsp bench identify`: 1:N search by gallery size (`identify.rs`).
+mod identify;
+
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -31,6 +34,11 @@ pub enum What {
     /// The same load against running servers, e.g. builds before and after a change
     /// (reference: the first `--target`; `scripts/custody_cost.sh`).
     Http,
+    /// Embedding throughput at batch 32 in fp32 (reference) and bf16 (needs --model).
+    Precision,
+    /// 1:N identify at each `--templates` gallery size: the in-memory index against the
+    /// exhaustive store search it replaced and the machine's memory pass (needs --model).
+    Identify,
 }
 
 #[derive(Debug, clap::Args)]
@@ -63,6 +71,9 @@ pub struct Args {
     /// `http`: rounds the requests are split into, the targets taking turns.
     #[arg(long, default_value_t = 4)]
     pub rounds: usize,
+    /// `identify`: gallery sizes, e.g. 10000,100000,1000000.
+    #[arg(long, value_delimiter = ',')]
+    pub templates: Vec<usize>,
 }
 
 /// PNG bytes of the first `n` test-split images of `data`.
@@ -355,6 +366,54 @@ fn serve(a: &Args) -> anyhow::Result<()> {
     result
 }
 
+/// `bench precision`: images/s of the serving embedding (feature and spread in one pass) at
+/// batch 32 on the model's input shape, fp32 then bf16, `20 x --steps` timed batches each.
+fn precision(a: &Args) -> anyhow::Result<()> {
+    use crate::model::Precision;
+    let dir = a
+        .model
+        .as_ref()
+        .ok_or_else(|| anyhow::anyhow!("bench precision needs --model DIR"))?;
+    let batches = 20 * a.steps.max(1);
+    println!(
+        "embedding throughput of {}, batch 32, {} threads, {batches} batches",
+        dir.display(),
+        tch::get_num_threads()
+    );
+    println!("| precision | img/s | ratio to fp32 |\n|---|---|---|");
+    let mut reference = None;
+    for p in [Precision::Fp32, Precision::Bf16] {
+        let mut model = crate::artifact::load(dir, crate::device())?;
+        model.net.set_precision(&mut model.vs, p);
+        let x = Tensor::rand(
+            [
+                32,
+                model.card.net.input.channels,
+                model.card.net.input.height,
+                model.card.net.input.width,
+            ],
+            (Kind::Float, model.vs.device()),
+        );
+        let _guard = tch::no_grad_guard();
+        let run = || {
+            let (f, s) = model.net.embed(&x);
+            let _ = Vec::<f32>::try_from(f.flatten(0, -1));
+            s.map(|s| Vec::<f32>::try_from(s));
+        };
+        for _ in 0..5 {
+            run();
+        }
+        let t = Instant::now();
+        for _ in 0..batches {
+            run();
+        }
+        let ips = (32 * batches) as f64 / t.elapsed().as_secs_f64();
+        let r = *reference.get_or_insert(ips);
+        println!("| {p:?} | {ips:.0} | {:.2} |", ips / r);
+    }
+    Ok(())
+}
+
 /// Peak resident set size (VmHWM) in MiB, reset beforehand by `reset_peak`.
 fn peak_mib() -> f64 {
     std::fs::read_to_string("/proc/self/status")
@@ -405,17 +464,7 @@ fn run_case(c: &Case, steps: usize) -> anyhow::Result<(f64, f64)> {
     let y = Tensor::randint(10, [c.batch], (Kind::Int64, device));
     reset_peak();
     let mut step = |x: &Tensor| -> anyhow::Result<()> {
-        let (x, y) = if cfg.eps() > 0.0 {
-            let xg = x.detach().set_requires_grad(true);
-            let g =
-                Tensor::f_run_backward(&[&net.loss(&xg, &y, &cfg, 0)?.loss], &[&xg], false, false)?
-                    .remove(0);
-            let xa = crate::loss::dvsp::adversarial_step(x, &g, cfg.eps()).detach();
-            (Tensor::cat(&[x, &xa], 0), Tensor::cat(&[&y, &y], 0))
-        } else {
-            (x.shallow_clone(), y.shallow_clone())
-        };
-        let out = net.loss(&x, &y, &cfg, 0)?;
+        let (out, y) = crate::train::step_loss(&net, x, &y, &cfg, 0)?;
         opt.backward_step(&out.loss);
         net.after_step(&out, &y, &cfg);
         Ok(())
@@ -604,6 +653,8 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         What::Serve => return serve(&a),
         What::Faces => return faces(&a),
         What::Http => return http(&a),
+        What::Identify => return identify::run(&a),
+        What::Precision => return precision(&a),
         What::Train => {}
     }
     let cases = [

@@ -1,0 +1,218 @@
+//! Keeping a replica's index in step with the store. A gallery is loaded on its first use (or
+//! at start) in pages, then caught up from the store's change feed: the changes after the
+//! shard's version name templates, which are re-read and put in (served model) or taken out
+//! (deleted, or of another model). A gap in the feed (pruned before this replica read it)
+//! reloads the gallery. Catch-ups run after this replica's own enrolls and deletes (so its
+//! next call sees them), on PostgreSQL's `dvsp_templates` notification from any replica, and
+//! on a poll of every gallery's version (which catches a missed notification, and is the
+//! only signal on SQLite for writes by another process such as `dvsp galleries renew`).
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::{Cell, Shard};
+use crate::server::error::ApiError;
+use crate::server::App;
+use crate::store::{SealedRow, Store};
+
+/// Templates read per page of a load, and changes per read of the feed.
+const PAGE: i64 = 10_000;
+const CHANGES: i64 = 1_000;
+/// How long changes are kept in the feed for replicas that are behind.
+const KEEP_CHANGES: Duration = Duration::from_secs(3600);
+
+impl App {
+    /// The index shard of `gallery`, loaded if this replica has not loaded it yet.
+    pub async fn shard(&self, gallery: &str) -> Result<Arc<Cell>, ApiError> {
+        let cell = self.index.cell(gallery);
+        if !cell.shard.read().expect("shard").loaded {
+            self.catch_up(gallery, &cell).await?;
+        }
+        Ok(cell)
+    }
+
+    /// Brings `gallery`'s shard up to the store's latest version.
+    pub async fn refresh(&self, gallery: &str) -> Result<(), ApiError> {
+        let cell = self.index.cell(gallery);
+        self.catch_up(gallery, &cell).await
+    }
+
+    async fn catch_up(&self, gallery: &str, cell: &Cell) -> Result<(), ApiError> {
+        let _one = cell.sync.lock().await;
+        if !cell.shard.read().expect("shard").loaded {
+            self.load(gallery, cell).await?;
+        }
+        loop {
+            let version = cell.shard.read().expect("shard").version;
+            let changes = self.store.changes_after(gallery, version, CHANGES).await?;
+            let Some(first) = changes.first() else {
+                break;
+            };
+            if first.version != version + 1 {
+                tracing::info!(gallery, version, "index behind the kept changes: reloading");
+                self.load(gallery, cell).await?;
+                continue;
+            }
+            let ids: Vec<String> = changes
+                .iter()
+                .map(|c| c.template_id.clone())
+                .collect::<HashSet<_>>()
+                .into_iter()
+                .collect();
+            let rows = self.store.templates_by_id(gallery, &ids).await?;
+            let opened = self.open_served(rows)?;
+            let mut shard = cell.shard.write().expect("shard");
+            for id in &ids {
+                shard.remove(id);
+            }
+            for (row, feature) in &opened {
+                shard.upsert(&row.id, &row.subject_id, row.epoch, feature);
+            }
+            shard.version = changes.last().map_or(version, |c| c.version);
+            drop(shard);
+            self.publish_index_size();
+        }
+        Ok(())
+    }
+
+    /// Replaces `gallery`'s shard by a full load from the store, at the version read before
+    /// the load began (the catch-up after it re-applies whatever changed meanwhile).
+    async fn load(&self, gallery: &str, cell: &Cell) -> Result<(), ApiError> {
+        let version = self.store.gallery_version(gallery).await?;
+        let started = std::time::Instant::now();
+        let mut shard = Shard {
+            version,
+            loaded: true,
+            ..Shard::default()
+        };
+        let mut after = String::new();
+        loop {
+            let rows = self
+                .store
+                .gallery_templates(gallery, &self.card.model_id, &after, PAGE)
+                .await?;
+            let Some(last) = rows.last() else {
+                break;
+            };
+            after = last.id.clone();
+            for (row, feature) in self.open_served(rows)? {
+                shard.upsert(&row.id, &row.subject_id, row.epoch, &feature);
+            }
+            if shard.len() % (10 * PAGE as usize) == 0 {
+                tracing::info!(
+                    gallery,
+                    templates = shard.len(),
+                    "loading the gallery index"
+                );
+            }
+        }
+        tracing::info!(
+            gallery,
+            templates = shard.len(),
+            seconds = started.elapsed().as_secs_f64(),
+            "gallery index loaded"
+        );
+        *cell.shard.write().expect("shard") = shard;
+        self.publish_index_size();
+        Ok(())
+    }
+
+    /// The rows of the served model, opened.
+    fn open_served(&self, rows: Vec<SealedRow>) -> Result<Vec<(SealedRow, Vec<f32>)>, ApiError> {
+        rows.into_iter()
+            .filter(|r| r.model_id == self.card.model_id)
+            .map(|r| {
+                let f = self.open(&r)?;
+                Ok((r, f))
+            })
+            .collect()
+    }
+
+    fn publish_index_size(&self) {
+        let (n, bytes) = self.index.size();
+        self.metrics.index_templates.set(n as i64);
+        self.metrics.index_bytes.set(bytes as i64);
+    }
+
+    /// Loads every gallery, then keeps the index in step until the process ends: a poll of
+    /// the galleries' versions every `poll`, PostgreSQL notifications, and the pruning of old
+    /// changes.
+    pub async fn sync_index(self: Arc<Self>, poll: Duration) -> Result<(), ApiError> {
+        for g in self.store.list_galleries().await? {
+            self.refresh(&g.id).await?;
+        }
+        if let Store::Postgres(pool) = &self.store {
+            let pool = pool.clone();
+            let app = self.clone();
+            tokio::spawn(async move { app.listen(pool).await });
+        }
+        let app = self.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(poll);
+            let mut last_prune = std::time::Instant::now();
+            loop {
+                tick.tick().await;
+                if let Err(e) = app.poll_versions().await {
+                    tracing::warn!(error = %e, "index poll failed");
+                }
+                if last_prune.elapsed() > KEEP_CHANGES / 60 {
+                    last_prune = std::time::Instant::now();
+                    let before = crate::store::now_ms() - KEEP_CHANGES.as_millis() as i64;
+                    if let Err(e) = app.store.prune_changes(before).await {
+                        tracing::warn!(error = %e, "pruning the template changes failed");
+                    }
+                }
+            }
+        });
+        Ok(())
+    }
+
+    async fn poll_versions(&self) -> Result<(), ApiError> {
+        for (g, version) in self.store.gallery_versions().await? {
+            let cell = self.index.cell(&g);
+            let behind = {
+                let s = cell.shard.read().expect("shard");
+                !s.loaded || s.version < version
+            };
+            if behind {
+                self.catch_up(&g, &cell).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Catches up the gallery each `dvsp_templates` notification names, and forgets the key
+    /// each `dvsp_keys` notification names (revoked); reconnects after a lost connection (the
+    /// poll and the key cache's expiry cover what was missed meanwhile).
+    async fn listen(&self, pool: sqlx::PgPool) {
+        loop {
+            let mut listener = match sqlx::postgres::PgListener::connect_with(&pool).await {
+                Ok(l) => l,
+                Err(e) => {
+                    tracing::warn!(error = %e, "index listener: connect failed");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    continue;
+                }
+            };
+            if let Err(e) = listener.listen_all(["dvsp_templates", "dvsp_keys"]).await {
+                tracing::warn!(error = %e, "index listener: LISTEN failed");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+            loop {
+                match listener.recv().await {
+                    Ok(n) if n.channel() == "dvsp_keys" => self.keys.evict(n.payload()),
+                    Ok(n) => {
+                        if let Err(e) = self.refresh(n.payload()).await {
+                            tracing::warn!(error = %e, "index catch-up failed");
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "index listener: connection lost");
+                        break;
+                    }
+                }
+            }
+        }
+    }
+}
