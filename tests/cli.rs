@@ -134,3 +134,32 @@ fn training_is_deterministic_with_a_seed() {
     assert_eq!(a, b, "same seed, different weights");
     assert_ne!(a, c, "different seeds, same weights");
 }
+
+#[test]
+fn the_device_flag_is_honoured_and_cuda_without_a_gpu_is_a_clear_error() {
+    // This machine has no GPU (and a CPU libtorch): cuda is refused before any work.
+    one_line_error(
+        &["--device", "cuda", "eval", "--model", "/nonexistent/model"],
+        "--device cuda: libtorch sees no CUDA device",
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("m");
+    let (code, _, err) = dvsp(&[
+        "--device",
+        "cpu",
+        "train",
+        "--epochs",
+        "1",
+        "--limit",
+        "256",
+        "--batch-size",
+        "64",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{err}");
+    // The card records the device the model was trained on.
+    let card = dvsp::artifact::read_card(&out).unwrap();
+    assert_eq!(card.training.device, "Cpu");
+    one_line_error(&["--device", "tpu", "eval", "--model", "x"], "tpu");
+}

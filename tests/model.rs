@@ -179,3 +179,35 @@ fn a_card_that_does_not_match_its_weights_is_refused() {
         .to_string()
         .contains("not a dvsp model card"));
 }
+
+#[test]
+fn bf16_inference_gives_f32_features_close_to_fp32() {
+    use dvsp::model::Precision;
+    let vs = nn::VarStore::new(Device::Cpu);
+    let fp32 = Net::new(&vs.root(), spec(Method::Dvsp, Backbone::Small, [1, 28, 28]));
+    let mut vs16 = nn::VarStore::new(Device::Cpu);
+    let mut bf16 = Net::new(
+        &vs16.root(),
+        spec(Method::Dvsp, Backbone::Small, [1, 28, 28]),
+    );
+    vs16.copy(&vs).unwrap();
+    bf16.set_precision(&mut vs16, Precision::Bf16);
+    assert!(vs16
+        .variables()
+        .values()
+        .all(|v| v.kind() == Kind::BFloat16));
+    let x = Tensor::rand([8, 1, 28, 28], (Kind::Float, Device::Cpu));
+    let (a, ra) = tch::no_grad(|| fp32.embed(&x));
+    let (b, rb) = tch::no_grad(|| bf16.embed(&x));
+    assert_eq!(
+        (b.kind(), rb.as_ref().unwrap().kind()),
+        (Kind::Float, Kind::Float)
+    );
+    // bf16 keeps 8 bits of mantissa: the features agree to cosine > 0.999, not exactly.
+    let cos = (dvsp::model::unit(&a) * dvsp::model::unit(&b)).sum_dim_intlist(-1, false, None);
+    assert!(cos.min().double_value(&[]) > 0.999, "{cos}");
+    assert!((&a - &b).abs().max().double_value(&[]) > 0.0);
+    let (ra, rb) = (ra.unwrap(), rb.unwrap());
+    let rel = ((&ra - &rb).abs() / &ra).max().double_value(&[]);
+    assert!(rel < 0.02, "spread differs by {rel}");
+}

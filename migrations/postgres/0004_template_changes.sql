@@ -7,6 +7,9 @@
 -- versions commit in order. Old changes are pruned by the replicas; one whose version is
 -- behind the oldest kept change reloads the gallery.
 ALTER TABLE galleries ADD COLUMN version BIGINT NOT NULL DEFAULT 0;
+-- The index loads a gallery's templates of one model in id order, a page at a time.
+DROP INDEX templates_model;
+CREATE INDEX templates_gallery_model_id ON templates(gallery_id, model_id, id);
 CREATE TABLE template_changes (
     gallery_id TEXT NOT NULL,
     version BIGINT NOT NULL,

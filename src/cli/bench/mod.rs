@@ -32,7 +32,7 @@ pub enum What {
     /// photos (reference: the embedding alone).
     Faces,
     /// The same load against running servers, e.g. builds before and after a change
-    /// (reference: the first `--target`; `scripts/custody_cost.sh`).
+    /// (reference: the first `--target`; `scripts/before_after.sh`).
     Http,
     /// Embedding throughput at batch 32 in fp32 (reference) and bf16 (needs --model).
     Precision,

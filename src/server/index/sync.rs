@@ -60,7 +60,7 @@ impl App {
                 .into_iter()
                 .collect();
             let rows = self.store.templates_by_id(gallery, &ids).await?;
-            let opened = self.open_served(rows)?;
+            let opened = self.open_served(rows);
             let mut shard = cell.shard.write().expect("shard");
             for id in &ids {
                 shard.remove(id);
@@ -95,7 +95,7 @@ impl App {
                 break;
             };
             after = last.id.clone();
-            for (row, feature) in self.open_served(rows)? {
+            for (row, feature) in self.open_served(rows) {
                 shard.upsert(&row.id, &row.subject_id, row.epoch, &feature);
             }
             if shard.len() % (10 * PAGE as usize) == 0 {
@@ -117,13 +117,18 @@ impl App {
         Ok(())
     }
 
-    /// The rows of the served model, opened.
-    fn open_served(&self, rows: Vec<SealedRow>) -> Result<Vec<(SealedRow, Vec<f32>)>, ApiError> {
+    /// The rows of the served model, opened. A row that does not open (tampered, or copied
+    /// onto another row) stays out of the index: it is counted and logged here (no feature
+    /// bytes), and a verify of its subject then reads the store and fails on it (500).
+    fn open_served(&self, rows: Vec<SealedRow>) -> Vec<(SealedRow, Vec<f32>)> {
         rows.into_iter()
             .filter(|r| r.model_id == self.card.model_id)
-            .map(|r| {
-                let f = self.open(&r)?;
-                Ok((r, f))
+            .filter_map(|r| match self.open(&r) {
+                Ok(f) => Some((r, f)),
+                Err(e) => {
+                    tracing::error!(template = %r.id, gallery = %r.gallery_id, error = %e, "a stored template does not open; left out of the index");
+                    None
+                }
             })
             .collect()
     }
