@@ -150,7 +150,7 @@ pub fn train(
             seen += y.size()[0] as usize;
             iter += 1;
             pb.inc(1);
-            if (b + 1) % SYNC_EVERY == 0 || b + 1 == batches {
+            if (b + 1).is_multiple_of(SYNC_EVERY) || b + 1 == batches {
                 sum_loss = sum_loss_t.double_value(&[]);
                 correct = correct_t.double_value(&[]);
                 if !sum_loss.is_finite() {

@@ -398,7 +398,7 @@ fn precision(a: &Args) -> anyhow::Result<()> {
         let run = || {
             let (f, s) = model.net.embed(&x);
             let _ = Vec::<f32>::try_from(f.flatten(0, -1));
-            s.map(|s| Vec::<f32>::try_from(s));
+            s.map(Vec::<f32>::try_from);
         };
         for _ in 0..5 {
             run();

@@ -49,7 +49,7 @@ impl Matrix {
 
     fn push(&mut self, id: Arc<str>, slot: u32, f: &[f32]) -> usize {
         let i = self.len;
-        if i % LANES == 0 {
+        if i.is_multiple_of(LANES) {
             self.data.resize(self.data.len() + LANES * self.d, 0.0);
         }
         self.len += 1;
@@ -68,7 +68,7 @@ impl Matrix {
         }
         self.write(last, &vec![0.0; self.d]);
         self.len = last;
-        if last % LANES == 0 {
+        if last.is_multiple_of(LANES) {
             self.data.truncate(self.data.len() - LANES * self.d);
         }
         self.slot.swap_remove(i);
@@ -220,7 +220,7 @@ impl Shard {
     }
 
     /// Templates in the shard.
-    pub fn len(&self) -> usize {
+    pub fn count(&self) -> usize {
         self.place.len()
     }
 
@@ -336,7 +336,7 @@ impl Index {
     pub fn size(&self) -> (usize, usize) {
         self.cells().iter().fold((0, 0), |(n, b), (_, c)| {
             let s = c.shard.read().expect("shard");
-            (n + s.len(), b + s.bytes())
+            (n + s.count(), b + s.bytes())
         })
     }
 }
@@ -404,7 +404,7 @@ mod tests {
                 shard.upsert(id, &subject, 4, &f);
                 truth.insert(id.clone(), (subject, 4, f));
             }
-            assert_eq!(shard.len(), truth.len());
+            assert_eq!(shard.count(), truth.len());
             let probes: HashMap<i64, Vec<f32>> = (1..=4).map(|e| (e, unit(&mut rng, d))).collect();
             let partial: HashMap<i64, Vec<f32>> = probes
                 .iter()
@@ -434,7 +434,7 @@ mod tests {
         for id in truth.keys() {
             shard.remove(id);
         }
-        assert_eq!(shard.len(), 0);
+        assert_eq!(shard.count(), 0);
         assert_eq!(shard.search(&HashMap::new(), 5), Ok(Vec::new()));
         assert!(shard.subject_templates(subject).is_empty());
     }

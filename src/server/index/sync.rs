@@ -98,17 +98,17 @@ impl App {
             for (row, feature) in self.open_served(rows) {
                 shard.upsert(&row.id, &row.subject_id, row.epoch, &feature);
             }
-            if shard.len() % (10 * PAGE as usize) == 0 {
+            if shard.count().is_multiple_of(10 * PAGE as usize) {
                 tracing::info!(
                     gallery,
-                    templates = shard.len(),
+                    templates = shard.count(),
                     "loading the gallery index"
                 );
             }
         }
         tracing::info!(
             gallery,
-            templates = shard.len(),
+            templates = shard.count(),
             seconds = started.elapsed().as_secs_f64(),
             "gallery index loaded"
         );

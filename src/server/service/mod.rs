@@ -354,7 +354,7 @@ impl App {
             let found = tokio::task::spawn_blocking(move || {
                 let _timer = metrics.index_search_seconds.start_timer();
                 let s = c.shard.read().expect("shard");
-                s.search(&probes, k).map(|hits| (hits, s.len()))
+                s.search(&probes, k).map(|hits| (hits, s.count()))
             })
             .await
             .map_err(|e| ApiError::Internal(format!("the gallery search failed: {e}")))?;
