@@ -17,6 +17,8 @@ use std::sync::{Arc, RwLock};
 
 /// Templates multiplied at once by the scan.
 const LANES: usize = 16;
+/// Templates of one epoch from which a search uses every core.
+const PARALLEL_FROM: usize = 65_536;
 
 /// The templates of one epoch.
 #[derive(Debug, Default)]
@@ -76,25 +78,56 @@ impl Matrix {
         (i != last).then(|| self.ids[i].clone())
     }
 
-    /// Calls `f(i, D)` with the cosine distance D = 1 - q.t_i (eq. 1) of every template.
-    fn scan(&self, q: &[f32], mut f: impl FnMut(usize, f64)) {
+    /// The cosine distance D = 1 - q.t_i (eq. 1) of every template, the blocks split across
+    /// the cores when there are at least `PARALLEL_FROM` templates.
+    fn distances(&self, q: &[f32]) -> Vec<f64> {
         let q: Vec<f64> = q.iter().map(|x| *x as f64).collect();
-        for (b, block) in self.data.chunks_exact(LANES * self.d).enumerate() {
-            let mut acc = [0.0f64; LANES];
-            for (col, qj) in block.chunks_exact(LANES).zip(&q) {
-                for (a, t) in acc.iter_mut().zip(col) {
-                    *a += *t as f64 * qj;
+        let blocks = self.len.div_ceil(LANES);
+        let mut out = vec![0.0; blocks * LANES];
+        let threads = match self.len >= PARALLEL_FROM {
+            true => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            false => 1,
+        };
+        let per_thread = blocks.div_ceil(threads).max(1);
+        let stride = LANES * self.d;
+        if threads == 1 {
+            scan(&self.data, &q, &mut out);
+        } else {
+            std::thread::scope(|s| {
+                for (data, out) in self
+                    .data
+                    .chunks(per_thread * stride)
+                    .zip(out.chunks_mut(per_thread * LANES))
+                {
+                    let q = &q;
+                    s.spawn(move || scan(data, q, out));
                 }
-            }
-            let n = (self.len - b * LANES).min(LANES);
-            for (l, a) in acc[..n].iter().enumerate() {
-                f(b * LANES + l, 1.0 - a);
-            }
+            });
         }
+        out.truncate(self.len);
+        out
     }
 
     fn bytes(&self) -> usize {
         self.data.capacity() * 4 + self.slot.capacity() * 4 + self.ids.capacity() * 16
+    }
+}
+
+/// `out[i] = 1 - q.t_i` for the templates of `data` (whole blocks), each dot product summed
+/// in f64 in dimension order.
+fn scan(data: &[f32], q: &[f64], out: &mut [f64]) {
+    let stride = LANES * q.len();
+    for (block, out) in data.chunks_exact(stride).zip(out.chunks_exact_mut(LANES)) {
+        let mut acc = [0.0f64; LANES];
+        for (col, qj) in block.chunks_exact(LANES).zip(q) {
+            let col: &[f32; LANES] = col.try_into().expect("a block column");
+            for (a, t) in acc.iter_mut().zip(col) {
+                *a += *t as f64 * qj;
+            }
+        }
+        for (o, a) in out.iter_mut().zip(acc) {
+            *o = 1.0 - a;
+        }
     }
 }
 
@@ -252,10 +285,10 @@ impl Shard {
         let mut best = vec![f64::INFINITY; self.subjects.len()];
         for (epoch, m) in &self.epochs {
             let q = probes.get(epoch).ok_or(*epoch)?;
-            m.scan(q, |i, d| {
-                let b = &mut best[m.slot[i] as usize];
+            for (d, slot) in m.distances(q).into_iter().zip(&m.slot) {
+                let b = &mut best[*slot as usize];
                 *b = b.min(d);
-            });
+            }
         }
         let mut heap: BinaryHeap<Worst> = BinaryHeap::with_capacity(k + 1);
         for (slot, d) in best.iter().enumerate() {
@@ -437,5 +470,28 @@ mod tests {
         assert_eq!(shard.count(), 0);
         assert_eq!(shard.search(&HashMap::new(), 5), Ok(Vec::new()));
         assert!(shard.subject_templates(subject).is_empty());
+    }
+
+    #[test]
+    fn a_search_split_across_the_cores_is_the_exhaustive_ranking() {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(11);
+        let d = 32;
+        let mut shard = Shard::default();
+        let mut truth: HashMap<String, (String, i64, Vec<f32>)> = HashMap::new();
+        // Past PARALLEL_FROM, and not a whole number of blocks.
+        for i in 0..PARALLEL_FROM + 1_001 {
+            let subject = format!("s{}", rng.random_range(0..20_000));
+            let f = unit(&mut rng, d);
+            shard.upsert(&format!("t{i}"), &subject, 1, &f);
+            truth.insert(format!("t{i}"), (subject, 1, f));
+        }
+        let probes = HashMap::from([(1, unit(&mut rng, d))]);
+        let got: Vec<(String, f64)> = shard
+            .search(&probes, 20)
+            .unwrap()
+            .into_iter()
+            .map(|h| (h.subject_id.to_string(), h.distance))
+            .collect();
+        assert_eq!(got, exhaustive(&truth, &probes, 20));
     }
 }
