@@ -2,8 +2,7 @@
 //! threads); handlers send jobs over a bounded channel and the worker forms micro-batches
 //! run without gradients, one pass of the network giving feature and quality. Batching is
 //! adaptive: a job that finds the queue empty runs at once; when others are queued, the
-//! batch takes them all and then waits for more only while they keep arriving (each within
-//! `max_wait`, up to `max_batch` images). A full queue is refused at once (503) instead of
+//! batch takes them all and then waits up to `max_wait` for more (up to `max_batch` images). A full queue is refused at once (503) instead of
 //! growing memory.
 use std::sync::mpsc::{sync_channel, RecvTimeoutError, SyncSender, TrySendError};
 use std::sync::Arc;
@@ -66,9 +65,11 @@ impl Worker {
                             Err(_) => break,
                         }
                     }
-                    // Others were waiting: more are likely on their way.
+                    // Others were waiting: more are likely on their way, for at most
+                    // `max_wait` from now.
+                    let deadline = Instant::now() + max_wait;
                     while jobs.len() > 1 && n < max_batch {
-                        match rx.recv_timeout(max_wait) {
+                        match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
                             Ok(j) => take(j, &mut n, &mut jobs),
                             Err(RecvTimeoutError::Timeout)
                             | Err(RecvTimeoutError::Disconnected) => break,

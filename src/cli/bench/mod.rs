@@ -304,7 +304,7 @@ fn serve(a: &Args) -> anyhow::Result<()> {
         ];
         for (cell, (mode, batch, concs)) in cells.into_iter().enumerate() {
             let m = dir.to_str().unwrap_or_default();
-            let args = ServeCli::parse_from(["serve", "--model", m, "--db", &db, "--template-keys", keyring.to_str().unwrap_or_default(), "--max-batch", batch, "--max-wait-ms", "2", "--max-attempts", "1000000000", "--max-subject-attempts", "1000000000", "--max-key-probes", "1000000000", "--queue", "1024"]).args;
+            let args = ServeCli::parse_from(["serve", "--model", m, "--db", &db, "--template-keys", keyring.to_str().unwrap_or_default(), "--max-batch", batch, "--max-attempts", "1000000000", "--max-subject-attempts", "1000000000", "--max-key-probes", "1000000000", "--queue", "1024"]).args;
             let state = args.state().await?;
             let metrics = state.metrics.clone();
             let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
