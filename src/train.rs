@@ -32,10 +32,11 @@ const SYNC_EVERY: usize = 50;
 /// The loss of one optimiser step (Algorithm 1, lines 4-6) and the labels it was taken on.
 /// With the eq. 15 step, the adversarial batch x' = x + eps * grad_x L' / ||grad_x L'|| is
 /// built from the gradient of the clean batch's loss with respect to each input, and the
-/// update takes the mean loss over both halves, (L(x) + L(x')) / 2: the loss of the
-/// concatenated batch, since every term is a per-image mean. The clean forward pass keeps its
-/// graph and serves both the input gradient and the update, so clean images go through the
-/// network once per step.
+/// update takes the loss of the concatenated batch [x; x']. The clean half is forwarded twice
+/// (for the gradient, then in the update): keeping the first pass's graph and forwarding x'
+/// alone was measured slower on this 2-core CPU (`dvsp bench train`, README), as two
+/// half-size passes cost more than one full-size one and the kept graph back-propagates to
+/// the clean input too.
 pub fn step_loss(
     net: &Net,
     x: &Tensor,
@@ -48,17 +49,10 @@ pub fn step_loss(
     }
     let xg = x.detach().set_requires_grad(true);
     let clean = net.loss(&xg, y, cfg, iter)?;
-    let grad = Tensor::f_run_backward(&[&clean.loss], &[&xg], true, false)?.remove(0);
+    let grad = Tensor::f_run_backward(&[&clean.loss], &[&xg], false, false)?.remove(0);
     let xa = loss::dvsp::adversarial_step(x, &grad, cfg.eps()).detach();
-    let adv = net.loss(&xa, y, cfg, iter)?;
-    Ok((
-        StepOut {
-            loss: (&clean.loss + &adv.loss) / 2.0,
-            scores: Tensor::cat(&[&clean.scores, &adv.scores], 0),
-            features: Tensor::cat(&[&clean.features, &adv.features], 0),
-        },
-        Tensor::cat(&[y, y], 0),
-    ))
+    let (x, y) = (Tensor::cat(&[x, &xa], 0), Tensor::cat(&[y, y], 0));
+    Ok((net.loss(&x, &y, cfg, iter)?, y))
 }
 
 /// The paper's face augmentation: each image of `[B, C, H, W]` mirrored left-right with

@@ -34,7 +34,7 @@ pub enum What {
     /// The same load against running servers, e.g. builds before and after a change
     /// (reference: the first `--target`; `scripts/before_after.sh`).
     Http,
-    /// Embedding throughput at batch 32 in fp32 (reference) and bf16 (needs --model).
+    /// Embedding throughput in fp32 (reference) and bf16 at batch 32 and 256 (needs --model).
     Precision,
     /// 1:N identify at each `--templates` gallery size: the in-memory index against the
     /// exhaustive store search it replaced and the machine's memory pass (needs --model).
@@ -366,8 +366,10 @@ fn serve(a: &Args) -> anyhow::Result<()> {
     result
 }
 
-/// `bench precision`: images/s of the serving embedding (feature and spread in one pass) at
-/// batch 32 on the model's input shape, fp32 then bf16, `20 x --steps` timed batches each.
+/// `bench precision`: images/s of the serving embedding (feature and spread in one pass) on
+/// the model's input shape, fp32 (reference) then bf16, at batch 32 (the service's largest
+/// micro-batch) and at batch 256 (where per-batch overheads matter less), `20 x --steps`
+/// timed batches each.
 fn precision(a: &Args) -> anyhow::Result<()> {
     use crate::model::Precision;
     let dir = a
@@ -376,40 +378,38 @@ fn precision(a: &Args) -> anyhow::Result<()> {
         .ok_or_else(|| anyhow::anyhow!("bench precision needs --model DIR"))?;
     let batches = 20 * a.steps.max(1);
     println!(
-        "embedding throughput of {}, batch 32, {} threads, {batches} batches",
+        "embedding throughput of {}, {} threads, {batches} batches per cell",
         dir.display(),
         tch::get_num_threads()
     );
-    println!("| precision | img/s | ratio to fp32 |\n|---|---|---|");
-    let mut reference = None;
-    for p in [Precision::Fp32, Precision::Bf16] {
-        let mut model = crate::artifact::load(dir, crate::device())?;
-        model.net.set_precision(&mut model.vs, p);
-        let x = Tensor::rand(
-            [
-                32,
-                model.card.net.input.channels,
-                model.card.net.input.height,
-                model.card.net.input.width,
-            ],
-            (Kind::Float, model.vs.device()),
-        );
-        let _guard = tch::no_grad_guard();
-        let run = || {
-            let (f, s) = model.net.embed(&x);
-            let _ = Vec::<f32>::try_from(f.flatten(0, -1));
-            s.map(Vec::<f32>::try_from);
-        };
-        for _ in 0..5 {
-            run();
+    println!("| batch | precision | img/s | ratio to fp32 at that batch |\n|---|---|---|---|");
+    for batch in [32, 256] {
+        let mut reference = None;
+        for p in [Precision::Fp32, Precision::Bf16] {
+            let mut model = crate::artifact::load(dir, crate::device())?;
+            model.net.set_precision(&mut model.vs, p);
+            let input = &model.card.net.input;
+            let x = Tensor::rand(
+                [batch, input.channels, input.height, input.width],
+                (Kind::Float, model.vs.device()),
+            );
+            let _guard = tch::no_grad_guard();
+            let run = || {
+                let (f, s) = model.net.embed(&x);
+                let _ = Vec::<f32>::try_from(f.flatten(0, -1));
+                s.map(Vec::<f32>::try_from);
+            };
+            for _ in 0..5 {
+                run();
+            }
+            let t = Instant::now();
+            for _ in 0..batches {
+                run();
+            }
+            let ips = (batch as usize * batches) as f64 / t.elapsed().as_secs_f64();
+            let r = *reference.get_or_insert(ips);
+            println!("| {batch} | {p:?} | {ips:.0} | {:.2} |", ips / r);
         }
-        let t = Instant::now();
-        for _ in 0..batches {
-            run();
-        }
-        let ips = (32 * batches) as f64 / t.elapsed().as_secs_f64();
-        let r = *reference.get_or_insert(ips);
-        println!("| {p:?} | {ips:.0} | {:.2} |", ips / r);
     }
     Ok(())
 }
