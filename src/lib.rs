@@ -42,7 +42,8 @@ pub enum DeviceChoice {
     Auto,
 }
 
-/// Sets the device of every job from `choice`; the first call wins.
+/// Sets the device of every job from `choice`, once per process (the command line's); a
+/// later call with another device is an error.
 pub fn set_device(choice: DeviceChoice) -> Result<tch::Device> {
     let d = match choice {
         DeviceChoice::Cpu => tch::Device::Cpu,
@@ -56,7 +57,12 @@ pub fn set_device(choice: DeviceChoice) -> Result<tch::Device> {
             ))
         }
     };
-    Ok(*DEVICE.get_or_init(|| d))
+    match *DEVICE.get_or_init(|| d) {
+        set if set == d => Ok(set),
+        set => Err(Error::Invalid(format!(
+            "the device is already {set:?}; it cannot change to {d:?} in one process"
+        ))),
+    }
 }
 
 /// The device every job runs on: the one `set_device` chose, by default the first CUDA GPU

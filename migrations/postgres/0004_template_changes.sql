@@ -1,11 +1,13 @@
 -- The change feed of templates, read by every replica's in-memory gallery index
--- (src/server/index.rs): every insert, update or delete of a template bumps its gallery's
+-- (src/server/index/): every insert, update or delete of a template bumps its gallery's
 -- version and records (gallery, version, template id), and notifies `dvsp_templates` on
 -- commit. A replica applies the changes after the version it has by re-reading those
 -- templates, so a missed notification is caught by the version alone (replicas also poll).
 -- Writers of one gallery serialise on its row (the UPDATE's lock is held to commit), so
--- versions commit in order. Old changes are pruned by the replicas; one whose version is
--- behind the oldest kept change reloads the gallery.
+-- versions commit in order. The trigger is deferred to commit, so that lock is the last one
+-- a transaction takes (taken at the write, it would deadlock against a concurrent enroll's
+-- foreign-key lock or a renewal's row locks). Old changes are pruned by the replicas; one
+-- whose version is behind the oldest kept change reloads the gallery.
 ALTER TABLE galleries ADD COLUMN version BIGINT NOT NULL DEFAULT 0;
 -- The index loads a gallery's templates of one model in id order, a page at a time.
 DROP INDEX templates_model;
@@ -36,11 +38,11 @@ BEGIN
     RETURN NULL;
 END;
 $$ LANGUAGE plpgsql;
-CREATE TRIGGER templates_changed AFTER INSERT OR UPDATE OR DELETE ON templates
-    FOR EACH ROW EXECUTE FUNCTION templates_changed();
+CREATE CONSTRAINT TRIGGER templates_changed AFTER INSERT OR UPDATE OR DELETE ON templates
+    DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION templates_changed();
 
 -- A revoked (or changed) API key is announced to every replica's key cache at once
--- (src/server/auth.rs; without it, the cache's one-second expiry).
+-- (src/server/auth.rs; without it, the cache's half-second expiry).
 CREATE FUNCTION api_keys_changed() RETURNS trigger AS $$
 BEGIN
     PERFORM pg_notify('dvsp_keys', NEW.id);

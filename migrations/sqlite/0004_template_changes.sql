@@ -1,5 +1,5 @@
 -- The change feed of templates, read by every replica's in-memory gallery index
--- (src/server/index.rs): every insert, update or delete of a template bumps its gallery's
+-- (src/server/index/): every insert, update or delete of a template bumps its gallery's
 -- version and records (gallery, version, template id). A replica applies the changes after
 -- the version it has by re-reading those templates, so a missed notification is caught by
 -- the version alone. Writers of one gallery serialise on its row, so versions commit in order.

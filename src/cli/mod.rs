@@ -112,8 +112,15 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         anyhow::ensure!(t >= 1, "--threads must be at least 1");
         tch::set_num_threads(t);
     }
-    let device = crate::set_device(cli.device)?;
-    tracing::info!(device = ?device, "device");
+    // Only the commands that run a model choose a device (`dvsp keys` works anywhere).
+    let store_only = matches!(
+        cli.command,
+        Command::Keys(_) | Command::Galleries(_) | Command::Db(_) | Command::AuditLog(_)
+    );
+    if !store_only {
+        let device = crate::set_device(cli.device)?;
+        tracing::info!(device = ?device, "device");
+    }
     match cli.command {
         Command::Train(a) => train::run(a),
         Command::Eval(a) => eval::run(a),

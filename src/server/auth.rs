@@ -193,34 +193,52 @@ pub const KEY_TTL: Duration = Duration::from_millis(500);
 /// Most keys cached; beyond it the expired ones are dropped, or all of them.
 const KEY_CACHE: usize = 10_000;
 
-/// Key rows recently read from the store, by key id.
+/// Key rows recently read from the store, by key id, and the recent evictions (so that a
+/// row read before a revocation is not cached after it).
 #[derive(Debug, Default)]
 pub struct KeyCache {
-    rows: Mutex<HashMap<String, (ApiKeyRow, Instant)>>,
+    rows: Mutex<KeyRows>,
+}
+
+#[derive(Debug, Default)]
+struct KeyRows {
+    fresh: HashMap<String, (ApiKeyRow, Instant)>,
+    evicted: HashMap<String, Instant>,
 }
 
 impl KeyCache {
     fn get(&self, id: &str) -> Option<ApiKeyRow> {
         let rows = self.rows.lock().expect("key cache");
-        rows.get(id)
+        rows.fresh
+            .get(id)
             .filter(|(_, at)| at.elapsed() < KEY_TTL)
             .map(|(r, _)| r.clone())
     }
 
-    fn put(&self, row: ApiKeyRow) {
+    /// Caches `row`, read from the store at `read_at`, unless the key was evicted since.
+    fn put(&self, row: ApiKeyRow, read_at: Instant) {
         let mut rows = self.rows.lock().expect("key cache");
-        if rows.len() >= KEY_CACHE {
-            rows.retain(|_, (_, at)| at.elapsed() < KEY_TTL);
-            if rows.len() >= KEY_CACHE {
-                rows.clear();
+        if rows.evicted.get(&row.id).is_some_and(|t| *t >= read_at) {
+            return;
+        }
+        if rows.fresh.len() >= KEY_CACHE {
+            rows.fresh.retain(|_, (_, at)| at.elapsed() < KEY_TTL);
+            if rows.fresh.len() >= KEY_CACHE {
+                rows.fresh.clear();
             }
         }
-        rows.insert(row.id.clone(), (row, Instant::now()));
+        rows.fresh.insert(row.id.clone(), (row, read_at));
     }
 
     /// Forgets key `id` (it was revoked).
     pub fn evict(&self, id: &str) {
-        self.rows.lock().expect("key cache").remove(id);
+        let mut rows = self.rows.lock().expect("key cache");
+        rows.fresh.remove(id);
+        // An eviction older than a lookup's whole lifetime can no longer race it.
+        rows.evicted.retain(|_, t| t.elapsed() < KEY_TTL);
+        if rows.evicted.len() < KEY_CACHE {
+            rows.evicted.insert(id.to_string(), Instant::now());
+        }
     }
 }
 
@@ -250,8 +268,9 @@ impl App {
         let row = match self.keys.get(id) {
             Some(row) => row,
             None => {
+                let read_at = Instant::now();
                 let row = self.store.get_key(id).await?.ok_or_else(invalid)?;
-                self.keys.put(row.clone());
+                self.keys.put(row.clone(), read_at);
                 row
             }
         };

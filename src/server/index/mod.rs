@@ -152,6 +152,9 @@ pub struct Shard {
     subjects: Vec<Option<SubjectEntry>>,
     free: Vec<u32>,
     slot_of: HashMap<Arc<str>, u32>,
+    /// Bytes of the template ids and of the subject ids held (for `bytes` without a walk).
+    id_bytes: usize,
+    subject_bytes: usize,
 }
 
 /// A subject's distance to the probe: its best template's.
@@ -192,6 +195,7 @@ impl Shard {
     /// Adds or replaces template `id` of `subject`, under `epoch`.
     pub fn upsert(&mut self, id: &str, subject: &str, epoch: i64, feature: &[f32]) {
         self.remove(id);
+        self.id_bytes += id.len();
         let id: Arc<str> = id.into();
         let slot = match self.slot_of.get(subject) {
             Some(s) => *s,
@@ -211,6 +215,7 @@ impl Shard {
                     }
                 };
                 self.slot_of.insert(subject.into(), s);
+                self.subject_bytes += subject.len();
                 s
             }
         };
@@ -230,6 +235,7 @@ impl Shard {
         let Some((epoch, i)) = self.place.remove(id) else {
             return;
         };
+        self.id_bytes -= id.len();
         let m = self
             .epochs
             .get_mut(&epoch)
@@ -247,6 +253,7 @@ impl Shard {
         entry.templates.retain(|t| &**t != id);
         if entry.templates.is_empty() {
             self.slot_of.remove(&entry.id);
+            self.subject_bytes -= entry.id.len();
             self.subjects[slot as usize] = None;
             self.free.push(slot);
         }
@@ -315,21 +322,21 @@ impl Shard {
         Ok(hits)
     }
 
-    /// An estimate of the shard's memory: matrices, ids and maps.
+    /// An estimate of the shard's memory: matrices, ids and maps (counted as they change, so
+    /// this does not walk the templates).
     pub fn bytes(&self) -> usize {
-        let ids: usize = self.place.keys().map(|k| k.len() + 16).sum();
-        let subjects: usize = self
-            .subjects
-            .iter()
-            .flatten()
-            .map(|s| s.id.len() + 16 + 48 + s.templates.capacity() * 16)
-            .sum();
+        // Per template: its id's Arc header and its entry in its subject's list; per subject:
+        // its id's Arc header, its entry and list header.
+        let per_template = 16 + 16;
+        let per_subject = 16 + 48;
         self.epochs.values().map(Matrix::bytes).sum::<usize>()
-            + ids
+            + self.id_bytes
+            + self.count() * per_template
+            + self.subject_bytes
+            + self.slot_of.len() * per_subject
             + self.place.capacity() * 40
             + self.slot_of.capacity() * 28
             + self.subjects.capacity() * 8
-            + subjects
     }
 }
 
@@ -468,6 +475,7 @@ mod tests {
             shard.remove(id);
         }
         assert_eq!(shard.count(), 0);
+        assert_eq!((shard.id_bytes, shard.subject_bytes), (0, 0));
         assert_eq!(shard.search(&HashMap::new(), 5), Ok(Vec::new()));
         assert!(shard.subject_templates(subject).is_empty());
     }

@@ -37,7 +37,7 @@ impl App {
         self.catch_up(gallery, &cell).await
     }
 
-    async fn catch_up(&self, gallery: &str, cell: &Cell) -> Result<(), ApiError> {
+    async fn catch_up(&self, gallery: &str, cell: &Arc<Cell>) -> Result<(), ApiError> {
         let _one = cell.sync.lock().await;
         if !cell.shard.read().expect("shard").loaded {
             self.load(gallery, cell).await?;
@@ -45,14 +45,19 @@ impl App {
         loop {
             let version = cell.shard.read().expect("shard").version;
             let changes = self.store.changes_after(gallery, version, CHANGES).await?;
-            let Some(first) = changes.first() else {
-                break;
+            let gap = match changes.first() {
+                Some(first) => first.version != version + 1,
+                // Nothing kept after our version: up to date, unless what we missed was pruned.
+                None => self.store.gallery_version(gallery).await? > version,
             };
-            if first.version != version + 1 {
+            if gap {
                 tracing::info!(gallery, version, "index behind the kept changes: reloading");
                 self.load(gallery, cell).await?;
                 continue;
             }
+            let Some(last) = changes.last().map(|c| c.version) else {
+                break;
+            };
             let ids: Vec<String> = changes
                 .iter()
                 .map(|c| c.template_id.clone())
@@ -61,15 +66,20 @@ impl App {
                 .collect();
             let rows = self.store.templates_by_id(gallery, &ids).await?;
             let opened = self.open_served(rows);
-            let mut shard = cell.shard.write().expect("shard");
-            for id in &ids {
-                shard.remove(id);
-            }
-            for (row, feature) in &opened {
-                shard.upsert(&row.id, &row.subject_id, row.epoch, feature);
-            }
-            shard.version = changes.last().map_or(version, |c| c.version);
-            drop(shard);
+            // Off the runtime: the write lock waits for any search holding the shard.
+            let c = cell.clone();
+            tokio::task::spawn_blocking(move || {
+                let mut shard = c.shard.write().expect("shard");
+                for id in &ids {
+                    shard.remove(id);
+                }
+                for (row, feature) in &opened {
+                    shard.upsert(&row.id, &row.subject_id, row.epoch, feature);
+                }
+                shard.version = last;
+            })
+            .await
+            .map_err(|e| ApiError::Internal(format!("applying index changes: {e}")))?;
             self.publish_index_size();
         }
         Ok(())
@@ -77,7 +87,7 @@ impl App {
 
     /// Replaces `gallery`'s shard by a full load from the store, at the version read before
     /// the load began (the catch-up after it re-applies whatever changed meanwhile).
-    async fn load(&self, gallery: &str, cell: &Cell) -> Result<(), ApiError> {
+    async fn load(&self, gallery: &str, cell: &Arc<Cell>) -> Result<(), ApiError> {
         let version = self.store.gallery_version(gallery).await?;
         let started = std::time::Instant::now();
         let mut shard = Shard {
@@ -112,14 +122,18 @@ impl App {
             seconds = started.elapsed().as_secs_f64(),
             "gallery index loaded"
         );
-        *cell.shard.write().expect("shard") = shard;
+        let c = cell.clone();
+        tokio::task::spawn_blocking(move || *c.shard.write().expect("shard") = shard)
+            .await
+            .map_err(|e| ApiError::Internal(format!("swapping in the index: {e}")))?;
         self.publish_index_size();
         Ok(())
     }
 
     /// The rows of the served model, opened. A row that does not open (tampered, or copied
     /// onto another row) stays out of the index: it is counted and logged here (no feature
-    /// bytes), and a verify of its subject then reads the store and fails on it (500).
+    /// bytes); identify skips it, and a verify of a subject none of whose rows is in the index
+    /// reads the store and fails on it (500).
     fn open_served(&self, rows: Vec<SealedRow>) -> Vec<(SealedRow, Vec<f32>)> {
         rows.into_iter()
             .filter(|r| r.model_id == self.card.model_id)
@@ -139,27 +153,28 @@ impl App {
         self.metrics.index_bytes.set(bytes as i64);
     }
 
-    /// Loads every gallery, then keeps the index in step until the process ends: a poll of
-    /// the galleries' versions every `poll`, PostgreSQL notifications, and the pruning of old
-    /// changes.
+    /// Loads every gallery, then keeps the index in step while the app lives (the tasks hold
+    /// it weakly): a poll of the galleries' versions every `poll`, PostgreSQL notifications,
+    /// and the pruning of old changes.
     pub async fn sync_index(self: Arc<Self>, poll: Duration) -> Result<(), ApiError> {
         for g in self.store.list_galleries().await? {
             self.refresh(&g.id).await?;
         }
         if let Store::Postgres(pool) = &self.store {
-            let pool = pool.clone();
-            let app = self.clone();
-            tokio::spawn(async move { app.listen(pool).await });
+            // A connection of its own, outside the request pool (LISTEN holds it for good).
+            let own = sqlx::postgres::PgPoolOptions::new()
+                .max_connections(1)
+                .connect_lazy_with((*pool.connect_options()).clone());
+            tokio::spawn(listen(Arc::downgrade(&self), own));
         }
-        let app = self.clone();
+        let app = Arc::downgrade(&self);
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(poll);
             let mut last_prune = std::time::Instant::now();
             loop {
                 tick.tick().await;
-                if let Err(e) = app.poll_versions().await {
-                    tracing::warn!(error = %e, "index poll failed");
-                }
+                let Some(app) = app.upgrade() else { break };
+                app.poll_versions().await;
                 if last_prune.elapsed() > KEEP_CHANGES / 60 {
                     last_prune = std::time::Instant::now();
                     let before = crate::store::now_ms() - KEEP_CHANGES.as_millis() as i64;
@@ -172,50 +187,67 @@ impl App {
         Ok(())
     }
 
-    async fn poll_versions(&self) -> Result<(), ApiError> {
-        for (g, version) in self.store.gallery_versions().await? {
+    /// Catches up every gallery whose version is ahead of its shard.
+    async fn poll_versions(&self) {
+        let versions = match self.store.gallery_versions().await {
+            Ok(v) => v,
+            Err(e) => return tracing::warn!(error = %e, "index poll failed"),
+        };
+        for (g, version) in versions {
             let cell = self.index.cell(&g);
             let behind = {
                 let s = cell.shard.read().expect("shard");
                 !s.loaded || s.version < version
             };
             if behind {
-                self.catch_up(&g, &cell).await?;
+                if let Err(e) = self.catch_up(&g, &cell).await {
+                    tracing::warn!(error = %e, gallery = %g, "index catch-up failed");
+                }
             }
         }
-        Ok(())
     }
+}
 
-    /// Catches up the gallery each `dvsp_templates` notification names, and forgets the key
-    /// each `dvsp_keys` notification names (revoked); reconnects after a lost connection (the
-    /// poll and the key cache's expiry cover what was missed meanwhile).
-    async fn listen(&self, pool: sqlx::PgPool) {
-        loop {
-            let mut listener = match sqlx::postgres::PgListener::connect_with(&pool).await {
-                Ok(l) => l,
-                Err(e) => {
-                    tracing::warn!(error = %e, "index listener: connect failed");
-                    tokio::time::sleep(Duration::from_secs(1)).await;
-                    continue;
-                }
-            };
-            if let Err(e) = listener.listen_all(["dvsp_templates", "dvsp_keys"]).await {
-                tracing::warn!(error = %e, "index listener: LISTEN failed");
+/// Forgets the key each `dvsp_keys` notification names (revoked), then catches up each
+/// gallery the `dvsp_templates` notifications name, once per gallery however many arrived;
+/// reconnects after a lost connection (the poll and the key cache's expiry cover what was
+/// missed meanwhile). Ends with the app.
+async fn listen(app: std::sync::Weak<App>, pool: sqlx::PgPool) {
+    while app.strong_count() > 0 {
+        let mut listener = match sqlx::postgres::PgListener::connect_with(&pool).await {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::warn!(error = %e, "index listener: connect failed");
                 tokio::time::sleep(Duration::from_secs(1)).await;
                 continue;
             }
-            loop {
-                match listener.recv().await {
-                    Ok(n) if n.channel() == "dvsp_keys" => self.keys.evict(n.payload()),
-                    Ok(n) => {
-                        if let Err(e) = self.refresh(n.payload()).await {
-                            tracing::warn!(error = %e, "index catch-up failed");
-                        }
+        };
+        if let Err(e) = listener.listen_all(["dvsp_templates", "dvsp_keys"]).await {
+            tracing::warn!(error = %e, "index listener: LISTEN failed");
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            continue;
+        }
+        loop {
+            let first = match listener.recv().await {
+                Ok(n) => n,
+                Err(e) => {
+                    tracing::warn!(error = %e, "index listener: connection lost");
+                    break;
+                }
+            };
+            let Some(app) = app.upgrade() else { return };
+            let mut galleries = HashSet::new();
+            for n in std::iter::once(first).chain(std::iter::from_fn(|| listener.next_buffered())) {
+                match n.channel() {
+                    "dvsp_keys" => app.keys.evict(n.payload()),
+                    _ => {
+                        galleries.insert(n.payload().to_string());
                     }
-                    Err(e) => {
-                        tracing::warn!(error = %e, "index listener: connection lost");
-                        break;
-                    }
+                }
+            }
+            for g in galleries {
+                if let Err(e) = app.refresh(&g).await {
+                    tracing::warn!(error = %e, gallery = %g, "index catch-up failed");
                 }
             }
         }
