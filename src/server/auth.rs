@@ -190,6 +190,8 @@ pub(super) fn key_id(key: &str) -> Option<&str> {
 /// anywhere (another replica, `dvsp keys revoke`) takes effect within it; this replica's own
 /// revocations and, on PostgreSQL, every replica's (`dvsp_keys` notification) at once.
 pub const KEY_TTL: Duration = Duration::from_millis(500);
+/// How long a revocation is remembered against lookups that started before it.
+const EVICTIONS_KEPT: Duration = Duration::from_secs(60);
 /// Most keys cached; beyond it the expired ones are dropped, or all of them.
 const KEY_CACHE: usize = 10_000;
 
@@ -234,8 +236,9 @@ impl KeyCache {
     pub fn evict(&self, id: &str) {
         let mut rows = self.rows.lock().expect("key cache");
         rows.fresh.remove(id);
-        // An eviction older than a lookup's whole lifetime can no longer race it.
-        rows.evicted.retain(|_, t| t.elapsed() < KEY_TTL);
+        // Kept longer than a lookup can take (the pool's acquire timeout is 5 s by default),
+        // so a lookup that started before the revocation cannot cache the old row.
+        rows.evicted.retain(|_, t| t.elapsed() < EVICTIONS_KEPT);
         if rows.evicted.len() < KEY_CACHE {
             rows.evicted.insert(id.to_string(), Instant::now());
         }
