@@ -4,27 +4,11 @@
 //! the notification can deliver in time.
 mod common;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::*;
 use reqwest::{Client, StatusCode};
 use serde_json::{json, Value};
-
-/// Calls `f` every 50 ms until it holds: the time it took (panics after `limit`).
-async fn within<F, Fut>(limit: Duration, what: &str, mut f: F) -> Duration
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let start = Instant::now();
-    loop {
-        if f().await {
-            return start.elapsed();
-        }
-        assert!(start.elapsed() < limit, "{what}: not within {limit:?}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
 
 async fn enroll(c: &Client, s: &Server, key: &str, id: &str, png: &[u8]) {
     let r = send(
@@ -178,4 +162,59 @@ async fn replicas_see_each_others_writes_on_postgres_by_notification() {
     let pg = PgDb::new().await;
     replicas_see_each_others_writes(&pg.url, "60000").await;
     pg.drop_db().await;
+}
+
+/// A replica whose missed changes were all pruned (here: in the very transaction that made
+/// them) reloads the gallery on its next poll instead of staying behind.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_reloads_when_the_changes_it_missed_were_pruned() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!("sqlite://{}", dir.path().join("t.db").display());
+    let k = keys(&db).await;
+    let a = Server::start(&db, &["--index-poll-ms", "100"]).await;
+    let c = Client::new();
+    let three = digits(3, 2);
+    enroll(&c, &a, &k.enroll, "alice", &three[0]).await;
+    let count = |r: (StatusCode, Value)| r.1["gallery_templates"].as_u64();
+    assert_eq!(count(identify(&c, &a, &k.verify, &three[1]).await), Some(1));
+    // Another writer adds a template and the feed loses its record before A reads it.
+    let store = dvsp::store::Store::connect(&db).await.unwrap();
+    store.create_subject("default", "zed", None).await.unwrap();
+    let row = dvsp::store::SealedRow::new(
+        &keyring(),
+        "zed-t".into(),
+        "default".into(),
+        "zed".into(),
+        a.state.card.model_id.clone(),
+        0,
+        &[0.5; 32],
+    );
+    let dvsp::store::Store::Sqlite(pool) = &store else {
+        unreachable!()
+    };
+    let mut tx = pool.begin().await.unwrap();
+    sqlx::query(
+        "INSERT INTO templates (id, gallery_id, subject_id, model_id, key_id, data_key, \
+         feature, created_at, epoch) VALUES ($1, $2, $3, $4, $5, $6, $7, 0, 0)",
+    )
+    .bind(&row.id)
+    .bind(&row.gallery_id)
+    .bind(&row.subject_id)
+    .bind(&row.model_id)
+    .bind(&row.sealed.key_id)
+    .bind(&row.sealed.data_key)
+    .bind(&row.sealed.feature)
+    .execute(&mut *tx)
+    .await
+    .unwrap();
+    sqlx::query("DELETE FROM template_changes")
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    within(Duration::from_secs(2), "a reloads the gallery", || async {
+        count(identify(&c, &a, &k.verify, &three[1]).await) == Some(2)
+    })
+    .await;
+    a.stop().await;
 }

@@ -27,18 +27,6 @@ fn median_secs(reps: usize, mut f: impl FnMut()) -> f64 {
     t[t.len() / 2]
 }
 
-/// Resident memory now (VmRSS) in MiB.
-fn rss_mib() -> f64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
-        })
-        .map_or(f64::NAN, |kb| kb / 1024.0)
-}
-
 fn random_unit(rng: &mut impl Rng, d: usize) -> Vec<f32> {
     let v: Vec<f32> = (0..d).map(|_| rng.random::<f32>() - 0.5).collect();
     let n = v.iter().map(|x| x * x).sum::<f32>().sqrt();
@@ -201,7 +189,7 @@ pub fn run(a: &super::Args) -> anyhow::Result<()> {
             let searches = state.metrics.index_search_seconds.get_sample_count() - c0;
             let search = (state.metrics.index_search_seconds.get_sample_sum() - s0)
                 / searches.max(1) as f64;
-            let rss = rss_mib();
+            let rss = super::status_mib("VmRSS");
             let _ = stop.send(true);
             server.await??;
             drop(state);

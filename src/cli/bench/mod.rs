@@ -414,16 +414,21 @@ fn precision(a: &Args) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Peak resident set size (VmHWM) in MiB, reset beforehand by `reset_peak`.
-fn peak_mib() -> f64 {
+/// A memory figure of this process from /proc/self/status (`field`: VmHWM, VmRSS), in MiB.
+fn status_mib(field: &str) -> f64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|s| {
             s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
+                .find(|l| l.strip_prefix(field).is_some_and(|r| r.starts_with(':')))
                 .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
         })
         .map_or(f64::NAN, |kb| kb / 1024.0)
+}
+
+/// Peak resident set size (VmHWM) in MiB, reset beforehand by `reset_peak`.
+fn peak_mib() -> f64 {
+    status_mib("VmHWM")
 }
 
 /// Resets the kernel's peak-RSS counter of this process (Linux `clear_refs` value 5).

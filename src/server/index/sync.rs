@@ -39,20 +39,28 @@ impl App {
 
     async fn catch_up(&self, gallery: &str, cell: &Arc<Cell>) -> Result<(), ApiError> {
         let _one = cell.sync.lock().await;
+        // Whether the shard's version is recent (just loaded or caught up by this call), so
+        // that no change after it can have been pruned yet.
+        let mut recent = false;
         if !cell.shard.read().expect("shard").loaded {
             self.load(gallery, cell).await?;
+            recent = true;
         }
         loop {
             let version = cell.shard.read().expect("shard").version;
-            let changes = self.store.changes_after(gallery, version, CHANGES).await?;
-            let gap = match changes.first() {
-                Some(first) => first.version != version + 1,
-                // Nothing kept after our version: up to date, unless what we missed was pruned.
-                None => self.store.gallery_version(gallery).await? > version,
-            };
-            if gap {
+            let mut changes = self.store.changes_after(gallery, version, CHANGES).await?;
+            let mut pruned = false;
+            if changes.is_empty() && !recent && self.store.gallery_version(gallery).await? > version
+            {
+                // Changes read after the version see every change up to it that is still
+                // kept (a write may also have committed between the two reads above).
+                changes = self.store.changes_after(gallery, version, CHANGES).await?;
+                pruned = changes.is_empty();
+            }
+            if pruned || changes.first().is_some_and(|c| c.version != version + 1) {
                 tracing::info!(gallery, version, "index behind the kept changes: reloading");
                 self.load(gallery, cell).await?;
+                recent = true;
                 continue;
             }
             let Some(last) = changes.last().map(|c| c.version) else {
@@ -80,6 +88,7 @@ impl App {
             })
             .await
             .map_err(|e| ApiError::Internal(format!("applying index changes: {e}")))?;
+            recent = true;
             self.publish_index_size();
         }
         Ok(())
