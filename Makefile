@@ -7,7 +7,7 @@ export LIBTORCH ?= $(HOME)/.cache/dvsp/libtorch
 BIN := $(CARGO_TARGET_DIR)/debug/dvsp
 DEMO := runs/demo
 
-.PHONY: setup build demo demo-faces serve test lint table1 bench image validate-deploy
+.PHONY: setup build demo demo-faces serve test lint table1 bench image validate-deploy screenshots
 setup:
 	@bash scripts/setup.sh
 
@@ -34,8 +34,15 @@ serve: build
 
 test: setup
 	bash scripts/postgres.sh
+	bash scripts/chromium.sh
 	cargo test -- --test-threads 2
 	bash scripts/validate_deploy.sh
+
+# The console's pages in headless Chromium, one PNG each, into docs/screenshots/ (the browser
+# test, writing its screenshots).
+screenshots: setup
+	bash scripts/chromium.sh
+	DVSP_SCREENSHOTS=$(CURDIR)/docs/screenshots cargo test --test console -- --test-threads 1
 
 lint: setup
 	cargo fmt --check

@@ -335,6 +335,7 @@ async fn galleries_roles_scores_limits_and_the_trail(db: &str) {
         let mut list = tonic::Request::new(proto::ListSubjectsRequest {
             limit: 0,
             after: String::new(),
+            prefix: String::new(),
         });
         list.metadata_mut()
             .insert("x-api-key", acme_read.parse().unwrap());

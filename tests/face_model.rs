@@ -117,7 +117,25 @@ async fn the_service_takes_ordinary_photos_for_a_face_model() {
         .send()
         .await
         .unwrap();
-    assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
+    assert_eq!(r.status(), 201);
+    // The reply says where the face was (the console draws it over the photo): a confident
+    // box inside the photo, covering a fair part of a portrait.
+    let enrolled: serde_json::Value = r.json().await.unwrap();
+    let (w, h) = image::image_dimensions(photo("obama.jpg")).unwrap();
+    let face = &enrolled["face"];
+    let f = |k: &str| {
+        face[k]
+            .as_f64()
+            .unwrap_or_else(|| panic!("face.{k}: {enrolled}"))
+    };
+    assert!(f("x") >= 0.0 && f("y") >= 0.0, "{face}");
+    assert!(f("x") + f("width") <= w as f64 + 1.0, "{face} in {w}x{h}");
+    assert!(f("y") + f("height") <= h as f64 + 1.0, "{face} in {w}x{h}");
+    assert!(
+        f("width") * f("height") > 0.02 * (w * h) as f64,
+        "{face} in {w}x{h}"
+    );
+    assert!(f("score") > 0.5 && f("score") <= 1.0, "{face}");
     let verify = async |name: &str| -> serde_json::Value {
         let r = post("/v1/subjects/obama/verify", &photo(name))
             .send()
@@ -129,6 +147,7 @@ async fn the_service_takes_ordinary_photos_for_a_face_model() {
     for name in ["obama2.jpg", "obama3.jpg"] {
         let v = verify(name).await;
         assert_eq!(v["match"], true, "{name}: {v}");
+        assert!(v["face"]["width"].as_f64().unwrap() > 0.0, "{name}: {v}");
     }
     let v = verify("biden.jpg").await;
     assert_eq!(v["match"], false, "{v}");

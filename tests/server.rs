@@ -698,6 +698,7 @@ async fn grpc_flows(s: &Server, k: &Keys, c: &Client) {
             proto::ListSubjectsRequest {
                 limit: 10,
                 after: String::new(),
+                prefix: String::new(),
             },
             &k.verify,
             false,
@@ -1058,6 +1059,7 @@ async fn hostile_strings(db: &str) {
     let req = proto::ListSubjectsRequest {
         limit: 10,
         after: "\u{0000}".into(),
+        prefix: String::new(),
     };
     let e = g
         .list_subjects(authed(req, &k.verify, false))

@@ -13,6 +13,7 @@ use image::{ImageFormat, ImageReader};
 use tch::Tensor;
 
 use super::error::ApiError;
+use super::service::FaceBox;
 use super::AppState;
 use crate::face::FaceApi;
 use crate::model::InputSpec;
@@ -162,13 +163,13 @@ pub fn decode_budget(max_pixels: u64) -> u64 {
 
 /// Decodes `bytes` into a `[C, H, W]` tensor in [0, 1] shaped for the model's `input`: the
 /// whole image resized, or for face models (`faces` given) the best face found, cropped as
-/// the model takes it (422 when there is no face).
+/// the model takes it (422 when there is no face), with that face's box.
 pub fn decode(
     bytes: &[u8],
     input: &InputSpec,
     max_pixels: u64,
     faces: Option<&std::sync::Mutex<FaceApi>>,
-) -> Result<Tensor, ApiError> {
+) -> Result<(Tensor, Option<FaceBox>), ApiError> {
     let img = read(bytes, max_pixels)?;
     if let (Some(how), Some(faces)) = (input.face, faces) {
         // Each copy is freed before the next is made: the decoded image (no copy when it is
@@ -187,7 +188,17 @@ pub fn decode(
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         return match crate::face::photo::best_face(&faces, &t, how) {
-            Ok(Some((_, crop))) => Ok(crop),
+            Ok(Some((face, crop))) => {
+                let d = face.detection;
+                let face = FaceBox {
+                    x: d.x,
+                    y: d.y,
+                    width: d.width,
+                    height: d.height,
+                    score: d.score,
+                };
+                Ok((crop, Some(face)))
+            }
             Ok(None) => Err(ApiError::Unprocessable("no face found in the image".into())),
             // Degenerate geometry of this photo's face (an empty crop, coinciding landmarks).
             Err(e) => Err(ApiError::Unprocessable(format!(
@@ -205,5 +216,5 @@ pub fn decode(
     let t = Tensor::from_slice(&data)
         .view([ih as i64, iw as i64, c])
         .permute([2, 0, 1]);
-    Ok(t.to_kind(tch::Kind::Float) / 255.0)
+    Ok((t.to_kind(tch::Kind::Float) / 255.0, None))
 }

@@ -2,12 +2,15 @@
 //!
 //! Routes (all JSON; see `openapi.rs`, served at /openapi.json):
 //! subjects CRUD, enroll, verify 1:1 against a subject or between two images, identify 1:N,
-//! model card, galleries and their keys, health and readiness; Prometheus metrics on a port of their own
+//! model card and plots, the caller's key, the replica's status, galleries and their keys,
+//! health and readiness, the operators' console (`/console`, `console.rs`); Prometheus
+//! metrics on a port of their own
 //! (`metrics_app`). `serve` runs the API's accept loop (`conn.rs`): header-read timeout,
 //! connection limit, load shedding; the REST and gRPC ports serve TLS when their listener
 //! has a certificate (`tls.rs`), the metrics port is plaintext.
 pub mod auth;
 mod conn;
+pub mod console;
 pub mod error;
 pub mod grpc;
 pub mod index;
@@ -24,9 +27,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::DefaultBodyLimit;
+use axum::http::{header, HeaderValue};
 use axum::routing::{delete, get, post};
 use axum::Router;
 use tower_http::request_id::PropagateRequestIdLayer;
+use tower_http::set_header::SetResponseHeaderLayer;
 use tower_http::trace::TraceLayer;
 
 use crate::artifact::{Model, ModelCard};
@@ -77,6 +82,11 @@ pub struct App {
     pub worker: worker::Worker,
     /// The served model's card.
     pub card: ModelCard,
+    /// The served model's directory, whose plots (`*.png` from `eval` and `audit`) the
+    /// console shows.
+    pub model_dir: std::path::PathBuf,
+    /// When this replica started (the console's uptime).
+    pub started: std::time::Instant,
     /// Decision threshold T on the cosine distance (match when D <= T, eq. 1).
     pub threshold: f64,
     /// Where T comes from, e.g. "fmr=1e-3" or "explicit".
@@ -112,7 +122,7 @@ impl App {
         faces: Option<crate::face::FaceApi>,
     ) -> AppState {
         let metrics = Arc::new(metrics::Metrics::new());
-        let card = model.card.clone();
+        let (card, model_dir) = (model.card.clone(), model.dir.clone());
         let worker = worker::Worker::start(
             model,
             batching.max_batch.max(1),
@@ -129,6 +139,8 @@ impl App {
             keys: Default::default(),
             worker,
             card,
+            model_dir,
+            started: std::time::Instant::now(),
             threshold,
             operating_point,
             metrics,
@@ -179,6 +191,9 @@ pub fn app(state: AppState) -> Router {
         .route("/v1/verify", post(routes::verify_pair))
         .route("/v1/identify", post(routes::identify))
         .route("/v1/model", get(routes::model))
+        .route("/v1/model/plots/{name}", get(routes::model_plot))
+        .route("/v1/whoami", get(routes::whoami))
+        .route("/v1/status", get(routes::status))
         .route(
             "/v1/galleries",
             post(routes::create_gallery).get(routes::list_galleries),
@@ -187,6 +202,7 @@ pub fn app(state: AppState) -> Router {
         .route("/v1/keys/{id}", delete(routes::revoke_key))
         .route_layer(shed);
     let api = v1
+        .merge(console::router())
         .route("/healthz", get(routes::healthz))
         .route("/readyz", get(routes::readyz))
         .route("/openapi.json", get(routes::openapi))
@@ -227,6 +243,15 @@ pub fn app(state: AppState) -> Router {
             )
         }),
     )
+    // No reply is to be sniffed as another type or shown in a frame.
+    .layer(SetResponseHeaderLayer::if_not_present(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    ))
+    .layer(SetResponseHeaderLayer::if_not_present(
+        header::X_FRAME_OPTIONS,
+        HeaderValue::from_static("DENY"),
+    ))
     // Outermost: a sane x-request-id on every request (the client's, else a new one), the
     // one the trace, the response header and every error body then carry.
     .layer(axum::middleware::from_fn(request_id::layer))

@@ -89,9 +89,10 @@ pub fn document() -> Value {
                 "get": {
                     "parameters": [
                         { "name": "limit", "in": "query", "schema": { "type": "integer", "minimum": 1, "maximum": 1000 } },
-                        { "name": "after", "in": "query", "schema": { "type": "string" } }
+                        { "name": "after", "in": "query", "schema": { "type": "string" } },
+                        { "name": "prefix", "in": "query", "schema": { "type": "string" }, "description": "only subjects whose id starts with this (exact, case-sensitive)" }
                     ],
-                    "summary": "List subjects by id (keyset pagination: pass next_after as after); role read",
+                    "summary": "List subjects by id (keyset pagination: pass next_after as after; search with prefix); role read",
                     "responses": { "200": { "description": "a page" }, "401": error_ref(), "403": error_ref(), "422": error_ref() }
                 }
             },
@@ -119,7 +120,13 @@ pub fn document() -> Value {
                 "parameters": [{ "name": "top_k", "in": "query", "schema": { "type": "integer", "minimum": 1, "maximum": 100 } }],
                 "post": op("1:N identify over the key's gallery: subjects ranked by their best template distance; each candidate returned counts as an attempt on it (spent ones are withheld)", "identify", ("200", "ranked candidates"), Some(image_body(&["image"])), &probe_errors)
             },
-            "/v1/model": { "get": op("The served model card, threshold and operating point", "any", ("200", "model"), None, &common) },
+            "/v1/model": { "get": op("The served model card, threshold, operating point and the names of its plots", "any", ("200", "model"), None, &common) },
+            "/v1/model/plots/{name}": {
+                "parameters": [id_param("name")],
+                "get": op("One plot of the model directory (a name from plots in /v1/model), image/png", "any", ("200", "the PNG"), None, &with(&["404"]))
+            },
+            "/v1/whoami": { "get": op("The caller's key: id, gallery, roles, score policy", "any", ("200", "the key"), None, &common) },
+            "/v1/status": { "get": op("This replica's readiness, inference queue depth, request counters, index size and uptime; global admin keys only (the counters cover every gallery)", "admin", ("200", "status"), None, &common) },
             "/v1/galleries": {
                 "post": op("Create a gallery ({id, name?}); global admin keys only", "admin", ("201", "created"),
                     Some(json!({ "required": true, "content": { "application/json": { "schema": { "type": "object", "required": ["id"],
@@ -140,6 +147,7 @@ pub fn document() -> Value {
             },
             "/healthz": { "get": { "summary": "Liveness", "security": [], "responses": { "200": { "description": "alive" } } } },
             "/readyz": { "get": { "summary": "Readiness (store reachable)", "security": [], "responses": { "200": { "description": "ready" }, "503": error_ref() } } },
+            "/console/": { "get": { "summary": "The operators' console (HTML; the page asks for an API key and calls /v1 with it)", "security": [], "responses": { "200": { "description": "the page" } } } },
             "/openapi.json": { "get": { "summary": "This document", "security": [], "responses": { "200": { "description": "OpenAPI 3" } } } }
         }
     })

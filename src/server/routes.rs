@@ -13,8 +13,8 @@ use super::auth::{Caller, Role, ScorePolicy};
 use super::error::ApiError;
 use super::input::Payload;
 use super::service::{
-    CreatedKey, Decision, GalleryList, Identification, ModelInfo, SubjectDecision, SubjectDetail,
-    SubjectPage,
+    CreatedKey, Decision, GalleryList, Identification, KeyInfo, ModelInfo, ReplicaStatus,
+    SubjectDecision, SubjectDetail, SubjectPage,
 };
 use super::AppState;
 
@@ -79,6 +79,8 @@ pub async fn create_subject(
 pub struct Page {
     pub limit: Option<i64>,
     pub after: Option<String>,
+    /// Only subjects whose id starts with this.
+    pub prefix: Option<String>,
 }
 
 pub async fn list_subjects(
@@ -89,8 +91,13 @@ pub async fn list_subjects(
     let Query(page) = page.map_err(|e| ApiError::BadRequest(e.body_text()))?;
     let limit = page.limit.unwrap_or(50);
     Ok(Json(
-        app.list_subjects(&caller, page.after.as_deref(), limit)
-            .await?,
+        app.list_subjects(
+            &caller,
+            page.after.as_deref(),
+            page.prefix.as_deref(),
+            limit,
+        )
+        .await?,
     ))
 }
 
@@ -186,7 +193,28 @@ pub async fn model(
     State(app): State<AppState>,
     caller: Caller,
 ) -> Result<Json<ModelInfo>, ApiError> {
-    Ok(Json(app.model_info(&caller)?))
+    Ok(Json(app.model_info(&caller).await?))
+}
+
+/// A plot of the model directory (`plots` in `/v1/model`), as `image/png`.
+pub async fn model_plot(
+    State(app): State<AppState>,
+    caller: Caller,
+    ApiPath(name): ApiPath<String>,
+) -> Result<Response, ApiError> {
+    let png = app.model_plot(&caller, &name).await?;
+    Ok(([(axum::http::header::CONTENT_TYPE, "image/png")], png).into_response())
+}
+
+pub async fn whoami(State(app): State<AppState>, caller: Caller) -> Json<KeyInfo> {
+    Json(app.whoami(&caller))
+}
+
+pub async fn status(
+    State(app): State<AppState>,
+    caller: Caller,
+) -> Result<Json<ReplicaStatus>, ApiError> {
+    Ok(Json(app.status(&caller).await?))
 }
 
 #[derive(Debug, Deserialize)]

@@ -97,22 +97,26 @@ impl Store {
         Ok(row)
     }
 
-    /// A gallery's subjects ordered by id, after `after` (keyset pagination).
+    /// A gallery's subjects ordered by id, after `after` (keyset pagination), only those whose
+    /// id starts with `prefix` (compared exactly, case included, on both stores).
     pub async fn list_subjects(
         &self,
         gallery: &str,
         after: Option<&str>,
+        prefix: &str,
         limit: i64,
     ) -> StoreResult<Vec<Subject>> {
         text("gallery id", gallery)?;
         let after = text("after", after.unwrap_or(""))?;
+        let prefix = text("prefix", prefix)?;
         let rows = on_pool!(self, |p| sqlx::query(
             "SELECT id, name, created_at FROM subjects WHERE gallery_id = $1 AND id > $2 \
-             ORDER BY id LIMIT $3"
+             AND substr(id, 1, length($4)) = $4 ORDER BY id LIMIT $3"
         )
         .bind(gallery)
         .bind(after)
         .bind(limit)
+        .bind(prefix)
         .fetch_all(p)
         .await
         .map(|rows| rows

@@ -176,7 +176,11 @@ impl Verification for Grpc {
         self.call("ListSubjects", req, |c, r| async move {
             let limit = if r.limit == 0 { 50 } else { r.limit };
             let after = given(r.after);
-            let page = self.app.list_subjects(&c, after.as_deref(), limit).await?;
+            let prefix = given(r.prefix);
+            let page = self
+                .app
+                .list_subjects(&c, after.as_deref(), prefix.as_deref(), limit)
+                .await?;
             Ok(proto::ListSubjectsResponse {
                 subjects: page.subjects.into_iter().map(Into::into).collect(),
                 next_after: page.next_after.unwrap_or_default(),
@@ -293,7 +297,7 @@ impl Verification for Grpc {
         req: Request<proto::GetModelRequest>,
     ) -> Result<Response<proto::ModelInfo>, Status> {
         self.call("GetModel", req, |c, _| async move {
-            let m = self.app.model_info(&c)?;
+            let m = self.app.model_info(&c).await?;
             Ok(proto::ModelInfo {
                 model_id: m.card.model_id.clone(),
                 method: m.card.training.config.method.name().to_string(),

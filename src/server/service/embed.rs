@@ -3,15 +3,24 @@
 //! limit on DVSP/DVIB probes.
 use axum::body::Bytes;
 
+use super::FaceBox;
 use crate::server::error::ApiError;
 use crate::server::input::decode;
 use crate::server::worker::Embedding;
 use crate::server::App;
 
+/// An embedded image: its feature and posterior spread, and for face models where the face
+/// was.
+pub(super) struct Probe {
+    pub feature: Vec<f32>,
+    pub spread: Option<f64>,
+    pub face: Option<FaceBox>,
+}
+
 impl App {
     /// Decodes (off the async runtime) and embeds `images` in one micro-batch job, refusing
     /// probes more uncertain than the configured limit.
-    pub(super) async fn embed(&self, images: &[(&str, Bytes)]) -> Result<Vec<Embedding>, ApiError> {
+    pub(super) async fn embed(&self, images: &[(&str, Bytes)]) -> Result<Vec<Probe>, ApiError> {
         let input = self.card.net.input.clone();
         let max_pixels = self.limits.max_pixels;
         let faces = self.faces.clone();
@@ -23,7 +32,7 @@ impl App {
             .await
             .map_err(|_| ApiError::Internal("the decoder is closed".into()))?;
         let owned: Vec<Bytes> = images.iter().map(|(_, b)| b.clone()).collect();
-        let tensors = tokio::task::spawn_blocking(move || {
+        let decoded = tokio::task::spawn_blocking(move || {
             owned
                 .iter()
                 .map(|b| decode(b, &input, max_pixels, faces.as_deref()))
@@ -33,6 +42,7 @@ impl App {
         .map_err(|e| ApiError::Internal(format!("image decoding stopped: {e}")))??;
         // The decoded tensors are model-sized: the next decode may start during inference.
         drop(slot);
+        let (tensors, faces): (Vec<_>, Vec<_>) = decoded.into_iter().unzip();
         let out = self.worker.embed(tensors).await?;
         if let Some(max) = self.limits.max_uncertainty {
             for ((name, _), e) in images.iter().zip(&out) {
@@ -43,6 +53,14 @@ impl App {
                 }
             }
         }
-        Ok(out)
+        Ok(out
+            .into_iter()
+            .zip(faces)
+            .map(|(Embedding { feature, spread }, face)| Probe {
+                feature,
+                spread,
+                face,
+            })
+            .collect())
     }
 }

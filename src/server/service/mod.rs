@@ -3,10 +3,11 @@
 //! Every operation acts within the caller's gallery and is recorded in the audit trail.
 //! By concern: `validate` (strings before they reach the store), `limits` (attempt and probe
 //! budgets), `embed` (bounded decoding and inference), `templates` (sealing and opening
-//! features), `trail` (the audit trail), `galleries` (galleries and keys), `types` (the
-//! replies); authentication lives in `auth.rs`.
+//! features), `trail` (the audit trail), `galleries` (galleries and keys), `info` (the key,
+//! the model and its plots, the replica's status), `types` (the replies); authentication lives in `auth.rs`.
 mod embed;
 mod galleries;
+mod info;
 mod limits;
 mod templates;
 pub mod trail;
@@ -20,7 +21,7 @@ use super::error::ApiError;
 use super::App;
 use crate::store::{StoreError, Subject};
 pub use types::*;
-use validate::{valid_after, valid_id, valid_name};
+use validate::{valid_after, valid_id, valid_name, valid_prefix};
 
 /// Cosine distance D = 1 - a.b between unit-norm features (eq. 1).
 pub fn distance(a: &[f32], b: &[f32]) -> f64 {
@@ -90,11 +91,13 @@ impl App {
         .await
     }
 
-    /// The gallery's subjects ordered by id, `limit` (1..=1000) after `after`.
+    /// The gallery's subjects ordered by id, `limit` (1..=1000) after `after`, those whose id
+    /// starts with `prefix` when one is given.
     pub async fn list_subjects(
         &self,
         caller: &Caller,
         after: Option<&str>,
+        prefix: Option<&str>,
         limit: i64,
     ) -> Result<SubjectPage, ApiError> {
         self.audited(caller, "list_subjects", None, async {
@@ -105,9 +108,11 @@ impl App {
                 ));
             }
             valid_after(after)?;
+            let prefix = prefix.unwrap_or("");
+            valid_prefix(prefix)?;
             let subjects = self
                 .store
-                .list_subjects(&caller.gallery, after, limit)
+                .list_subjects(&caller.gallery, after, prefix, limit)
                 .await?;
             let next_after = (subjects.len() as i64 == limit)
                 .then(|| subjects.last().map(|s| s.id.clone()))
@@ -178,6 +183,7 @@ impl App {
                 model_id: t.model_id,
                 quality: t.quality,
                 created_at: t.created_at,
+                face: e.face,
             })
         })
         .await
@@ -260,6 +266,7 @@ impl App {
                 decision_rule: "best_template",
                 templates_compared: templates.len(),
                 decision: self.decision(caller, "verify", d, probe.spread),
+                face: probe.face,
             })
         })
         .await
@@ -332,6 +339,7 @@ impl App {
                 model_id: self.card.model_id.clone(),
                 gallery_templates,
                 withheld: ranked.len() - shown.len(),
+                face: probe.face,
             })
         })
         .await
@@ -365,14 +373,5 @@ impl App {
         Err(ApiError::Unavailable(
             "the gallery is being renewed; retry shortly".into(),
         ))
-    }
-
-    /// The served model's card, threshold and operating point (any key).
-    pub fn model_info(&self, _caller: &Caller) -> Result<ModelInfo, ApiError> {
-        Ok(ModelInfo {
-            threshold: self.threshold,
-            operating_point: self.operating_point.clone(),
-            card: self.card.clone(),
-        })
     }
 }

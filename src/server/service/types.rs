@@ -8,6 +8,38 @@ pub struct ModelInfo {
     pub threshold: f64,
     pub operating_point: String,
     pub card: crate::artifact::ModelCard,
+    /// The model directory's plots (DET curve, robustness heat map, adversarial grid, ...),
+    /// each at `/v1/model/plots/{name}`.
+    pub plots: Vec<String>,
+}
+
+/// The key a request came with (`/v1/whoami`): what the console enables.
+#[derive(Debug, Serialize)]
+pub struct KeyInfo {
+    pub key_id: String,
+    /// The gallery calls act on.
+    pub gallery_id: String,
+    /// A key of no gallery (a global admin chooses one per call with `x-gallery`).
+    pub global: bool,
+    pub roles: Vec<crate::server::auth::Role>,
+    pub scores: crate::server::auth::ScorePolicy,
+}
+
+/// One replica's state (`/v1/status`), from its own counters.
+#[derive(Debug, Serialize)]
+pub struct ReplicaStatus {
+    /// The template store answers.
+    pub ready: bool,
+    pub model_id: String,
+    /// Inference jobs waiting for the worker.
+    pub queue_depth: i64,
+    /// HTTP requests answered since start (a rate is the difference of two readings).
+    pub requests_total: u64,
+    /// Of them, answered 5xx.
+    pub server_errors_total: u64,
+    /// Templates in this replica's gallery index.
+    pub index_templates: i64,
+    pub uptime_seconds: f64,
 }
 
 #[derive(Debug, Serialize)]
@@ -24,6 +56,20 @@ pub struct SubjectDetail {
     pub templates: Vec<TemplateInfo>,
 }
 
+/// Where the face the model took was found in the uploaded photo (face models only), in the
+/// photo's pixels; it says where, not who.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct FaceBox {
+    /// Left edge.
+    pub x: f64,
+    /// Top edge.
+    pub y: f64,
+    pub width: f64,
+    pub height: f64,
+    /// The detector's confidence.
+    pub score: f64,
+}
+
 #[derive(Debug, Serialize)]
 pub struct Enrolled {
     pub template_id: String,
@@ -31,6 +77,8 @@ pub struct Enrolled {
     pub model_id: String,
     pub quality: Option<f64>,
     pub created_at: i64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub face: Option<FaceBox>,
 }
 
 /// A 1:1 decision. `similarity` and `distance` are there as the key's score policy allows
@@ -55,6 +103,9 @@ pub struct SubjectDecision {
     pub templates_compared: usize,
     #[serde(flatten)]
     pub decision: Decision,
+    /// The probe's face.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub face: Option<FaceBox>,
 }
 
 #[derive(Debug, Serialize)]
@@ -80,6 +131,9 @@ pub struct Identification {
     /// Candidates ranked within `top_k` but left out: this key's attempt budget on them (or
     /// theirs across all keys) is spent for the window.
     pub withheld: usize,
+    /// The probe's face.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub face: Option<FaceBox>,
 }
 
 #[derive(Debug, Serialize)]

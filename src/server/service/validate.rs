@@ -29,6 +29,21 @@ pub fn valid_after(after: Option<&str>) -> Result<(), ApiError> {
     after.map_or(Ok(()), |a| valid_id("after", a))
 }
 
+/// A subject-id prefix to search by: at most 128 characters of the id alphabet (empty: all).
+pub fn valid_prefix(prefix: &str) -> Result<(), ApiError> {
+    if prefix.len() <= 128
+        && prefix
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.@".contains(c))
+    {
+        Ok(())
+    } else {
+        Err(ApiError::Unprocessable(
+            "prefix: at most 128 characters of A-Z a-z 0-9 - _ . @".into(),
+        ))
+    }
+}
+
 /// Characters a name may not hold: control characters (NUL, newlines, escapes: Unicode Cc)
 /// and the bidirectional overrides and isolates that reorder how text around them is shown
 /// (U+202A-U+202E, U+2066-U+2069).

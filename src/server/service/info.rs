@@ -1,0 +1,142 @@
+//! What a key may read about the service itself: who it is, the served model with its plots,
+//! and (a global admin) this replica's status. None of it is biometric; none of it is
+//! audited (nothing of a subject is read).
+use prometheus::core::Collector;
+
+use super::types::{KeyInfo, ModelInfo, ReplicaStatus};
+use crate::server::auth::Caller;
+use crate::server::error::ApiError;
+use crate::server::App;
+
+/// The largest plot served (the model directory's PNGs are a few hundred KB).
+const MAX_PLOT_BYTES: u64 = 16 << 20;
+
+impl App {
+    /// The caller's key: its id, gallery, roles and score policy (any key).
+    pub fn whoami(&self, caller: &Caller) -> KeyInfo {
+        KeyInfo {
+            key_id: caller.key_id.clone(),
+            gallery_id: caller.gallery.clone(),
+            global: caller.global,
+            roles: caller.roles.clone(),
+            scores: caller.scores,
+        }
+    }
+
+    /// The served model's card, threshold, operating point and plots (any key).
+    pub async fn model_info(&self, _caller: &Caller) -> Result<ModelInfo, ApiError> {
+        Ok(ModelInfo {
+            threshold: self.threshold,
+            operating_point: self.operating_point.clone(),
+            card: self.card.clone(),
+            plots: self.plots().await?,
+        })
+    }
+
+    /// The names of the model directory's plots (`*.png`), sorted.
+    async fn plots(&self) -> Result<Vec<String>, ApiError> {
+        let mut dir = tokio::fs::read_dir(&self.model_dir)
+            .await
+            .map_err(|e| ApiError::Internal(format!("reading the model directory: {e}")))?;
+        let mut names = Vec::new();
+        while let Some(entry) = dir
+            .next_entry()
+            .await
+            .map_err(|e| ApiError::Internal(format!("reading the model directory: {e}")))?
+        {
+            if let Some(name) = entry.file_name().to_str() {
+                if plot_name(name) && entry.file_type().await.is_ok_and(|t| t.is_file()) {
+                    names.push(name.to_string());
+                }
+            }
+        }
+        names.sort();
+        Ok(names)
+    }
+
+    /// One plot of the model directory, by a name `model_info` lists (any key).
+    pub async fn model_plot(&self, _caller: &Caller, name: &str) -> Result<Vec<u8>, ApiError> {
+        let missing = || ApiError::NotFound(format!("no plot {name:?}; see /v1/model"));
+        if !plot_name(name) {
+            return Err(missing());
+        }
+        let path = self.model_dir.join(name);
+        let meta = tokio::fs::symlink_metadata(&path)
+            .await
+            .map_err(|_| missing())?;
+        if !meta.is_file() {
+            return Err(missing());
+        }
+        if meta.len() > MAX_PLOT_BYTES {
+            return Err(ApiError::Internal(format!(
+                "plot {name:?} is {} bytes; the most served is {MAX_PLOT_BYTES}",
+                meta.len()
+            )));
+        }
+        tokio::fs::read(&path)
+            .await
+            .map_err(|e| ApiError::Internal(format!("reading plot {name:?}: {e}")))
+    }
+
+    /// This replica's readiness, queue and request counters (a global admin: the counters
+    /// are the whole replica's, across galleries).
+    pub async fn status(&self, caller: &Caller) -> Result<ReplicaStatus, ApiError> {
+        caller.require_global()?;
+        let ready = self.store.ping().await.is_ok();
+        let (mut requests, mut server_errors) = (0, 0);
+        for family in self.metrics.requests.collect() {
+            for m in family.get_metric() {
+                let n = m.get_counter().get_value() as u64;
+                requests += n;
+                let status = m.get_label().iter().find(|l| l.name() == "status");
+                if status.is_some_and(|l| l.value().starts_with('5')) {
+                    server_errors += n;
+                }
+            }
+        }
+        Ok(ReplicaStatus {
+            ready,
+            model_id: self.card.model_id.clone(),
+            queue_depth: self.metrics.queue_depth.get(),
+            requests_total: requests,
+            server_errors_total: server_errors,
+            index_templates: self.metrics.index_templates.get(),
+            uptime_seconds: self.started.elapsed().as_secs_f64(),
+        })
+    }
+}
+
+/// A plot's file name: `A-Z a-z 0-9 _ -` then `.png` (no path separators, no dot files).
+fn plot_name(name: &str) -> bool {
+    name.strip_suffix(".png").is_some_and(|stem| {
+        !stem.is_empty()
+            && stem.len() <= 64
+            && stem
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::plot_name;
+
+    #[test]
+    fn plot_names_are_plain_png_file_names() {
+        for ok in ["det.png", "heatmap_fmr1e-3.png", "ri_vs_budget.png"] {
+            assert!(plot_name(ok), "{ok}");
+        }
+        for bad in [
+            "../model.png",
+            "a/b.png",
+            ".png",
+            "det.svg",
+            "model.safetensors",
+            "det.png\0",
+            "d\u{e9}t.png",
+            "..png",
+        ] {
+            assert!(!plot_name(bad), "{bad:?}");
+        }
+    }
+}
