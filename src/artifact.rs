@@ -71,6 +71,11 @@ pub struct RobustnessSummary {
     pub threshold_at: String,
     pub pairs_per_class_pair: usize,
     pub seconds: f64,
+    /// The audit's settings (pairs, seed, attacks): two audits of models of the same data
+    /// with equal settings attacked the same pairs the same way (the promotion gate compares
+    /// only such). Absent on cards audited before it was recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config: Option<crate::audit::AuditConfig>,
 }
 
 /// A loaded model: card, weights and the net built from them.

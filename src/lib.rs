@@ -21,6 +21,7 @@ pub mod metrics;
 pub mod model;
 pub mod plot;
 pub mod protect;
+pub mod registry;
 pub mod seal;
 pub mod server;
 pub mod store;

@@ -335,6 +335,7 @@ pub fn audit(dir: &Path, data: &DataArgs, args: &AuditArgs) -> anyhow::Result<Au
         threshold_at: cfg.threshold_at.to_string(),
         pairs_per_class_pair: cfg.pairs,
         seconds: report.seconds,
+        config: Some(cfg.clone()),
     });
     artifact::write_card(dir, &model.card)?;
     Ok(report)

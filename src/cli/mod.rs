@@ -5,6 +5,7 @@ pub mod db;
 pub mod eval;
 pub mod faces;
 pub mod keys;
+pub mod models;
 pub mod reproduce;
 pub mod serve;
 pub mod train;
@@ -53,6 +54,8 @@ pub enum Command {
     Keys(keys::KeysArgs),
     /// Galleries (tenants) of the service.
     Galleries(keys::GalleriesArgs),
+    /// The model registry: register, list, show, promote (through the gate), retire.
+    Models(models::Args),
     /// Database administration: migrations, template keys and their rotation.
     Db(db::DbArgs),
     /// The service's audit trail as JSON lines (who did what to whom, with what outcome).
@@ -115,7 +118,11 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     // Only the commands that run a model choose a device (`dvsp keys` works anywhere).
     let store_only = matches!(
         cli.command,
-        Command::Keys(_) | Command::Galleries(_) | Command::Db(_) | Command::AuditLog(_)
+        Command::Keys(_)
+            | Command::Galleries(_)
+            | Command::Models(_)
+            | Command::Db(_)
+            | Command::AuditLog(_)
     );
     if !store_only {
         let device = crate::set_device(cli.device)?;
@@ -131,6 +138,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Serve(a) => serve::run(a),
         Command::Keys(a) => keys::keys(a),
         Command::Galleries(a) => keys::galleries(a),
+        Command::Models(a) => tokio::runtime::Runtime::new()?.block_on(models::run(a)),
         Command::Db(a) => db::db(a),
         Command::AuditLog(a) => db::audit_log(a),
         Command::Import(a) => faces::import(a),

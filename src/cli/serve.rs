@@ -13,8 +13,17 @@ use crate::store::{PoolConfig, Store};
 #[derive(Debug, Clone, clap::Args)]
 pub struct Args {
     /// Model directory (evaluated: thresholds come from its card).
-    #[arg(long, env = "DVSP_MODEL")]
-    pub model: PathBuf,
+    #[arg(
+        long,
+        env = "DVSP_MODEL",
+        required_unless_present = "models_dir",
+        conflicts_with = "models_dir"
+    )]
+    pub model: Option<PathBuf>,
+    /// Serve the registry's serving model (`dvsp models promote`) from this models directory
+    /// instead of --model.
+    #[arg(long, env = "DVSP_MODELS_DIR")]
+    pub models_dir: Option<PathBuf>,
     /// Template store: sqlite://PATH (embedded, default) or postgres://...
     #[arg(long, env = "DVSP_DB", default_value = "sqlite://dvsp.db")]
     pub db: String,
@@ -111,7 +120,28 @@ impl Args {
     /// Loads the model and store, starts the inference worker, loads the gallery index and
     /// starts keeping it in step.
     pub async fn state(&self) -> anyhow::Result<server::AppState> {
-        let mut model = crate::artifact::load(&self.model, crate::device())?;
+        let pool = PoolConfig {
+            max_connections: self.db_max_connections,
+            acquire_timeout: Duration::from_millis(self.db_acquire_timeout_ms),
+        };
+        let opened = match self.no_migrate {
+            true => Store::connect_unmigrated(&self.db, pool).await,
+            false => Store::connect_with(&self.db, pool)
+                .await
+                .map_err(Into::into),
+        };
+        let store = opened.with_context(|| format!("opening the store {}", redact(&self.db)))?;
+        let model_dir = match (&self.model, &self.models_dir) {
+            (Some(dir), _) => dir.clone(),
+            (None, Some(root)) => {
+                let serving = store.serving_model().await?.context(
+                    "--models-dir: no model serves in the registry yet: `dvsp models register`, then `dvsp models promote`",
+                )?;
+                crate::registry::model_dir(root, &serving.id)
+            }
+            (None, None) => anyhow::bail!("give --model DIR or --models-dir DIR"),
+        };
+        let mut model = crate::artifact::load(&model_dir, crate::device())?;
         model.net.set_precision(&mut model.vs, self.precision);
         let method = model.card.training.config.method;
         anyhow::ensure!(
@@ -126,18 +156,7 @@ impl Args {
                 format!("fmr={:e}", self.fmr),
             ),
         };
-        let pool = PoolConfig {
-            max_connections: self.db_max_connections,
-            acquire_timeout: Duration::from_millis(self.db_acquire_timeout_ms),
-        };
         let keyring = self.keys.load()?;
-        let opened = match self.no_migrate {
-            true => Store::connect_unmigrated(&self.db, pool).await,
-            false => Store::connect_with(&self.db, pool)
-                .await
-                .map_err(Into::into),
-        };
-        let store = opened.with_context(|| format!("opening the store {}", redact(&self.db)))?;
         let plaintext = store.count_plaintext().await?;
         anyhow::ensure!(
             plaintext == 0,
@@ -168,7 +187,7 @@ impl Args {
             queue: self.queue,
         };
         let faces = match model.card.net.input.face {
-            Some(_) => Some(crate::face::photo::load_for(&self.model)?),
+            Some(_) => Some(crate::face::photo::load_for(&model_dir)?),
             None => None,
         };
         let state = server::App::new(

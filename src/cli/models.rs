@@ -1,0 +1,263 @@
+//! `dvsp models register|list|show|promote|retire`: the model registry in the store, the
+//! weights in the models directory, every action recorded with who and when.
+use std::path::PathBuf;
+
+use anyhow::Context;
+use sha2::{Digest, Sha256};
+
+use crate::registry::{gate, measured, GatePolicy, GateReport};
+use crate::store::{ModelRow, Store, StoreError};
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    #[arg(
+        long,
+        env = "DVSP_DB",
+        default_value = "sqlite://dvsp.db",
+        global = true
+    )]
+    pub db: String,
+    /// Where registered models' files live, one directory per model id (a volume in k8s).
+    #[arg(long, env = "DVSP_MODELS_DIR", default_value = "models", global = true)]
+    pub models_dir: PathBuf,
+    /// Who acts, recorded with every action (default: $USER).
+    #[arg(long, env = "DVSP_ACTOR", global = true)]
+    pub by: Option<String>,
+    #[command(subcommand)]
+    pub action: Action,
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum Action {
+    /// Copy a trained (and evaluated) model directory into the models directory and register
+    /// it as a candidate.
+    Register {
+        #[arg(long)]
+        model: PathBuf,
+    },
+    /// Every registered model with its state and figures.
+    List,
+    /// A model's card summary, last gate report and history, as JSON.
+    Show { id: String },
+    /// Apply the promotion gate against the serving model; promote when it passes (or with
+    /// --force, recorded). Exits non-zero when refused.
+    Promote {
+        id: String,
+        #[command(flatten)]
+        gate: GateArgs,
+        /// Promote even when a check fails (recorded in the report and the history).
+        #[arg(long)]
+        force: bool,
+    },
+    /// Retire a model that does not serve.
+    Retire { id: String },
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct GateArgs {
+    /// The operating point compared (the service's --fmr).
+    #[arg(long, default_value_t = 1e-3)]
+    pub fmr: f64,
+    /// The card's held-out set compared.
+    #[arg(long, default_value = "test")]
+    pub test_set: String,
+    /// How much higher the candidate's FNMR may be, absolute (0.005: half a point).
+    #[arg(long, default_value_t = 0.005)]
+    pub max_fnmr_loss: f64,
+    /// How much lower the candidate's RI may be, relative (0.05: 5%).
+    #[arg(long, default_value_t = 0.05)]
+    pub max_ri_loss: f64,
+}
+
+impl GateArgs {
+    pub fn policy(&self) -> GatePolicy {
+        GatePolicy {
+            fmr: self.fmr,
+            test_set: self.test_set.clone(),
+            max_fnmr_loss: self.max_fnmr_loss,
+            max_ri_loss: self.max_ri_loss,
+        }
+    }
+}
+
+/// The acting user: `--by`, else $USER; no control characters.
+fn actor(by: &Option<String>) -> anyhow::Result<String> {
+    let who = by
+        .clone()
+        .or_else(|| std::env::var("USER").ok())
+        .unwrap_or_else(|| "unknown".into());
+    anyhow::ensure!(
+        !who.is_empty() && who.len() <= 128 && !who.chars().any(char::is_control),
+        "--by: 1-128 characters, no control characters"
+    );
+    Ok(who)
+}
+
+fn card_of(row: &ModelRow) -> anyhow::Result<crate::artifact::ModelCard> {
+    serde_json::from_value(row.card.clone())
+        .with_context(|| format!("the registered card of {} does not parse", row.id))
+}
+
+fn pct(x: Option<f64>) -> String {
+    x.map_or("-".into(), |x| format!("{:.3}%", 100.0 * x))
+}
+
+fn num(x: Option<f64>) -> String {
+    x.map_or("-".into(), |x| format!("{x:.4}"))
+}
+
+/// The gate report as the operator reads it: both models side by side, each check, the
+/// decision.
+pub fn print_report(r: &GateReport) {
+    let s = r.serving.as_ref();
+    println!(
+        "gate: candidate {} against serving {}",
+        r.candidate.model_id,
+        s.map_or("(none)", |s| &s.model_id)
+    );
+    println!("  {:<28} {:>18} {:>18}", "", "candidate", "serving");
+    let row = |what: &str, c: String, s: String| println!("  {what:<28} {c:>18} {s:>18}");
+    row(
+        "method",
+        r.candidate.method.clone(),
+        s.map_or("-".into(), |s| s.method.clone()),
+    );
+    row(
+        &format!("EER ({})", r.policy.test_set),
+        pct(r.candidate.eer),
+        pct(s.and_then(|s| s.eer)),
+    );
+    row(
+        &format!("FNMR at FMR {}", r.policy.fmr),
+        pct(r.candidate.fnmr),
+        pct(s.and_then(|s| s.fnmr)),
+    );
+    row(
+        "RI (eq. 17)",
+        num(r.candidate.ri),
+        num(s.and_then(|s| s.ri)),
+    );
+    for c in &r.checks {
+        println!(
+            "  [{}] {}: {}",
+            if c.passed { "pass" } else { "FAIL" },
+            c.what,
+            c.detail
+        );
+    }
+    println!(
+        "decision: {} ({})",
+        if r.promoted() { "promote" } else { "refuse" },
+        r.reason
+    );
+}
+
+pub async fn run(a: Args) -> anyhow::Result<()> {
+    let store = Store::connect(&a.db).await?;
+    match a.action {
+        Action::Register { model } => {
+            // Loads it (weights against the card's hash, every tensor's shape) before anything
+            // is written.
+            let m = crate::artifact::load(&model, tch::Device::Cpu)?;
+            let id = m.card.model_id.clone();
+            let dir = crate::registry::store_files(&model, &a.models_dir, &id)?;
+            let card = std::fs::read(dir.join(crate::artifact::CARD))?;
+            let sha = hex(&Sha256::digest(&card));
+            let card = String::from_utf8(card).context("model.json is not UTF-8")?;
+            match store.register_model(&id, &card, &sha, &actor(&a.by)?).await {
+                Ok(()) => println!("registered {id} as a candidate ({})", dir.display()),
+                Err(StoreError::Conflict) => anyhow::bail!("model {id} is registered already"),
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Action::List => {
+            let policy = GatePolicy {
+                fmr: 1e-3,
+                test_set: "test".into(),
+                max_fnmr_loss: 0.0,
+                max_ri_loss: 0.0,
+            };
+            println!(
+                "{:<18} {:<10} {:<11} {:>9} {:>14} {:>8}  registered",
+                "id", "state", "method", "EER", "FNMR@1e-3", "RI"
+            );
+            for row in store.models().await? {
+                let m = card_of(&row).map(|c| measured(&c, &policy));
+                let (method, eer, fnmr, ri) = match &m {
+                    Ok(m) => (m.method.clone(), pct(m.eer), pct(m.fnmr), num(m.ri)),
+                    Err(_) => ("?".into(), "-".into(), "-".into(), "-".into()),
+                };
+                println!(
+                    "{:<18} {:<10} {:<11} {:>9} {:>14} {:>8}  {} by {}",
+                    row.id,
+                    row.state.name(),
+                    method,
+                    eer,
+                    fnmr,
+                    ri,
+                    chrono::DateTime::from_timestamp_millis(row.registered_at)
+                        .map_or("-".into(), |t| t.to_rfc3339()),
+                    row.registered_by
+                );
+            }
+        }
+        Action::Show { id } => {
+            let row = store
+                .model(&id)
+                .await?
+                .with_context(|| format!("no registered model {id:?}"))?;
+            let events = store.model_events(&id).await?;
+            println!(
+                "{}",
+                serde_json::to_string_pretty(
+                    &serde_json::json!({ "model": row, "history": events })
+                )?
+            );
+        }
+        Action::Promote { id, gate: g, force } => {
+            let row = store
+                .model(&id)
+                .await?
+                .with_context(|| format!("no registered model {id:?}"))?;
+            let candidate = card_of(&row)?;
+            let serving = store.serving_model().await?;
+            anyhow::ensure!(
+                serving.as_ref().is_none_or(|s| s.id != id),
+                "model {id} serves already"
+            );
+            let serving_card = serving.as_ref().map(card_of).transpose()?;
+            let report = gate(serving_card.as_ref(), &candidate, &g.policy(), force);
+            print_report(&report);
+            let who = actor(&a.by)?;
+            let json = serde_json::to_value(&report)?;
+            if report.promoted() {
+                match store.promote_model(&id, &who, &json).await {
+                    Ok(before) => println!(
+                        "promoted {id}{}",
+                        before.map_or(String::new(), |b| format!(" (retired {b})"))
+                    ),
+                    Err(StoreError::Conflict) => {
+                        anyhow::bail!("another promotion committed meanwhile; run promote again")
+                    }
+                    Err(e) => return Err(e.into()),
+                }
+            } else {
+                store.refuse_model(&id, &who, &json).await?;
+                anyhow::bail!("the gate refused {id}: {}", report.reason);
+            }
+        }
+        Action::Retire { id } => match store.retire_model(&id, &actor(&a.by)?).await {
+            Ok(()) => println!("retired {id}"),
+            Err(StoreError::Conflict) => {
+                anyhow::bail!("model {id} serves: promote another model first")
+            }
+            Err(StoreError::Missing) => anyhow::bail!("no registered model {id:?}"),
+            Err(e) => return Err(e.into()),
+        },
+    }
+    Ok(())
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}

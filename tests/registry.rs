@@ -1,0 +1,375 @@
+//! The model registry (issue 12): the promotion gate on hand-changed cards of a real model
+//! (known decisions at the edges of each tolerance), and `dvsp models` end to end on SQLite
+//! and PostgreSQL with a real bad candidate (trained 3 steps), then `serve --models-dir`.
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+
+use clap::Parser;
+use dvsp::artifact::{ModelCard, RobustnessSummary};
+use dvsp::registry::{gate, GatePolicy};
+
+fn policy() -> GatePolicy {
+    GatePolicy {
+        fmr: 1e-3,
+        test_set: "test".into(),
+        max_fnmr_loss: 0.005,
+        max_ri_loss: 0.05,
+    }
+}
+
+fn card() -> ModelCard {
+    dvsp::artifact::read_card(&common::model()).unwrap()
+}
+
+/// `card` with its FNMR at FMR 1e-3 on the test set moved by `by`.
+fn fnmr_moved(mut card: ModelCard, by: f64) -> ModelCard {
+    let r = card.metrics.get_mut("test").unwrap();
+    let p = r.at_fmr.iter_mut().find(|p| p.target == 1e-3).unwrap();
+    p.fnmr += by;
+    card.model_id = format!("{}-moved", card.model_id);
+    card
+}
+
+#[derive(Parser)]
+struct AuditCli {
+    #[command(flatten)]
+    audit: dvsp::cli::audit::AuditArgs,
+}
+
+fn audited(mut card: ModelCard, ri: f64, seed: &str, converged: bool) -> ModelCard {
+    let cfg = AuditCli::parse_from(["audit", "--audit-seed", seed])
+        .audit
+        .config();
+    card.robustness = Some(RobustnessSummary {
+        ri: Some(ri),
+        ri_8bit: None,
+        convergence_ratio: Some(1.0),
+        converged: Some(converged),
+        threshold: 0.5,
+        threshold_at: "eer".into(),
+        pairs_per_class_pair: cfg.pairs,
+        seconds: 1.0,
+        config: Some(cfg),
+    });
+    card
+}
+
+fn failed(r: &dvsp::registry::GateReport) -> Vec<String> {
+    r.checks
+        .iter()
+        .filter(|c| !c.passed)
+        .map(|c| c.what.clone())
+        .collect()
+}
+
+#[test]
+fn the_gate_decides_at_the_edges_of_its_tolerances() {
+    let serving = card();
+    let p = policy();
+    // Nothing serves: an evaluated candidate passes; an unevaluated one does not.
+    let r = gate(None, &serving, &p, false);
+    assert!(r.passed && r.promoted(), "{r:?}");
+    let mut bare = serving.clone();
+    bare.metrics.clear();
+    let r = gate(None, &bare, &p, false);
+    assert_eq!(failed(&r), ["candidate evaluated"]);
+    // FNMR: 0.4 points worse passes, 0.6 points worse is refused.
+    let r = gate(
+        Some(&serving),
+        &fnmr_moved(serving.clone(), 0.004),
+        &p,
+        false,
+    );
+    assert!(r.passed, "{:?}", r.checks);
+    let r = gate(
+        Some(&serving),
+        &fnmr_moved(serving.clone(), 0.006),
+        &p,
+        false,
+    );
+    assert_eq!(failed(&r), ["FNMR at the serving FMR"]);
+    assert!(
+        !r.promoted() && r.reason.starts_with("refused: "),
+        "{}",
+        r.reason
+    );
+    // Forced: promoted, and the report says past which check.
+    let r = gate(
+        Some(&serving),
+        &fnmr_moved(serving.clone(), 0.006),
+        &p,
+        true,
+    );
+    assert!(r.promoted() && r.forced && !r.passed);
+    assert!(
+        r.reason.starts_with("forced past failed checks: FNMR"),
+        "{}",
+        r.reason
+    );
+    // Not the same held-out pairs: refused whatever the figures.
+    let mut other = fnmr_moved(serving.clone(), -0.01);
+    other.metrics.get_mut("test").unwrap().genuine_pairs -= 1;
+    assert_eq!(
+        failed(&gate(Some(&serving), &other, &p, false)),
+        ["same held-out data"]
+    );
+    // RI: 4% lower passes, 6% lower is refused; other audit settings, an unconverged audit
+    // or no audit of the candidate are refused; no audit of the serving model: not compared.
+    let s = audited(serving.clone(), 1.0, "0", true);
+    let c = |ri, seed, conv| audited(fnmr_moved(serving.clone(), 0.0), ri, seed, conv);
+    assert!(gate(Some(&s), &c(0.96, "0", true), &p, false).passed);
+    let ri = "RI (eq. 17) on the same audit pairs";
+    assert_eq!(
+        failed(&gate(Some(&s), &c(0.94, "0", true), &p, false)),
+        [ri]
+    );
+    assert_eq!(failed(&gate(Some(&s), &c(1.5, "1", true), &p, false)), [ri]);
+    assert_eq!(
+        failed(&gate(Some(&s), &c(1.5, "0", false), &p, false)),
+        [ri]
+    );
+    assert_eq!(
+        failed(&gate(
+            Some(&s),
+            &fnmr_moved(serving.clone(), 0.0),
+            &p,
+            false
+        )),
+        [ri]
+    );
+    let r = gate(Some(&serving), &c(0.1, "0", true), &p, false);
+    assert!(r.passed, "{:?}", r.checks);
+    assert!(r.checks.iter().any(|c| c.detail.contains("not compared")));
+}
+
+/// A deliberately bad candidate: 3 training steps (384 images, batch 128), evaluated; cached
+/// like the test model.
+fn bad_model() -> PathBuf {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("bad-model");
+        let cfg = dvsp::config::TrainConfig {
+            epochs: 1,
+            limit: 384,
+            ..Default::default()
+        };
+        let cached = dvsp::artifact::load(&dir, tch::Device::Cpu)
+            .is_ok_and(|m| m.card.training.config == cfg && m.card.metrics.contains_key("test"));
+        if !cached {
+            let split = dvsp::data::DataSpec::Mnist
+                .load(&dvsp::data::default_root(), None)
+                .unwrap();
+            dvsp::train::train(
+                &cfg,
+                &dvsp::data::DataSpec::Mnist,
+                &split,
+                &dir,
+                tch::Device::Cpu,
+            )
+            .unwrap();
+            dvsp::cli::eval::evaluate(
+                &dir,
+                &dvsp::cli::DataArgs {
+                    data: None,
+                    data_dir: None,
+                },
+                dvsp::model::Precision::Fp32,
+            )
+            .unwrap();
+        }
+        dir
+    })
+    .clone()
+}
+
+/// `dvsp models ...` against `db` and `models_dir`; (success, stdout + stderr).
+fn models(db: &str, models_dir: &Path, by: &str, args: &[&str]) -> (bool, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_dvsp"))
+        .arg("models")
+        .args(args)
+        .args([
+            "--db",
+            db,
+            "--models-dir",
+            models_dir.to_str().unwrap(),
+            "--by",
+            by,
+        ])
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr),
+    )
+}
+
+fn show(db: &str, dir: &Path, id: &str) -> serde_json::Value {
+    let (ok, out) = models(db, dir, "ops", &["show", id]);
+    assert!(ok, "{out}");
+    serde_json::from_str(&out).unwrap()
+}
+
+fn actions(shown: &serde_json::Value) -> Vec<(String, String)> {
+    shown["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            (
+                e["action"].as_str().unwrap().to_string(),
+                e["actor"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}
+
+async fn registry_lifecycle(db: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("models");
+    let (good, bad) = (common::model(), bad_model());
+    let good_id = card().model_id;
+    let bad_id = dvsp::artifact::read_card(&bad).unwrap().model_id;
+    let arg = |p: &Path| p.to_str().unwrap().to_string();
+
+    let (ok, out) = models(db, &root, "alice", &["register", "--model", &arg(&good)]);
+    assert!(ok, "{out}");
+    assert!(
+        out.contains(&format!("registered {good_id} as a candidate")),
+        "{out}"
+    );
+    assert!(root.join(&good_id).join("model.safetensors").is_file());
+    let (ok, out) = models(db, &root, "alice", &["register", "--model", &arg(&good)]);
+    assert!(!ok && out.contains("registered already"), "{out}");
+    // Not a model: refused before anything is written.
+    let (ok, out) = models(
+        db,
+        &root,
+        "alice",
+        &["register", "--model", &arg(dir.path())],
+    );
+    assert!(!ok && out.contains("model.json"), "{out}");
+
+    // The first promotion: nothing serves yet.
+    let (ok, out) = models(db, &root, "alice", &["promote", &good_id]);
+    assert!(ok, "{out}");
+    assert!(
+        out.contains("decision: promote (nothing serves yet"),
+        "{out}"
+    );
+
+    // The bad candidate: refused, with both models side by side and the failed check.
+    let (ok, out) = models(db, &root, "bob", &["register", "--model", &arg(&bad)]);
+    assert!(ok, "{out}");
+    let (ok, out) = models(db, &root, "bob", &["promote", &bad_id]);
+    assert!(!ok, "{out}");
+    assert!(out.contains("[FAIL] FNMR at the serving FMR"), "{out}");
+    assert!(out.contains("decision: refuse"), "{out}");
+    assert!(
+        out.contains("candidate") && out.contains("serving"),
+        "{out}"
+    );
+    let (_, list) = models(db, &root, "ops", &["list"]);
+    let state = |id: &str| {
+        list.lines()
+            .find(|l| l.starts_with(id))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .map(str::to_string)
+    };
+    assert_eq!(state(&good_id).as_deref(), Some("serving"), "{list}");
+    assert_eq!(state(&bad_id).as_deref(), Some("candidate"), "{list}");
+    let shown = show(db, &root, &bad_id);
+    assert_eq!(shown["model"]["gate"]["passed"], false);
+    assert_eq!(
+        actions(&shown),
+        [
+            ("register".into(), "bob".into()),
+            ("refuse".into(), "bob".into())
+        ]
+    );
+
+    // Forced: promoted and recorded as forced; the good one retired, saying by what.
+    let (ok, out) = models(db, &root, "carol", &["promote", &bad_id, "--force"]);
+    assert!(
+        ok && out.contains(&format!("promoted {bad_id} (retired {good_id})")),
+        "{out}"
+    );
+    let shown = show(db, &root, &bad_id);
+    assert_eq!(shown["model"]["state"], "serving");
+    assert_eq!(shown["model"]["gate"]["forced"], true);
+    let shown = show(db, &root, &good_id);
+    assert_eq!(shown["model"]["state"], "retired");
+    let history = shown["history"].as_array().unwrap();
+    let last = history.last().unwrap();
+    assert_eq!(
+        (last["action"].clone(), last["actor"].clone()),
+        ("retire".into(), "carol".into())
+    );
+    assert_eq!(last["detail"]["replaced_by"], bad_id.as_str());
+    assert!(last["at"].as_i64().unwrap() > 0);
+
+    // The serving model cannot be retired; the good one comes back through the gate.
+    let (ok, out) = models(db, &root, "carol", &["retire", &bad_id]);
+    assert!(!ok && out.contains("promote another model first"), "{out}");
+    let (ok, out) = models(db, &root, "carol", &["promote", &good_id]);
+    assert!(
+        ok && out.contains("decision: promote (every check passed)"),
+        "{out}"
+    );
+    let (ok, out) = models(db, &root, "carol", &["retire", &bad_id]);
+    assert!(ok, "{out}");
+    let (ok, out) = models(db, &root, "carol", &["retire", "nope"]);
+    assert!(!ok && out.contains("no registered model"), "{out}");
+    let (ok, out) = models(db, &root, "x\u{7}y", &["retire", &good_id]);
+    assert!(!ok && out.contains("no control characters"), "{out}");
+
+    // `serve --models-dir` serves the registry's serving model.
+    let args = common::ServeCli::parse_from([
+        "serve",
+        "--models-dir",
+        root.to_str().unwrap(),
+        "--db",
+        db,
+        "--template-keys",
+        common::keyring_file(),
+        "--fmr",
+        "1e-2",
+    ])
+    .args;
+    let state = args.state().await.unwrap();
+    assert_eq!(state.card.model_id, good_id);
+    assert_eq!(state.model_dir, root.join(&good_id));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_registry_on_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    registry_lifecycle(&format!("sqlite://{}", dir.path().join("r.db").display())).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_registry_on_postgres() {
+    let pg = common::PgDb::new().await;
+    registry_lifecycle(&pg.url).await;
+    pg.drop_db().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_from_an_empty_registry_says_what_to_do() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!("sqlite://{}", dir.path().join("e.db").display());
+    let args = common::ServeCli::parse_from([
+        "serve",
+        "--models-dir",
+        dir.path().to_str().unwrap(),
+        "--db",
+        &db,
+        "--template-keys",
+        common::keyring_file(),
+    ])
+    .args;
+    let err = args.state().await.err().unwrap().to_string();
+    assert!(err.contains("no model serves in the registry yet"), "{err}");
+}
