@@ -65,21 +65,42 @@ function Reason({ id, text }) {
   return text ? html`<p class="reason" id=${id}>${text}</p>` : null;
 }
 
-// Runs `fn`, keeping its result or error and whether it is running.
+// Runs `fn`, keeping its result or error and whether it is running. Only the latest run
+// counts: a slow reply to an earlier one never overwrites a newer one. `reset` forgets.
 function useAction() {
-  const [state, setState] = useState({ busy: false, error: null, result: null });
+  const empty = { busy: false, error: null, result: null };
+  const [state, setState] = useState(empty);
+  const latest = useRef(0);
   const run = async fn => {
+    const mine = ++latest.current;
     setState({ busy: true, error: null, result: null });
     try {
       const result = await fn();
-      setState({ busy: false, error: null, result });
+      if (mine === latest.current) setState({ busy: false, error: null, result });
       return result;
     } catch (error) {
-      setState({ busy: false, error, result: null });
+      if (mine === latest.current) setState({ busy: false, error, result: null });
       return undefined;
     }
   };
-  return [state, run];
+  const reset = () => { latest.current++; setState(empty); };
+  return [state, run, reset];
+}
+
+// A destructive action's confirmation: focuses its confirm button when it appears; Cancel
+// hands the focus back to the button that opened it (found by `back`, a CSS selector).
+function Confirm({ label, text, confirm, onConfirm, onCancel, back }) {
+  const button = useRef(null);
+  useEffect(() => { if (button.current) button.current.focus(); }, []);
+  const cancel = () => {
+    onCancel();
+    setTimeout(() => { const b = document.querySelector(back); if (b) b.focus(); }, 0);
+  };
+  return html`<div class="confirm" role="group" aria-label=${label}>
+    <p>${text}</p>
+    <button type="button" class="danger" ref=${button} onClick=${onConfirm}>${confirm}</button>
+    ${' '}<button type="button" class="secondary" onClick=${cancel}>Cancel</button>
+  </div>`;
 }
 
 function Login({ onSignedIn, message }) {
@@ -132,7 +153,8 @@ const PAGES = [
 ];
 
 function route() {
-  const parts = location.hash.replace(/^#\/?/, '').split('/').map(decodeURIComponent);
+  const decode = p => { try { return decodeURIComponent(p); } catch (_) { return p; } };
+  const parts = location.hash.replace(/^#\/?/, '').split('/').map(decode);
   return { page: parts[0] || 'subjects', arg: parts[1] || null };
 }
 
@@ -145,7 +167,7 @@ function Shell({ who, onSignOut }) {
   }, []);
   let page;
   switch (r.page) {
-    case 'subjects': page = r.arg ? html`<${SubjectPage} who=${who} id=${r.arg} />` : html`<${Subjects} who=${who} />`; break;
+    case 'subjects': page = r.arg ? html`<${SubjectPage} key=${r.arg} who=${who} id=${r.arg} />` : html`<${Subjects} who=${who} />`; break;
     case 'verify': page = html`<${Verify} who=${who} />`; break;
     case 'identify': page = html`<${Identify} who=${who} />`; break;
     case 'model': page = html`<${Model} />`; break;
@@ -234,12 +256,11 @@ function Subjects({ who }) {
           <td>${s.name || ''}</td>
           <td>${when(s.created_at)}</td>
           <td>${confirm === s.id
-            ? html`<div class="confirm" role="group" aria-label=${'Confirm deleting ' + s.id}>
-                <p>Delete subject <code>${s.id}</code> and all its templates? This cannot be undone.</p>
-                <button type="button" class="danger" onClick=${() => remove(s.id)}>Delete ${s.id}</button>
-                ${' '}<button type="button" class="secondary" onClick=${() => setConfirm(null)}>Cancel</button>
-              </div>`
-            : html`<button type="button" class="secondary" disabled=${!!noAdmin} title=${noAdmin || ''} aria-label=${'Delete ' + s.id} onClick=${() => setConfirm(s.id)}>Delete</button>`}
+            ? html`<${Confirm} label=${'Confirm deleting ' + s.id}
+                text=${'Delete subject ' + s.id + ' and all its templates? This cannot be undone.'}
+                confirm=${'Delete ' + s.id} onConfirm=${() => remove(s.id)} onCancel=${() => setConfirm(null)}
+                back=${'button[aria-label="Delete ' + s.id + '"]'} />`
+            : html`<button type="button" class="secondary" disabled=${!!noAdmin} aria-describedby="no-admin" aria-label=${'Delete ' + s.id} onClick=${() => setConfirm(s.id)}>Delete</button>`}
           </td>
         </tr>`)}
       </tbody>
@@ -249,7 +270,7 @@ function Subjects({ who }) {
       <button type="button" class="secondary" disabled=${!page.next_after} onClick=${() => setCursors([...cursors, page.next_after])}>Next page</button>
       <span>page ${cursors.length}</span>
     </div>
-    ${noAdmin && html`<p class="reason">Deleting needs the admin role; this key has ${who.roles.join(', ')}.</p>`}`}
+    <${Reason} id="no-admin" text=${noAdmin && 'Deleting needs the admin role; this key has ' + who.roles.join(', ') + '.'} />`}
     <form onSubmit=${create}>
       <h2>Create a subject</h2>
       <div class="row">
@@ -274,6 +295,7 @@ function Subjects({ who }) {
 function Photo({ file, face, label }) {
   const [img, setImg] = useState(null);
   useEffect(() => {
+    setImg(null);
     const url = URL.createObjectURL(file);
     const probe = new Image();
     probe.onload = () => setImg({ url, w: probe.naturalWidth, h: probe.naturalHeight });
@@ -309,15 +331,18 @@ function DropZone({ id, label, multiple, disabled, describedBy, onFiles }) {
 function SubjectPage({ who, id }) {
   const [detail, runDetail] = useAction();
   const [model, setModel] = useState(null);
+  const [modelError, setModelError] = useState(null);
   const [results, setResults] = useState([]);
+  const [uploading, setUploading] = useState(false);
   const [removed, runRemove] = useAction();
   const [confirm, setConfirm] = useState(null);
   const path = '/v1/subjects/' + encodeURIComponent(id);
   const load = () => { if (has(who, 'read')) runDetail(() => api(path)); };
   useEffect(load, [id]);
-  useEffect(() => { api('/v1/model').then(setModel, () => setModel(null)); }, []);
+  useEffect(() => { api('/v1/model').then(setModel, setModelError); }, []);
   const enroll = async files => {
     const out = files.map(file => ({ file, state: 'waiting' }));
+    setUploading(true);
     setResults([...out]);
     for (const r of out) {
       try {
@@ -329,6 +354,7 @@ function SubjectPage({ who, id }) {
       }
       setResults([...out]);
     }
+    setUploading(false);
     load();
   };
   const removeTemplate = async tid => {
@@ -343,6 +369,7 @@ function SubjectPage({ who, id }) {
     <h1>Subject <code>${id}</code></h1>
     <${Reason} id="no-read" text=${noRead} />
     <${ErrorBox} error=${detail.error} />
+    <${ErrorBox} error=${modelError} />
     ${d && html`<dl class="facts">
       <dt>Name</dt><dd>${d.name || '–'}</dd>
       <dt>Created</dt><dd>${when(d.created_at)}</dd>
@@ -360,25 +387,26 @@ function SubjectPage({ who, id }) {
           <td class="num">${fmt(t.quality)}</td>
           <td>${when(t.created_at)}</td>
           <td>${confirm === t.id
-            ? html`<span class="confirm" role="group" aria-label="Confirm deleting the template">
-                <button type="button" class="danger" onClick=${() => removeTemplate(t.id)}>Delete template</button>
-                ${' '}<button type="button" class="secondary" onClick=${() => setConfirm(null)}>Cancel</button></span>`
-            : html`<button type="button" class="secondary" disabled=${!!noAdmin} title=${noAdmin || ''} aria-label=${'Delete template ' + t.id} onClick=${() => setConfirm(t.id)}>Delete</button>`}</td>
+            ? html`<${Confirm} label="Confirm deleting the template" text="Delete this template? This cannot be undone."
+                confirm="Delete template" onConfirm=${() => removeTemplate(t.id)} onCancel=${() => setConfirm(null)}
+                back=${'button[aria-label="Delete template ' + t.id + '"]'} />`
+            : html`<button type="button" class="secondary" disabled=${!!noAdmin} aria-describedby="no-admin" aria-label=${'Delete template ' + t.id} onClick=${() => setConfirm(t.id)}>Delete</button>`}</td>
         </tr>`)}
       </tbody>
-    </table></div>`}
+    </table></div>
+    <${Reason} id="no-admin" text=${noAdmin && 'Deleting templates needs the admin role; this key has ' + who.roles.join(', ') + '.'} />`}
     <h2>Enroll</h2>
-    <${DropZone} id="enroll-files" label="Photos to enroll" multiple=${true} disabled=${!!noEnroll}
+    <${DropZone} id="enroll-files" label="Photos to enroll" multiple=${true} disabled=${!!noEnroll || uploading}
       describedBy="no-enroll" onFiles=${enroll} />
     <${Reason} id="no-enroll" text=${noEnroll} />
-    ${results.length > 0 && html`<ul class="results" id="enroll-results" aria-live="polite">
+    <div aria-live="polite">${results.length > 0 && html`<ul class="results" id="enroll-results">
       ${results.map(r => html`<li>
         <${Photo} file=${r.file} face=${r.reply && r.reply.face} label=${'Uploaded ' + r.file.name} />
         <span><strong>${r.file.name}</strong>: ${r.state === 'waiting' ? 'waiting…'
           : r.state === 'ok' ? html`<span class="ok">enrolled as <code>${r.reply.template_id}</code>, quality ${fmt(r.reply.quality)}</span>`
           : html`<span class="bad">${r.error.status ? r.error.status + ' ' : ''}${r.error.message}</span>`}</span>
       </li>`)}
-    </ul>`}
+    </ul>`}</div>
   </main>`;
 }
 
@@ -414,7 +442,7 @@ function Scores({ reply }) {
 function Verify({ who }) {
   const [file, setFile] = useState(null);
   const [subject, setSubject] = useState('');
-  const [verdict, run] = useAction();
+  const [verdict, run, reset] = useAction();
   const submit = e => {
     e.preventDefault();
     const id = e.currentTarget.elements.subject.value.trim();
@@ -434,24 +462,26 @@ function Verify({ who }) {
         </div>
       </div>
       <${DropZone} id="probe" label="Probe photo" multiple=${false} disabled=${!!no}
-        describedBy="no-verify" onFiles=${f => setFile(f[0])} />
+        describedBy="no-verify" onFiles=${f => { reset(); setFile(f[0]); }} />
       <button type="submit" disabled=${!!no || !file || verdict.busy} aria-describedby="no-verify">Verify</button>
       <${Reason} id="no-verify" text=${no} />
     </form>
     ${file && html`<${Photo} file=${file} face=${v && v.face} label="Probe photo" />`}
+    <div aria-live="polite">
     <${ErrorBox} error=${verdict.error} />
-    ${v && html`<section class="panel" aria-live="polite" aria-label="Decision">
+    ${v && html`<section class="panel" aria-label="Decision">
       <p id="decision" class=${'decision ' + (v.match ? 'match' : 'nomatch')}>${v.match ? 'Match' : 'No match'}</p>
       <p>against subject <code>${subject}</code>, best of ${v.templates_compared} template${v.templates_compared === 1 ? '' : 's'} (model <code>${v.model_id}</code>)</p>
       <${Scores} reply=${v} />
       <p>quality: posterior spread r(x) = ${fmt(v.quality)} (eq. 14; lower is more certain)</p>
     </section>`}
+    </div>
   </main>`;
 }
 
 function Identify({ who }) {
   const [file, setFile] = useState(null);
-  const [found, run] = useAction();
+  const [found, run, reset] = useAction();
   const submit = e => {
     e.preventDefault();
     const k = e.currentTarget.elements.topk.value;
@@ -463,7 +493,7 @@ function Identify({ who }) {
     <h1>Identify</h1>
     <form onSubmit=${submit}>
       <${DropZone} id="identify-probe" label="Probe photo" multiple=${false} disabled=${!!no}
-        describedBy="no-identify" onFiles=${f => setFile(f[0])} />
+        describedBy="no-identify" onFiles=${f => { reset(); setFile(f[0]); }} />
       <div class="row">
         <div class="field">
           <label for="topk">Candidates to show (top k, 1–100)</label>
@@ -474,8 +504,9 @@ function Identify({ who }) {
       <${Reason} id="no-identify" text=${no} />
     </form>
     ${file && html`<${Photo} file=${file} face=${r && r.face} label="Probe photo" />`}
+    <div aria-live="polite">
     <${ErrorBox} error=${found.error} />
-    ${r && html`<section class="panel" aria-live="polite" aria-label="Candidates">
+    ${r && html`<section class="panel" aria-label="Candidates">
       <p id="identify-decision" class=${'decision ' + (r.match ? 'match' : 'nomatch')}>${r.match ? 'Match: ' + r.candidates[0].subject_id : 'No match'}</p>
       <p>${r.gallery_templates} templates searched; threshold T = ${fmt(r.threshold)}${r.withheld ? '; ' + r.withheld + ' candidates withheld (attempt budget spent)' : ''}</p>
       <div class="table-wrap"><table id="candidates">
@@ -488,6 +519,7 @@ function Identify({ who }) {
         </tr>`)}</tbody>
       </table></div>
     </section>`}
+    </div>
   </main>`;
 }
 
@@ -504,12 +536,17 @@ function Plot({ name }) {
   const [error, setError] = useState(null);
   useEffect(() => {
     let u = null;
-    api('/v1/model/plots/' + encodeURIComponent(name))
-      .then(b => { u = URL.createObjectURL(b); setUrl(u); }, setError);
-    return () => { if (u) URL.revokeObjectURL(u); };
+    let live = true;
+    api('/v1/model/plots/' + encodeURIComponent(name)).then(b => {
+      if (!live) return;
+      u = URL.createObjectURL(b);
+      setUrl(u);
+    }, e => { if (live) setError(e); });
+    return () => { live = false; if (u) URL.revokeObjectURL(u); };
   }, [name]);
   const stem = name.replace(/\.png$/, '');
-  const title = PLOT_TITLES[stem.replace(/_fmr.*$/, '')] || stem;
+  const title = (PLOT_TITLES[stem.replace(/_fmr.*$/, '')] || stem)
+    + (stem.includes('_fmr=') ? ' at ' + stem.replace(/^.*_fmr=/, 'FMR ') : '');
   return html`<figure>
     <${ErrorBox} error=${error} />
     ${url && html`<img src=${url} alt=${title} data-plot=${name} />`}
@@ -626,7 +663,7 @@ function Console() {
     setWho(null);
     setMessage(null);
   };
-  if (!checked) return null;
+  if (!checked) return html`<main><p>Checking the key…</p></main>`;
   return html`<${Boundary}>${who ? html`<${Shell} who=${who} onSignOut=${signOut} />`
     : html`<${Login} onSignedIn=${setWho} message=${message} />`}<//>`;
 }

@@ -160,6 +160,30 @@ async fn console_api(db: &str) {
         assert_error(&r, 404);
     }
     assert_error(&send(c.get(s.url("/v1/model/plots/det.png"))).await, 401);
+    // The adversarial grid shows evaluation images: admins only, and not listed to others.
+    let grid = common::model().join("adversarial.png");
+    if !grid.exists() {
+        std::fs::copy(common::model().join("det.png"), &grid).unwrap();
+    }
+    let listed = |model: &Value| {
+        model["plots"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("adversarial.png"))
+    };
+    let (_, model) = send(get("/v1/model", &k.verify)).await;
+    assert!(!listed(&model), "{model}");
+    assert_error(
+        &send(get("/v1/model/plots/adversarial.png", &k.verify)).await,
+        403,
+    );
+    let (_, model) = send(get("/v1/model", &gallery_admin)).await;
+    assert!(listed(&model), "{model}");
+    let r = get("/v1/model/plots/adversarial.png", &gallery_admin)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
 
     // Search by id prefix: exact and case-sensitive on both stores, `_` and `%` are not
     // wildcards, and it pages like the plain listing.
@@ -288,7 +312,8 @@ const unnamed = [...document.querySelectorAll('button, a')]
   .filter(e => !e.textContent.trim() && !e.getAttribute('aria-label'))
   .map(e => e.outerHTML);
 const d = document.documentElement;
-return { unlabelled, unnamed, overflow: d.scrollWidth - d.clientWidth };
+return { unlabelled, unnamed, overflow: d.scrollWidth - d.clientWidth,
+         styled: document.querySelectorAll('[style]').length };
 "#;
 
 struct Operator {
@@ -349,6 +374,7 @@ impl Operator {
             v["overflow"].as_i64().unwrap() <= 0,
             "{what}: wider than the window: {v}"
         );
+        assert_eq!(v["styled"], 0, "{what}: inline style attributes");
     }
 
     async fn shot(&self, name: &str) {
@@ -445,33 +471,18 @@ async fn an_operator_works_the_console_in_a_real_browser() {
     op.check_page("sign-in").await;
     op.shot("sign-in").await;
 
-    // A verifier's key: creating and deleting are disabled, with the reason.
-    op.sign_in(&k.verify).await;
-    op.text("h1", "Subjects").await;
-    let create = op.text("button", "Create subject").await;
-    assert!(!create.is_enabled().await.unwrap());
-    let body = op.body().await;
-    assert!(
-        body.contains("Needs the enroll role; this key has verify, identify, read."),
-        "{body}"
-    );
-    // The key is in this tab's sessionStorage, not in a cookie, local storage or the URL.
-    let kept = op
-        .b
-        .execute(
-            "return [sessionStorage.getItem('dvsp.key'), document.cookie, localStorage.length, location.href]",
-            vec![],
-        )
-        .await
-        .unwrap();
-    assert_eq!(kept[0], json!(k.verify));
-    assert_eq!((kept[1].clone(), kept[2].clone()), (json!(""), json!(0)));
-    assert!(!kept[3].as_str().unwrap().contains(&k.verify));
-    op.sign_out().await;
-
     // A global admin (default gallery): create a subject, enroll two digits at once.
     op.sign_in(&k.admin).await;
     op.text("h1", "Subjects").await;
+    // From here on the document is never reloaded (the pages are fragments): every
+    // Content-Security-Policy violation of every page is recorded.
+    op.b.execute(
+        "window.cspViolations = []; document.addEventListener('securitypolicyviolation', \
+         e => window.cspViolations.push(e.violatedDirective + ' ' + e.blockedURI)); return true",
+        vec![],
+    )
+    .await
+    .unwrap();
     op.css("#new-id").await.send_keys("alice").await.unwrap();
     op.css("#new-name").await.send_keys("Alice").await.unwrap();
     op.text("button", "Create subject")
@@ -564,6 +575,17 @@ async fn an_operator_works_the_console_in_a_real_browser() {
     op.upload("#identify-probe", &[&three_c]).await;
     op.text("button", "Identify").await.click().await.unwrap();
     op.text("p#identify-decision", "Match: alice").await;
+    // The top candidate's row: rank 1, alice, similarity and distance (full scores for this
+    // key) summing to 1, a match.
+    let row = op.css("#candidates tbody tr").await.text().await.unwrap();
+    let cells: Vec<&str> = row.split_whitespace().collect();
+    assert_eq!(
+        (cells[0], cells[1], cells[4]),
+        ("1", "alice", "yes"),
+        "{row}"
+    );
+    let (sim, dist): (f64, f64) = (cells[2].parse().unwrap(), cells[3].parse().unwrap());
+    assert!((sim + dist - 1.0).abs() < 2e-4, "{row}");
     op.check_page("identify").await;
     op.shot("identify").await;
 
@@ -606,20 +628,71 @@ async fn an_operator_works_the_console_in_a_real_browser() {
     op.check_page("health").await;
     op.shot("health").await;
 
-    // 400 px wide: every page fits.
+    // A verifier's key: creating, enrolling and deleting are disabled, with the reason.
+    op.sign_out().await;
+    op.sign_in(&k.verify).await;
+    op.text("h1", "Subjects").await;
+    op.text("td", "Alice").await;
+    let create = op.text("button", "Create subject").await;
+    assert!(!create.is_enabled().await.unwrap());
+    let delete = op.css("button[aria-label='Delete alice']").await;
+    assert!(!delete.is_enabled().await.unwrap());
+    let body = op.body().await;
+    for reason in [
+        "Needs the enroll role; this key has verify, identify, read.",
+        "Deleting needs the admin role; this key has verify, identify, read.",
+    ] {
+        assert!(body.contains(reason), "{reason} not in {body}");
+    }
+    op.open("subjects/alice").await;
+    op.css("#templates").await;
+    assert!(!op.css("#enroll-files").await.is_enabled().await.unwrap());
+    let body = op.body().await;
+    assert!(
+        body.contains("Deleting templates needs the admin role"),
+        "{body}"
+    );
+    // The key is in this tab's sessionStorage, not in a cookie, local storage or the URL.
+    let kept = op
+        .b
+        .execute(
+            "return [sessionStorage.getItem('dvsp.key'), document.cookie, localStorage.length, location.href]",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(kept[0], json!(k.verify));
+    assert_eq!((kept[1].clone(), kept[2].clone()), (json!(""), json!(0)));
+    assert!(!kept[3].as_str().unwrap().contains(&k.verify));
+    op.sign_out().await;
+    op.sign_in(&k.admin).await;
+    op.text("h1", "Subjects").await;
+
+    // 400 px wide: every page fits, with its content loaded.
     op.b.set_window_size(400, 860).await.unwrap();
-    for (route, heading) in [
-        ("subjects", "Subjects"),
-        ("subjects/alice", "Subject alice"),
-        ("verify", "Verify"),
-        ("identify", "Identify"),
-        ("model", "Model"),
-        ("health", "Health"),
+    for (route, heading, content) in [
+        ("subjects", "Subjects", "#subjects"),
+        ("subjects/alice", "Subject alice", "#templates"),
+        ("model", "Model", "img[data-plot='det.png']"),
+        ("health", "Health", "#status"),
     ] {
         op.open(route).await;
         op.text("h1", heading).await;
+        op.css(content).await;
         op.check_page(&format!("{route} at 400 px")).await;
     }
+    op.open("verify").await;
+    op.css("#subject").await.send_keys("alice").await.unwrap();
+    op.upload("#probe", &[&three_c]).await;
+    op.text("button", "Verify").await.click().await.unwrap();
+    op.text("p#decision", "Match").await;
+    op.check_page("verify at 400 px").await;
+    op.shot("verify-400px").await;
+    op.open("identify").await;
+    op.upload("#identify-probe", &[&three_c]).await;
+    op.text("button", "Identify").await.click().await.unwrap();
+    op.css("#candidates").await;
+    op.check_page("identify at 400 px").await;
     op.open("subjects").await;
     op.text("td", "Alice").await;
     op.shot("subjects-400px").await;
@@ -648,6 +721,11 @@ async fn an_operator_works_the_console_in_a_real_browser() {
     let c = Client::new();
     let (st, _) = send(c.get(s.url("/v1/subjects/alice")).bearer_auth(&k.admin)).await;
     assert_eq!(st, StatusCode::NOT_FOUND);
+    let violations =
+        op.b.execute("return window.cspViolations", vec![])
+            .await
+            .unwrap();
+    assert_eq!(violations, json!([]), "Content-Security-Policy violations");
 
     op.b.close().await.unwrap();
     drop(driver);

@@ -9,7 +9,7 @@ use axum::body::Bytes;
 use axum::extract::{FromRequest, Multipart, Request};
 use axum::http::header::CONTENT_TYPE;
 use base64::Engine;
-use image::{ImageFormat, ImageReader};
+use image::{ImageDecoder, ImageFormat, ImageReader};
 use tch::Tensor;
 
 use super::error::ApiError;
@@ -145,13 +145,29 @@ fn read(bytes: &[u8], max_pixels: u64) -> Result<image::DynamicImage, ApiError> 
     let mut limits = image::Limits::default();
     limits.max_alloc = Some(budget);
     reader.limits(limits);
-    reader.decode().map_err(|e| match e {
-        image::ImageError::Limits(_) => ApiError::Unprocessable(format!(
+    let too_big = || {
+        ApiError::Unprocessable(format!(
             "image is {w}x{h} pixels but decoding it needs more than {budget} bytes \
              (4 bytes per pixel of the pixel limit; 16-bit images take twice as many)"
-        )),
+        ))
+    };
+    let failed = |e: image::ImageError| match e {
+        image::ImageError::Limits(_) => too_big(),
         e => ApiError::Unprocessable(format!("could not decode the image: {e}")),
-    })
+    };
+    let mut decoder = reader.into_decoder().map_err(failed)?;
+    if decoder.total_bytes() > budget {
+        return Err(too_big());
+    }
+    // The photo upright, as a browser shows it (a phone's JPEG says how it was held): the
+    // face detector and the console's face box see the same picture. A quarter turn takes
+    // one more copy of the pixels.
+    let orientation = decoder
+        .orientation()
+        .unwrap_or(image::metadata::Orientation::NoTransforms);
+    let mut img = image::DynamicImage::from_decoder(decoder).map_err(failed)?;
+    img.apply_orientation(orientation);
+    Ok(img)
 }
 
 /// The most a decode may allocate for its pixels (checked by the decoder against the header
@@ -217,4 +233,38 @@ pub fn decode(
         .view([ih as i64, iw as i64, c])
         .permute([2, 0, 1]);
     Ok((t.to_kind(tch::Kind::Float) / 255.0, None))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::read;
+
+    /// A 40x20 JPEG whose EXIF says "rotate 90 degrees clockwise to view" (orientation 6,
+    /// how a phone held upright stores a portrait).
+    fn rotated_jpeg() -> Vec<u8> {
+        let img = image::RgbImage::from_fn(40, 20, |x, _| image::Rgb([(x * 6) as u8, 0, 0]));
+        let mut jpeg = Vec::new();
+        img.write_to(
+            &mut std::io::Cursor::new(&mut jpeg),
+            image::ImageFormat::Jpeg,
+        )
+        .unwrap();
+        let mut exif = b"Exif\0\0MM\0\x2a\0\0\0\x08".to_vec();
+        // IFD0: one entry, Orientation (0x0112), SHORT, count 1, value 6; no next IFD.
+        exif.extend_from_slice(b"\0\x01\x01\x12\0\x03\0\0\0\x01\0\x06\0\0\0\0\0\0");
+        let mut app1 = vec![0xff, 0xe1];
+        app1.extend_from_slice(&((exif.len() + 2) as u16).to_be_bytes());
+        app1.extend_from_slice(&exif);
+        jpeg.splice(2..2, app1);
+        jpeg
+    }
+
+    #[test]
+    fn a_photo_is_decoded_upright_as_its_exif_says() {
+        let img = read(&rotated_jpeg(), 1_000_000).unwrap();
+        assert_eq!((img.width(), img.height()), (20, 40));
+        // Turned clockwise: the stored left edge (dark) is now the top.
+        let rgb = img.to_rgb8();
+        assert!(rgb.get_pixel(10, 0)[0] < 40 && rgb.get_pixel(10, 39)[0] > 180);
+    }
 }

@@ -1,10 +1,11 @@
 //! What a key may read about the service itself: who it is, the served model with its plots,
-//! and (a global admin) this replica's status. None of it is biometric; none of it is
-//! audited (nothing of a subject is read).
+//! and (a global admin) this replica's status. None of it is a gallery's data, so none of it
+//! is audited. The plots that hold images of the evaluation set (the adversarial grid, an
+//! attacked pair: faces, for a face model) are biometric and an admin's only.
 use prometheus::core::Collector;
 
 use super::types::{KeyInfo, ModelInfo, ReplicaStatus};
-use crate::server::auth::Caller;
+use crate::server::auth::{Caller, Role};
 use crate::server::error::ApiError;
 use crate::server::App;
 
@@ -23,13 +24,16 @@ impl App {
         }
     }
 
-    /// The served model's card, threshold, operating point and plots (any key).
-    pub async fn model_info(&self, _caller: &Caller) -> Result<ModelInfo, ApiError> {
+    /// The served model's card, threshold, operating point and the plots the caller may see
+    /// (any key).
+    pub async fn model_info(&self, caller: &Caller) -> Result<ModelInfo, ApiError> {
+        let mut plots = self.plots().await?;
+        plots.retain(|p| may_see(caller, p));
         Ok(ModelInfo {
             threshold: self.threshold,
             operating_point: self.operating_point.clone(),
             card: self.card.clone(),
-            plots: self.plots().await?,
+            plots,
         })
     }
 
@@ -54,11 +58,16 @@ impl App {
         Ok(names)
     }
 
-    /// One plot of the model directory, by a name `model_info` lists (any key).
-    pub async fn model_plot(&self, _caller: &Caller, name: &str) -> Result<Vec<u8>, ApiError> {
+    /// One plot of the model directory, by a name `model_info` lists to the caller.
+    pub async fn model_plot(&self, caller: &Caller, name: &str) -> Result<Vec<u8>, ApiError> {
         let missing = || ApiError::NotFound(format!("no plot {name:?}; see /v1/model"));
         if !plot_name(name) {
             return Err(missing());
+        }
+        if !may_see(caller, name) {
+            return Err(ApiError::Forbidden(format!(
+                "plot {name:?} shows images of the evaluation set: it needs the admin role"
+            )));
         }
         let path = self.model_dir.join(name);
         let meta = tokio::fs::symlink_metadata(&path)
@@ -106,15 +115,27 @@ impl App {
     }
 }
 
-/// A plot's file name: `A-Z a-z 0-9 _ -` then `.png` (no path separators, no dot files).
+/// A plot's file name as `eval` and `audit` write them (`det.png`, `heatmap_fmr=1e-3.png`):
+/// an ASCII letter or digit, then `A-Z a-z 0-9 _ - = .`, then `.png`; no path separator, no
+/// leading dot, no `..`.
 fn plot_name(name: &str) -> bool {
     name.strip_suffix(".png").is_some_and(|stem| {
-        !stem.is_empty()
-            && stem.len() <= 64
+        stem.len() <= 64
+            && stem.starts_with(|c: char| c.is_ascii_alphanumeric())
+            && !stem.contains("..")
             && stem
                 .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+                .all(|c| c.is_ascii_alphanumeric() || "_-=.".contains(c))
     })
+}
+
+/// The plots that show images of the evaluation set (Figure 5's grid, an attacked pair).
+fn shows_images(name: &str) -> bool {
+    name.starts_with("adversarial") || name.starts_with("attack_pair")
+}
+
+fn may_see(caller: &Caller, plot: &str) -> bool {
+    !shows_images(plot) || caller.has(Role::Admin)
 }
 
 #[cfg(test)]
@@ -123,8 +144,18 @@ mod tests {
 
     #[test]
     fn plot_names_are_plain_png_file_names() {
-        for ok in ["det.png", "heatmap_fmr1e-3.png", "ri_vs_budget.png"] {
-            assert!(plot_name(ok), "{ok}");
+        let fmr = "fmr=1e-3".parse().unwrap();
+        for stem in [
+            "det",
+            "heatmap",
+            "ri_vs_budget",
+            "adversarial",
+            "attack_pair",
+        ] {
+            for at in [crate::audit::ThresholdAt::Eer, fmr] {
+                let name = crate::cli::audit::output_name(stem, "png", at);
+                assert!(plot_name(&name), "{name}");
+            }
         }
         for bad in [
             "../model.png",
@@ -135,6 +166,8 @@ mod tests {
             "det.png\0",
             "d\u{e9}t.png",
             "..png",
+            "-x.png",
+            "a/../b.png",
         ] {
             assert!(!plot_name(bad), "{bad:?}");
         }
