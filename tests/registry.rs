@@ -373,3 +373,76 @@ async fn serve_from_an_empty_registry_says_what_to_do() {
     let err = args.state().await.err().unwrap().to_string();
     assert!(err.contains("no model serves in the registry yet"), "{err}");
 }
+
+#[test]
+fn retrain_trains_evaluates_registers_and_the_gate_refuses_a_bad_candidate() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!("sqlite://{}", dir.path().join("j.db").display());
+    let root = dir.path().join("models");
+    let good = common::model();
+    let (ok, out) = models(
+        &db,
+        &root,
+        "ops",
+        &["register", "--model", good.to_str().unwrap()],
+    );
+    assert!(ok, "{out}");
+    let (ok, out) = models(&db, &root, "ops", &["promote", &card().model_id]);
+    assert!(ok, "{out}");
+    // The job: 3 training steps (a deliberately bad candidate), no audit (the serving model
+    // has none, so the gate compares FNMR only).
+    let work = dir.path().join("work");
+    let out = Command::new(env!("CARGO_BIN_EXE_dvsp"))
+        .args([
+            "retrain",
+            "--data",
+            "mnist",
+            "--epochs",
+            "1",
+            "--limit",
+            "384",
+            "--no-audit",
+        ])
+        .args([
+            "--out",
+            work.to_str().unwrap(),
+            "--db",
+            &db,
+            "--by",
+            "retrain-job",
+        ])
+        .args(["--models-dir", root.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{text}");
+    let id = dvsp::artifact::read_card(&work).unwrap().model_id;
+    for expected in [
+        format!("registered {id} as a candidate"),
+        "[FAIL] FNMR at the serving FMR".to_string(),
+        "decision: refuse".to_string(),
+    ] {
+        assert!(text.contains(&expected), "{expected} not in {text}");
+    }
+    let shown = show(&db, &root, &id);
+    assert_eq!(shown["model"]["state"], "candidate");
+    assert_eq!(
+        actions(&shown),
+        [
+            ("register".into(), "retrain-job".into()),
+            ("refuse".into(), "retrain-job".into())
+        ]
+    );
+    // The evaluated card is what was registered: the gate's FNMR is its own.
+    let fnmr = shown["model"]["gate"]["candidate"]["fnmr"]
+        .as_f64()
+        .unwrap();
+    let card = dvsp::artifact::read_card(&work).unwrap();
+    let at = card.metrics["test"]
+        .at_fmr
+        .iter()
+        .find(|p| p.target == 1e-3)
+        .unwrap();
+    assert_eq!(fnmr, at.fnmr);
+}

@@ -276,10 +276,9 @@ pub fn output_name(stem: &str, ext: &str, t: ThresholdAt) -> String {
 /// Audits the model in `dir`; writes audit.json, heatmap.{png,svg}, adversarial.png (with the
 /// threshold in their names when it is not the EER one, see `output_name`) and the
 /// summary into model.json. Returns the report.
-pub fn audit(dir: &Path, data: &DataArgs, args: &AuditArgs) -> anyhow::Result<AuditReport> {
+pub fn audit(dir: &Path, data: &DataArgs, cfg: &AuditConfig) -> anyhow::Result<AuditReport> {
     let device = crate::device();
     let mut model = artifact::load(dir, device)?;
-    let cfg = args.config();
     let threshold = cfg.threshold_at.from_card(&model.card)?;
     let (_, split) = data.load_for(&model.card)?;
     let (report, adv) = crate::audit::run(
@@ -375,7 +374,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         );
         return Ok(());
     }
-    let r = audit(&a.model, &a.data, &a.audit)?;
+    let r = audit(&a.model, &a.data, &a.audit.config())?;
     let fmt = |v: Option<f64>| v.map_or("-".into(), |v| format!("{v:.3}"));
     println!(
         "{}: RI {} (8 bits: {}) at T = {:.4} ({}) over {} pairs, L2 median {} mean {}; {:.0}s ({:.0}s attacking; steps per pair: CW {}, DDN {}, PGD check {})",

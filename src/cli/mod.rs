@@ -7,6 +7,7 @@ pub mod faces;
 pub mod keys;
 pub mod models;
 pub mod reproduce;
+pub mod retrain;
 pub mod serve;
 pub mod train;
 pub mod tune;
@@ -56,6 +57,8 @@ pub enum Command {
     Galleries(keys::GalleriesArgs),
     /// The model registry: register, list, show, promote (through the gate), retire.
     Models(models::Args),
+    /// The admin retraining job: train, evaluate, audit, register, gate, promote.
+    Retrain(retrain::Args),
     /// Database administration: migrations, template keys and their rotation.
     Db(db::DbArgs),
     /// The service's audit trail as JSON lines (who did what to whom, with what outcome).
@@ -139,6 +142,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Keys(a) => keys::keys(a),
         Command::Galleries(a) => keys::galleries(a),
         Command::Models(a) => tokio::runtime::Runtime::new()?.block_on(models::run(a)),
+        Command::Retrain(a) => tokio::runtime::Runtime::new()?.block_on(retrain::run(a)),
         Command::Db(a) => db::db(a),
         Command::AuditLog(a) => db::audit_log(a),
         Command::Import(a) => faces::import(a),

@@ -81,7 +81,7 @@ impl GateArgs {
 }
 
 /// The acting user: `--by`, else $USER; no control characters.
-fn actor(by: &Option<String>) -> anyhow::Result<String> {
+pub fn actor(by: &Option<String>) -> anyhow::Result<String> {
     let who = by
         .clone()
         .or_else(|| std::env::var("USER").ok())
@@ -156,19 +156,7 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
     let store = Store::connect(&a.db).await?;
     match a.action {
         Action::Register { model } => {
-            // Loads it (weights against the card's hash, every tensor's shape) before anything
-            // is written.
-            let m = crate::artifact::load(&model, tch::Device::Cpu)?;
-            let id = m.card.model_id.clone();
-            let dir = crate::registry::store_files(&model, &a.models_dir, &id)?;
-            let card = std::fs::read(dir.join(crate::artifact::CARD))?;
-            let sha = hex(&Sha256::digest(&card));
-            let card = String::from_utf8(card).context("model.json is not UTF-8")?;
-            match store.register_model(&id, &card, &sha, &actor(&a.by)?).await {
-                Ok(()) => println!("registered {id} as a candidate ({})", dir.display()),
-                Err(StoreError::Conflict) => anyhow::bail!("model {id} is registered already"),
-                Err(e) => return Err(e.into()),
-            }
+            register(&store, &model, &a.models_dir, &actor(&a.by)?).await?;
         }
         Action::List => {
             let policy = GatePolicy {
@@ -215,36 +203,12 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
             );
         }
         Action::Promote { id, gate: g, force } => {
-            let row = store
-                .model(&id)
-                .await?
-                .with_context(|| format!("no registered model {id:?}"))?;
-            let candidate = card_of(&row)?;
-            let serving = store.serving_model().await?;
+            let report = decide(&store, &id, &g, force, &actor(&a.by)?).await?;
             anyhow::ensure!(
-                serving.as_ref().is_none_or(|s| s.id != id),
-                "model {id} serves already"
+                report.promoted(),
+                "the gate refused {id}: {}",
+                report.reason
             );
-            let serving_card = serving.as_ref().map(card_of).transpose()?;
-            let report = gate(serving_card.as_ref(), &candidate, &g.policy(), force);
-            print_report(&report);
-            let who = actor(&a.by)?;
-            let json = serde_json::to_value(&report)?;
-            if report.promoted() {
-                match store.promote_model(&id, &who, &json).await {
-                    Ok(before) => println!(
-                        "promoted {id}{}",
-                        before.map_or(String::new(), |b| format!(" (retired {b})"))
-                    ),
-                    Err(StoreError::Conflict) => {
-                        anyhow::bail!("another promotion committed meanwhile; run promote again")
-                    }
-                    Err(e) => return Err(e.into()),
-                }
-            } else {
-                store.refuse_model(&id, &who, &json).await?;
-                anyhow::bail!("the gate refused {id}: {}", report.reason);
-            }
         }
         Action::Retire { id } => match store.retire_model(&id, &actor(&a.by)?).await {
             Ok(()) => println!("retired {id}"),
@@ -256,6 +220,79 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
         },
     }
     Ok(())
+}
+
+/// Registers the model directory `model`: loads it (weights against the card's hash, every
+/// tensor's shape) before anything is written, copies it into the models directory, records
+/// it as a candidate. Returns its id.
+pub async fn register(
+    store: &Store,
+    model: &std::path::Path,
+    models_dir: &std::path::Path,
+    who: &str,
+) -> anyhow::Result<String> {
+    let m = crate::artifact::load(model, tch::Device::Cpu)?;
+    let id = m.card.model_id.clone();
+    let dir = crate::registry::store_files(model, models_dir, &id)?;
+    let card = std::fs::read(dir.join(crate::artifact::CARD))?;
+    let sha = hex(&Sha256::digest(&card));
+    let card = String::from_utf8(card).context("model.json is not UTF-8")?;
+    match store.register_model(&id, &card, &sha, who).await {
+        Ok(()) => println!("registered {id} as a candidate ({})", dir.display()),
+        Err(StoreError::Conflict) => anyhow::bail!("model {id} is registered already"),
+        Err(e) => return Err(e.into()),
+    }
+    Ok(id)
+}
+
+/// Applies the gate to candidate `id` against the serving model, prints the report, and
+/// promotes it (passed or `force`) or records the refusal. Returns the report.
+pub async fn decide(
+    store: &Store,
+    id: &str,
+    g: &GateArgs,
+    force: bool,
+    who: &str,
+) -> anyhow::Result<GateReport> {
+    let row = store
+        .model(id)
+        .await?
+        .with_context(|| format!("no registered model {id:?}"))?;
+    let candidate = card_of(&row)?;
+    let serving = store.serving_model().await?;
+    anyhow::ensure!(
+        serving.as_ref().is_none_or(|s| s.id != id),
+        "model {id} serves already"
+    );
+    let serving_card = serving.as_ref().map(card_of).transpose()?;
+    let report = gate(serving_card.as_ref(), &candidate, &g.policy(), force);
+    print_report(&report);
+    let json = serde_json::to_value(&report)?;
+    if report.promoted() {
+        match store.promote_model(id, who, &json).await {
+            Ok(before) => println!(
+                "promoted {id}{}",
+                before.map_or(String::new(), |b| format!(" (retired {b})"))
+            ),
+            Err(StoreError::Conflict) => {
+                anyhow::bail!("another promotion committed meanwhile; run promote again")
+            }
+            Err(e) => return Err(e.into()),
+        }
+    } else {
+        store.refuse_model(id, who, &json).await?;
+    }
+    Ok(report)
+}
+
+/// The serving model's card, if one serves.
+pub async fn serving_card(store: &Store) -> anyhow::Result<Option<crate::artifact::ModelCard>> {
+    store
+        .serving_model()
+        .await?
+        .as_ref()
+        .map(card_of)
+        .transpose()
 }
 
 fn hex(bytes: &[u8]) -> String {

@@ -177,7 +177,7 @@ fn audit_at(
         .and_then(|b| serde_json::from_slice(&b).ok());
     match previous {
         Some(r) if r.model_id == model_id && r.config == args.config() => Ok(r),
-        _ => super::audit::audit(dir, data, args),
+        _ => super::audit::audit(dir, data, &args.config()),
     }
 }
 

@@ -19,6 +19,12 @@ pub struct Args {
 }
 
 pub fn run(a: Args) -> anyhow::Result<()> {
+    train(&a)?;
+    Ok(())
+}
+
+/// Trains as `a` says into `a.out` and prints the summary; returns the card.
+pub fn train(a: &Args) -> anyhow::Result<crate::artifact::ModelCard> {
     let spec = a.data.data.clone().unwrap_or(DataSpec::Mnist);
     let split = spec
         .load(&a.data.root(), None)
@@ -36,5 +42,5 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         card.training.final_accuracy,
         a.out.display()
     );
-    Ok(())
+    Ok(card)
 }

@@ -1,0 +1,78 @@
+//! `dvsp retrain`: the admin retraining job in one command (a Kubernetes Job or CronJob):
+//! train on the configured data, evaluate on its held-out split, audit robustness with the
+//! serving model's audit settings (so both RIs come from the same pairs and attacks), register
+//! the candidate, then apply the promotion gate against the serving model and promote it when
+//! it passes. A refused candidate is a finished job (exit 0, the refusal recorded), not a
+//! failed one a Job controller would retry.
+use clap::Parser;
+
+use super::models::{actor, decide, register, serving_card, GateArgs};
+use crate::store::Store;
+
+#[derive(Debug, clap::Args)]
+#[group(skip)]
+pub struct Args {
+    /// What to train and where (`--out` is the job's working model directory).
+    #[command(flatten)]
+    pub train: super::train::Args,
+    #[command(flatten)]
+    pub gate: GateArgs,
+    /// Promote even when a gate check fails (recorded).
+    #[arg(long)]
+    pub force: bool,
+    /// Skip the audit (the gate then refuses the candidate if the serving model has one).
+    #[arg(long)]
+    pub no_audit: bool,
+    #[arg(long, env = "DVSP_DB", default_value = "sqlite://dvsp.db")]
+    pub db: String,
+    #[arg(long, env = "DVSP_MODELS_DIR", default_value = "models")]
+    pub models_dir: std::path::PathBuf,
+    /// Who acts, recorded with the registration and the gate's decision (default: $USER).
+    #[arg(long, env = "DVSP_ACTOR")]
+    pub by: Option<String>,
+}
+
+#[derive(Parser)]
+struct AuditDefaults {
+    #[command(flatten)]
+    audit: super::audit::AuditArgs,
+}
+
+pub async fn run(a: Args) -> anyhow::Result<()> {
+    let who = actor(&a.by)?;
+    let store = Store::connect(&a.db).await?;
+    let serving = serving_card(&store).await?;
+    let dir = a.train.out.clone();
+    tracing::info!(stage = "train", out = %dir.display(), "retrain");
+    let card = tokio::task::block_in_place(|| super::train::train(&a.train))?;
+    tracing::info!(stage = "eval", model = %card.model_id, "retrain");
+    tokio::task::block_in_place(|| {
+        super::eval::evaluate(&dir, &a.train.data, crate::model::Precision::Fp32)
+    })?;
+    if a.no_audit {
+        println!("audit skipped (--no-audit)");
+    } else {
+        // The serving model's audit settings when it recorded them, else the defaults.
+        let cfg = serving
+            .as_ref()
+            .and_then(|s| s.robustness.as_ref())
+            .and_then(|r| r.config.clone())
+            .unwrap_or_else(|| AuditDefaults::parse_from(["audit"]).audit.config());
+        tracing::info!(stage = "audit", model = %card.model_id, pairs = cfg.pairs, "retrain");
+        let report =
+            tokio::task::block_in_place(|| super::audit::audit(&dir, &a.train.data, &cfg))?;
+        println!(
+            "audit: RI {}",
+            report
+                .robustness
+                .ri
+                .map_or("-".into(), |r| format!("{r:.4}"))
+        );
+    }
+    tracing::info!(stage = "register", model = %card.model_id, "retrain");
+    let id = register(&store, &dir, &a.models_dir, &who).await?;
+    tracing::info!(stage = "gate", model = %id, "retrain");
+    let report = decide(&store, &id, &a.gate, a.force, &who).await?;
+    tracing::info!(stage = "done", model = %id, promoted = report.promoted(), "retrain");
+    Ok(())
+}
