@@ -290,12 +290,32 @@ async fn registry_lifecycle(db: &str) {
         ]
     );
 
-    // Forced: promoted and recorded as forced; the good one retired, saying by what.
+    // One enrolled template of the serving model, which a promotion strands.
+    let k = common::keys(db).await;
+    let server = common::Server::start(db, &[]).await;
+    let c = reqwest::Client::new();
+    let created = common::send(
+        c.post(server.url("/v1/subjects"))
+            .bearer_auth(&k.enroll)
+            .json(&serde_json::json!({"id": "s1"})),
+    )
+    .await;
+    assert_eq!(created.0, 201, "{:?}", created.1);
+    let png = &common::digits(1, 1)[0];
+    let url = server.url("/v1/subjects/s1/templates");
+    let enrolled = common::send(common::png_body(&c, &url, &k.enroll, png)).await;
+    assert_eq!(enrolled.0, 201, "{:?}", enrolled.1);
+    server.stop().await;
+
+    // Forced: promoted and recorded as forced; the good one retired, saying by what; the
+    // stranded template is said.
     let (ok, out) = models(db, &root, "carol", &["promote", &bad_id, "--force"]);
     assert!(
         ok && out.contains(&format!("promoted {bad_id} (retired {good_id})")),
         "{out}"
     );
+    let warning = format!("warning: 1 stored templates are of the serving model {good_id}");
+    assert!(out.contains(&warning), "{out}");
     let shown = show(db, &root, &bad_id);
     assert_eq!(shown["model"]["state"], "serving");
     assert_eq!(shown["model"]["gate"]["forced"], true);

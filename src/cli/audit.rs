@@ -286,7 +286,7 @@ pub fn audit(dir: &Path, data: &DataArgs, cfg: &AuditConfig) -> anyhow::Result<A
         &model.card.model_id,
         threshold,
         &split.test,
-        &cfg,
+        cfg,
     )?;
     artifact::write_atomic(
         &dir.join(output_name("audit", "json", cfg.threshold_at)),

@@ -267,6 +267,20 @@ pub async fn decide(
     let serving_card = serving.as_ref().map(card_of).transpose()?;
     let report = gate(serving_card.as_ref(), &candidate, &g.policy(), force);
     print_report(&report);
+    // Templates are per model and are not migrated yet (no retained images, no reembed):
+    // say what a promotion strands.
+    let stranded = match &serving {
+        Some(s) if report.promoted() => store.count_templates_of(&s.id).await?,
+        _ => 0,
+    };
+    if stranded > 0 {
+        println!(
+            "warning: {stranded} stored templates are of the serving model {}; once replicas serve \
+             {id} they no longer verify (409 \"re-enroll\") until their subjects are enrolled \
+             again: template migration is not built yet",
+            serving.as_ref().map_or("", |s| s.id.as_str())
+        );
+    }
     let json = serde_json::to_value(&report)?;
     if report.promoted() {
         match store.promote_model(id, who, &json).await {

@@ -471,6 +471,19 @@ impl Store {
         Ok(n)
     }
 
+    /// Templates of model `model_id`, across galleries.
+    pub async fn count_templates_of(&self, model_id: &str) -> StoreResult<i64> {
+        text("model id", model_id)?;
+        let n = on_pool!(self, |p| sqlx::query(
+            "SELECT COUNT(*) FROM templates WHERE model_id = $1"
+        )
+        .bind(model_id)
+        .fetch_one(p)
+        .await
+        .map(|r| r.get::<i64, _>(0)))?;
+        Ok(n)
+    }
+
     /// Templates still in plaintext (from before encryption at rest).
     pub async fn count_plaintext(&self) -> StoreResult<i64> {
         let n = on_pool!(self, |p| sqlx::query(
