@@ -114,11 +114,19 @@ pub fn gate(
         match c.fnmr {
             Some(f) => format!("FNMR {:.3}% at FMR {} on {set}", 100.0 * f, policy.fmr),
             None => format!(
-                "no FNMR at FMR {} on {set} in its card: run `dvsp eval` (with --fmr including it)",
+                "no FNMR at FMR {} on {set} in its card (`dvsp eval` writes FMR 1e-2, 1e-3 and 1e-4)",
                 policy.fmr
             ),
         },
     )];
+    if serving.is_none() {
+        checks.push(check(
+            "a serving model to compare with",
+            false,
+            "nothing serves yet: a first promotion is the operator's decision (--force, recorded)"
+                .into(),
+        ));
+    }
     if let (Some(serving), Some(s)) = (serving, &s) {
         let (cr, sr) = (
             candidate.metrics.get(set.as_str()),
@@ -152,7 +160,8 @@ pub fn gate(
         checks.push(match (c.fnmr, s.fnmr) {
             (Some(cf), Some(sf)) => check(
                 "FNMR at the serving FMR",
-                cf - sf <= policy.max_fnmr_loss,
+                // A loss of exactly the tolerance passes, whatever the rounding.
+                cf - sf <= policy.max_fnmr_loss + 1e-12,
                 format!(
                     "candidate {:.3}% vs serving {:.3}% (change {:+.3} points, at most +{:.3} allowed)",
                     100.0 * cf,
@@ -179,10 +188,9 @@ pub fn gate(
     }
     let failed: Vec<&Check> = checks.iter().filter(|c| !c.passed).collect();
     let passed = failed.is_empty();
-    let reason = match (passed, force, s.is_some()) {
-        (true, _, true) => "every check passed".to_string(),
-        (true, _, false) => "nothing serves yet; the candidate is evaluated".to_string(),
-        (false, f, _) => format!(
+    let reason = match (passed, force) {
+        (true, _) => "every check passed".to_string(),
+        (false, f) => format!(
             "{}{}",
             if f {
                 "forced past failed checks: "
@@ -248,7 +256,7 @@ fn ri_check(
     match c.ri {
         Some(c_ri) => check(
             what,
-            c_ri >= s_ri * (1.0 - policy.max_ri_loss),
+            c_ri >= s_ri * (1.0 - policy.max_ri_loss) - 1e-12,
             format!(
                 "candidate {c_ri:.4} vs serving {s_ri:.4} ({:+.1}%, at most -{:.1}% allowed)",
                 100.0 * (c_ri / s_ri - 1.0),
@@ -259,34 +267,54 @@ fn ri_check(
     }
 }
 
+/// Lower-case hex of the SHA-256 of `bytes` (a registered card's fingerprint).
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
 /// Where a registered model's files are: `<models_dir>/<id>`.
 pub fn model_dir(models_dir: &Path, id: &str) -> PathBuf {
     models_dir.join(id)
 }
 
-/// Copies the model directory `from` into `<models_dir>/<id>` (files and sub-directories),
-/// through a temporary directory and a rename, so a reader never sees half a model. A
-/// directory already there is kept if its weights are these (a registration retried).
+/// Copies the model directory `from` into `<models_dir>/<id>` (files and sub-directories;
+/// a symbolic link is refused), through a fresh temporary directory beside it and a rename,
+/// so a reader never sees half a model, then loads the copy (hash, shapes) to check it. A
+/// directory already there is kept if it holds these weights and this card (a registration
+/// retried), refused otherwise.
 pub fn store_files(from: &Path, models_dir: &Path, id: &str) -> Result<PathBuf> {
+    use crate::artifact::{CARD, WEIGHTS};
     let to = model_dir(models_dir, id);
-    if to.exists() {
-        let same = std::fs::read(to.join(crate::artifact::WEIGHTS))
+    let same = |name: &str| {
+        std::fs::read(to.join(name))
             .ok()
-            .zip(std::fs::read(from.join(crate::artifact::WEIGHTS)).ok())
-            .is_some_and(|(a, b)| a == b);
-        return if same {
+            .zip(std::fs::read(from.join(name)).ok())
+            .is_some_and(|(a, b)| a == b)
+    };
+    if to.exists() {
+        return if same(WEIGHTS) && same(CARD) {
             Ok(to)
         } else {
             Err(Error::Invalid(format!(
-                "{} exists with other weights; move it away first",
+                "{} exists with other weights or another card; move it away first",
                 to.display()
             )))
         };
     }
     std::fs::create_dir_all(models_dir).map_err(Error::io(models_dir))?;
-    let tmp = models_dir.join(format!(".{id}.tmp-{}", std::process::id()));
-    copy_tree(from, &tmp)?;
-    std::fs::rename(&tmp, &to).map_err(Error::io(&to))?;
+    let tmp = tempfile::Builder::new()
+        .prefix(&format!(".{id}.tmp-"))
+        .tempdir_in(models_dir)
+        .map_err(Error::io(models_dir))?;
+    copy_tree(from, tmp.path())?;
+    std::fs::rename(tmp.path(), &to).map_err(Error::io(&to))?;
+    // Renamed away: nothing left for the guard to remove.
+    let _ = tmp.keep();
+    crate::artifact::load(&to, tch::Device::Cpu)?;
     Ok(to)
 }
 
@@ -299,7 +327,16 @@ fn copy_tree(from: &Path, to: &Path) -> Result<()> {
         if kind.is_dir() {
             copy_tree(&entry.path(), &target)?;
         } else if kind.is_file() {
-            std::fs::copy(entry.path(), &target).map_err(Error::io(entry.path()))?;
+            let mut src = std::fs::File::open(entry.path()).map_err(Error::io(entry.path()))?;
+            let mut dst = std::fs::File::create(&target).map_err(Error::io(&target))?;
+            std::io::copy(&mut src, &mut dst).map_err(Error::io(&target))?;
+            // On disk before the rename makes the directory visible.
+            dst.sync_all().map_err(Error::io(&target))?;
+        } else {
+            return Err(Error::Invalid(format!(
+                "{}: a symbolic link or special file; a model directory holds plain files",
+                entry.path().display()
+            )));
         }
     }
     Ok(())

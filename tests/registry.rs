@@ -69,13 +69,17 @@ fn failed(r: &dvsp::registry::GateReport) -> Vec<String> {
 fn the_gate_decides_at_the_edges_of_its_tolerances() {
     let serving = card();
     let p = policy();
-    // Nothing serves: an evaluated candidate passes; an unevaluated one does not.
+    // Nothing serves: there is nothing to compare with, so only --force promotes (an
+    // unevaluated candidate fails that check too).
+    let first = "a serving model to compare with";
     let r = gate(None, &serving, &p, false);
-    assert!(r.passed && r.promoted(), "{r:?}");
+    assert_eq!(failed(&r), [first]);
+    assert!(!r.promoted());
+    assert!(gate(None, &serving, &p, true).promoted());
     let mut bare = serving.clone();
     bare.metrics.clear();
     let r = gate(None, &bare, &p, false);
-    assert_eq!(failed(&r), ["candidate evaluated"]);
+    assert_eq!(failed(&r), ["candidate evaluated", first]);
     // FNMR: 0.4 points worse passes, 0.6 points worse is refused.
     let r = gate(
         Some(&serving),
@@ -244,6 +248,15 @@ async fn registry_lifecycle(db: &str) {
     let (ok, out) = models(db, &root, "alice", &["register", "--model", &arg(&good)]);
     assert!(!ok && out.contains("registered already"), "{out}");
     // Not a model: refused before anything is written.
+    let listing = || {
+        let mut v: Vec<_> = std::fs::read_dir(&root)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        v.sort();
+        v
+    };
+    let before = listing();
     let (ok, out) = models(
         db,
         &root,
@@ -251,12 +264,18 @@ async fn registry_lifecycle(db: &str) {
         &["register", "--model", &arg(dir.path())],
     );
     assert!(!ok && out.contains("model.json"), "{out}");
+    assert_eq!(listing(), before);
 
-    // The first promotion: nothing serves yet.
+    // The first promotion has nothing to be compared with: refused, then forced.
     let (ok, out) = models(db, &root, "alice", &["promote", &good_id]);
+    assert!(
+        !ok && out.contains("[FAIL] a serving model to compare with"),
+        "{out}"
+    );
+    let (ok, out) = models(db, &root, "alice", &["promote", &good_id, "--force"]);
     assert!(ok, "{out}");
     assert!(
-        out.contains("decision: promote (nothing serves yet"),
+        out.contains("decision: promote (forced past failed checks: a serving model"),
         "{out}"
     );
 
@@ -267,10 +286,12 @@ async fn registry_lifecycle(db: &str) {
     assert!(!ok, "{out}");
     assert!(out.contains("[FAIL] FNMR at the serving FMR"), "{out}");
     assert!(out.contains("decision: refuse"), "{out}");
-    assert!(
-        out.contains("candidate") && out.contains("serving"),
-        "{out}"
-    );
+    // Side by side: the FNMR row holds both models' figures.
+    let row = out
+        .lines()
+        .find(|l| l.trim_start().starts_with("FNMR at FMR 0.001"))
+        .unwrap_or_else(|| panic!("{out}"));
+    assert_eq!(row.matches('%').count(), 2, "{row}");
     let (_, list) = models(db, &root, "ops", &["list"]);
     let state = |id: &str| {
         list.lines()
@@ -361,6 +382,51 @@ async fn registry_lifecycle(db: &str) {
     let state = args.state().await.unwrap();
     assert_eq!(state.card.model_id, good_id);
     assert_eq!(state.model_dir, root.join(&good_id));
+    drop(state);
+    // A card rewritten after registration (an audit, say) is not served silently.
+    let card_path = root.join(&good_id).join("model.json");
+    let card_text = std::fs::read_to_string(&card_path).unwrap();
+    std::fs::write(&card_path, format!("{card_text} ")).unwrap();
+    let err = args.state().await.err().unwrap().to_string();
+    assert!(err.contains("changed since it was registered"), "{err}");
+    std::fs::write(&card_path, card_text).unwrap();
+
+    // Racing promotions against the same serving model: exactly one commits, the other is
+    // told the serving model changed; a stale expectation is refused; NUL is refused.
+    let store = dvsp::store::Store::connect(db).await.unwrap();
+    let report = serde_json::json!({ "test": true });
+    let (a, b) = tokio::join!(
+        store.promote_model(&bad_id, Some(&good_id), "race-a", &report),
+        store.promote_model(&bad_id, Some(&good_id), "race-b", &report),
+    );
+    let conflict = |r: &Result<(), dvsp::store::StoreError>| {
+        matches!(r, Err(dvsp::store::StoreError::Conflict))
+    };
+    assert!(
+        (a.is_ok() && conflict(&b)) || (conflict(&a) && b.is_ok()),
+        "{a:?} {b:?}"
+    );
+    let stale = store
+        .promote_model(&good_id, Some(&good_id), "late", &report)
+        .await;
+    assert!(conflict(&stale), "{stale:?}");
+    let nul = store.promote_model("a\0b", None, "x", &report).await;
+    assert!(
+        matches!(nul, Err(dvsp::store::StoreError::Nul(_))),
+        "{nul:?}"
+    );
+    let missing = store
+        .promote_model("nope", Some(&bad_id), "x", &report)
+        .await;
+    assert!(
+        matches!(missing, Err(dvsp::store::StoreError::Missing)),
+        "{missing:?}"
+    );
+    let serving = store.serving_model().await.unwrap().unwrap();
+    assert_eq!(
+        serving.id, bad_id,
+        "the failed promotion of nope rolled back"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -407,7 +473,7 @@ fn retrain_trains_evaluates_registers_and_the_gate_refuses_a_bad_candidate() {
         &["register", "--model", good.to_str().unwrap()],
     );
     assert!(ok, "{out}");
-    let (ok, out) = models(&db, &root, "ops", &["promote", &card().model_id]);
+    let (ok, out) = models(&db, &root, "ops", &["promote", &card().model_id, "--force"]);
     assert!(ok, "{out}");
     // The job: 3 training steps (a deliberately bad candidate), no audit (the serving model
     // has none, so the gate compares FNMR only).

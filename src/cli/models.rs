@@ -3,7 +3,6 @@
 use std::path::PathBuf;
 
 use anyhow::Context;
-use sha2::{Digest, Sha256};
 
 use crate::registry::{gate, measured, GatePolicy, GateReport};
 use crate::store::{ModelRow, Store, StoreError};
@@ -55,8 +54,8 @@ pub enum Action {
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct GateArgs {
-    /// The operating point compared (the service's --fmr).
-    #[arg(long, default_value_t = 1e-3)]
+    /// The operating point compared (the service's --fmr; the cards hold 1e-2, 1e-3, 1e-4).
+    #[arg(long, env = "DVSP_FMR", default_value_t = 1e-3)]
     pub fmr: f64,
     /// The card's held-out set compared.
     #[arg(long, default_value = "test")]
@@ -70,13 +69,26 @@ pub struct GateArgs {
 }
 
 impl GateArgs {
-    pub fn policy(&self) -> GatePolicy {
-        GatePolicy {
+    /// The tolerances, checked: an FMR in (0, 1), an FNMR loss in [0, 1], an RI loss in [0, 1).
+    pub fn policy(&self) -> anyhow::Result<GatePolicy> {
+        anyhow::ensure!(
+            self.fmr > 0.0 && self.fmr < 1.0,
+            "--fmr must be within (0, 1)"
+        );
+        anyhow::ensure!(
+            (0.0..=1.0).contains(&self.max_fnmr_loss),
+            "--max-fnmr-loss must be within [0, 1]"
+        );
+        anyhow::ensure!(
+            (0.0..1.0).contains(&self.max_ri_loss),
+            "--max-ri-loss must be within [0, 1)"
+        );
+        Ok(GatePolicy {
             fmr: self.fmr,
             test_set: self.test_set.clone(),
             max_fnmr_loss: self.max_fnmr_loss,
             max_ri_loss: self.max_ri_loss,
-        }
+        })
     }
 }
 
@@ -235,7 +247,7 @@ pub async fn register(
     let id = m.card.model_id.clone();
     let dir = crate::registry::store_files(model, models_dir, &id)?;
     let card = std::fs::read(dir.join(crate::artifact::CARD))?;
-    let sha = hex(&Sha256::digest(&card));
+    let sha = crate::registry::sha256_hex(&card);
     let card = String::from_utf8(card).context("model.json is not UTF-8")?;
     match store.register_model(&id, &card, &sha, who).await {
         Ok(()) => println!("registered {id} as a candidate ({})", dir.display()),
@@ -265,7 +277,7 @@ pub async fn decide(
         "model {id} serves already"
     );
     let serving_card = serving.as_ref().map(card_of).transpose()?;
-    let report = gate(serving_card.as_ref(), &candidate, &g.policy(), force);
+    let report = gate(serving_card.as_ref(), &candidate, &g.policy()?, force);
     print_report(&report);
     // Templates are per model and are not migrated yet (no retained images, no reembed):
     // say what a promotion strands.
@@ -283,18 +295,26 @@ pub async fn decide(
     }
     let json = serde_json::to_value(&report)?;
     if report.promoted() {
-        match store.promote_model(id, who, &json).await {
-            Ok(before) => println!(
+        let before = serving.as_ref().map(|s| s.id.as_str());
+        match store.promote_model(id, before, who, &json).await {
+            Ok(()) => println!(
                 "promoted {id}{}",
                 before.map_or(String::new(), |b| format!(" (retired {b})"))
             ),
-            Err(StoreError::Conflict) => {
-                anyhow::bail!("another promotion committed meanwhile; run promote again")
-            }
+            Err(StoreError::Conflict) => anyhow::bail!(
+                "the serving model changed while the gate ran (another promotion or a \
+                 retirement committed); nothing was changed: run promote again"
+            ),
             Err(e) => return Err(e.into()),
         }
     } else {
-        store.refuse_model(id, who, &json).await?;
+        match store.refuse_model(id, who, &json).await {
+            Ok(()) => {}
+            Err(StoreError::Conflict) => {
+                anyhow::bail!("model {id} was promoted meanwhile; its report was kept")
+            }
+            Err(e) => return Err(e.into()),
+        }
     }
     Ok(report)
 }
@@ -307,8 +327,4 @@ pub async fn serving_card(store: &Store) -> anyhow::Result<Option<crate::artifac
         .as_ref()
         .map(card_of)
         .transpose()
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }

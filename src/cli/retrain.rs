@@ -4,6 +4,7 @@
 //! the candidate, then apply the promotion gate against the serving model and promote it when
 //! it passes. A refused candidate is a finished job (exit 0, the refusal recorded), not a
 //! failed one a Job controller would retry.
+use anyhow::Context;
 use clap::Parser;
 
 use super::models::{actor, decide, register, serving_card, GateArgs};
@@ -43,6 +44,10 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
     let store = Store::connect(&a.db).await?;
     let serving = serving_card(&store).await?;
     let dir = a.train.out.clone();
+    // The models directory must take the candidate: find out before hours of training.
+    std::fs::create_dir_all(&a.models_dir)?;
+    tempfile::tempfile_in(&a.models_dir)
+        .with_context(|| format!("--models-dir {} is not writable", a.models_dir.display()))?;
     tracing::info!(stage = "train", out = %dir.display(), "retrain");
     let card = tokio::task::block_in_place(|| super::train::train(&a.train))?;
     tracing::info!(stage = "eval", model = %card.model_id, "retrain");
@@ -70,7 +75,26 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
         );
     }
     tracing::info!(stage = "register", model = %card.model_id, "retrain");
-    let id = register(&store, &dir, &a.models_dir, &who).await?;
+    // Training is deterministic: the same data and settings give the same weights, an id
+    // registered before. That is a finished job too: gated again unless it serves.
+    let id = match store.model(&card.model_id).await? {
+        None => register(&store, &dir, &a.models_dir, &who).await?,
+        Some(row) if row.state == crate::store::ModelState::Serving => {
+            println!(
+                "{}: the retrained weights are the serving model's; nothing to do",
+                row.id
+            );
+            return Ok(());
+        }
+        Some(row) => {
+            println!(
+                "{} is registered already ({}): gating it again",
+                row.id,
+                row.state.name()
+            );
+            row.id
+        }
+    };
     tracing::info!(stage = "gate", model = %id, "retrain");
     let report = decide(&store, &id, &a.gate, a.force, &who).await?;
     tracing::info!(stage = "done", model = %id, promoted = report.promoted(), "retrain");

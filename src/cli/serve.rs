@@ -13,15 +13,10 @@ use crate::store::{PoolConfig, Store};
 #[derive(Debug, Clone, clap::Args)]
 pub struct Args {
     /// Model directory (evaluated: thresholds come from its card).
-    #[arg(
-        long,
-        env = "DVSP_MODEL",
-        required_unless_present = "models_dir",
-        conflicts_with = "models_dir"
-    )]
+    #[arg(long, env = "DVSP_MODEL", required_unless_present = "models_dir")]
     pub model: Option<PathBuf>,
-    /// Serve the registry's serving model (`dvsp models promote`) from this models directory
-    /// instead of --model.
+    /// Serve the registry's serving model (`dvsp models promote`) from this models directory;
+    /// it takes precedence over --model (which the image sets by default).
     #[arg(long, env = "DVSP_MODELS_DIR")]
     pub models_dir: Option<PathBuf>,
     /// Template store: sqlite://PATH (embedded, default) or postgres://...
@@ -131,17 +126,36 @@ impl Args {
                 .map_err(Into::into),
         };
         let store = opened.with_context(|| format!("opening the store {}", redact(&self.db)))?;
-        let model_dir = match (&self.model, &self.models_dir) {
-            (Some(dir), _) => dir.clone(),
-            (None, Some(root)) => {
+        let model_dir = match (&self.models_dir, &self.model) {
+            (Some(root), _) => {
                 let serving = store.serving_model().await?.context(
                     "--models-dir: no model serves in the registry yet: `dvsp models register`, then `dvsp models promote`",
                 )?;
-                crate::registry::model_dir(root, &serving.id)
+                let dir = crate::registry::model_dir(root, &serving.id);
+                // The card the gate judged, not one rewritten since (an audit, an eval).
+                let card = std::fs::read(dir.join(crate::artifact::CARD))
+                    .with_context(|| format!("the registry's serving model {}", serving.id))?;
+                anyhow::ensure!(
+                    crate::registry::sha256_hex(&card) == serving.card_sha256,
+                    "{}: the card of the serving model {} changed since it was registered",
+                    dir.display(),
+                    serving.id
+                );
+                dir
             }
+            (None, Some(dir)) => dir.clone(),
             (None, None) => anyhow::bail!("give --model DIR or --models-dir DIR"),
         };
         let mut model = crate::artifact::load(&model_dir, crate::device())?;
+        if self.models_dir.is_some() {
+            let id = model_dir.file_name().and_then(|n| n.to_str()).unwrap_or("");
+            anyhow::ensure!(
+                model.card.model_id == id,
+                "{}: holds model {}, not {id}",
+                model_dir.display(),
+                model.card.model_id
+            );
+        }
         model.net.set_precision(&mut model.vs, self.precision);
         let method = model.card.training.config.method;
         anyhow::ensure!(

@@ -101,6 +101,21 @@ macro_rules! event {
     };
 }
 
+/// Why a conditional write of `id` changed nothing, within transaction `tx`: not registered
+/// (`Missing`), or it serves (`Conflict`).
+macro_rules! missing_or_conflict {
+    ($tx:expr, $id:expr) => {{
+        let known: Option<String> = sqlx::query_scalar("SELECT state FROM models WHERE id = $1")
+            .bind($id)
+            .fetch_optional(&mut *$tx)
+            .await?;
+        match known {
+            None => StoreError::Missing,
+            Some(_) => StoreError::Conflict,
+        }
+    }};
+}
+
 impl Store {
     /// Registers a model as a candidate (`Conflict` if its id is registered already).
     pub async fn register_model(
@@ -168,57 +183,69 @@ impl Store {
         Ok(v)
     }
 
-    /// Makes `id` the serving model with its gate report, retiring the one that served, in
-    /// one transaction; returns that one's id. `Conflict` when another promotion committed
-    /// first (the one-serving index), `Missing` when `id` is not registered.
+    /// Makes `id` the serving model with its gate report, retiring `expected` (the model the
+    /// gate compared it with; `None`: nothing served) in the same transaction. `Conflict` when
+    /// what serves is no longer `expected` (another promotion or a retirement committed in
+    /// between: the gate must run again) or `id` serves already; `Missing` when `id` is not
+    /// registered. Every statement is a conditional write, so both stores serialise on it.
     pub async fn promote_model(
         &self,
         id: &str,
+        expected: Option<&str>,
         actor: &str,
         gate: &serde_json::Value,
-    ) -> StoreResult<Option<String>> {
+    ) -> StoreResult<()> {
         text("model id", id)?;
         text("actor", actor)?;
+        if let Some(e) = expected {
+            text("model id", e)?;
+        }
         let gate = gate.to_string();
-        let r = on_pool!(self, |p| async {
+        let r = on_pool!(self, |p| {
+            async {
             let mut tx = p.begin().await?;
-            let before: Option<String> =
-                sqlx::query_scalar("SELECT id FROM models WHERE state = 'serving'")
-                    .fetch_optional(&mut *tx)
-                    .await?;
-            if before.as_deref() == Some(id) {
-                return Ok(Err(StoreError::Conflict));
-            }
-            if let Some(old) = &before {
-                sqlx::query("UPDATE models SET state = 'retired' WHERE id = $1")
-                    .bind(old)
-                    .execute(&mut *tx)
-                    .await?;
-                let detail = serde_json::json!({ "replaced_by": id }).to_string();
-                event!(tx, old, "retire", actor, Some(detail))?;
-            }
-            let n = sqlx::query("UPDATE models SET state = 'serving', gate = $2 WHERE id = $1")
-                .bind(id)
-                .bind(&gate)
+            if let Some(old) = expected {
+                let n = sqlx::query(
+                    "UPDATE models SET state = 'retired' WHERE id = $1 AND state = 'serving'",
+                )
+                .bind(old)
                 .execute(&mut *tx)
                 .await?
                 .rows_affected();
+                if n != 1 {
+                    return Ok(Err(StoreError::Conflict));
+                }
+                let detail = serde_json::json!({ "replaced_by": id }).to_string();
+                event!(tx, old, "retire", actor, Some(detail))?;
+            }
+            let n = sqlx::query(
+                "UPDATE models SET state = 'serving', gate = $2 WHERE id = $1 AND state <> 'serving'",
+            )
+            .bind(id)
+            .bind(&gate)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
             if n == 0 {
-                return Ok(Err(StoreError::Missing));
+                return Ok(Err(missing_or_conflict!(tx, id)));
             }
             event!(tx, id, "promote", actor, Some(gate.clone()))?;
             tx.commit().await?;
-            Ok::<_, sqlx::Error>(Ok(before))
+            Ok::<_, sqlx::Error>(Ok(()))
         }
-        .await);
+        .await
+        });
         match r {
             Ok(done) => done,
+            // A second serving row (nothing served when the gate ran, and another promotion
+            // committed first): the one-serving index.
             Err(e) if unique_violation(&e) => Err(StoreError::Conflict),
             Err(e) => Err(e.into()),
         }
     }
 
-    /// Records a gate's refusal of `id`: the report on the row and as an event.
+    /// Records a gate's refusal of `id`: the report on the row and as an event (`Missing`
+    /// when not registered, `Conflict` when it serves: its report is the one that promoted it).
     pub async fn refuse_model(
         &self,
         id: &str,
@@ -228,18 +255,23 @@ impl Store {
         text("model id", id)?;
         text("actor", actor)?;
         let gate = gate.to_string();
-        on_pool!(self, |p| async {
+        let r = on_pool!(self, |p| async {
             let mut tx = p.begin().await?;
-            sqlx::query("UPDATE models SET gate = $2 WHERE id = $1")
+            let n = sqlx::query("UPDATE models SET gate = $2 WHERE id = $1 AND state <> 'serving'")
                 .bind(id)
                 .bind(&gate)
                 .execute(&mut *tx)
-                .await?;
+                .await?
+                .rows_affected();
+            if n == 0 {
+                return Ok(Err(missing_or_conflict!(tx, id)));
+            }
             event!(tx, id, "refuse", actor, Some(gate.clone()))?;
-            tx.commit().await
+            tx.commit().await?;
+            Ok::<_, sqlx::Error>(Ok(()))
         }
-        .await)?;
-        Ok(())
+        .await);
+        r?
     }
 
     /// Retires a model that does not serve (`Conflict` for the serving one: promote another
@@ -249,20 +281,16 @@ impl Store {
         text("actor", actor)?;
         let r = on_pool!(self, |p| async {
             let mut tx = p.begin().await?;
-            let state: Option<String> =
-                sqlx::query_scalar("SELECT state FROM models WHERE id = $1")
-                    .bind(id)
-                    .fetch_optional(&mut *tx)
-                    .await?;
-            match state.as_deref() {
-                None => return Ok(Err(StoreError::Missing)),
-                Some("serving") => return Ok(Err(StoreError::Conflict)),
-                _ => {}
+            let n = sqlx::query(
+                "UPDATE models SET state = 'retired' WHERE id = $1 AND state <> 'serving'",
+            )
+            .bind(id)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            if n == 0 {
+                return Ok(Err(missing_or_conflict!(tx, id)));
             }
-            sqlx::query("UPDATE models SET state = 'retired' WHERE id = $1")
-                .bind(id)
-                .execute(&mut *tx)
-                .await?;
             event!(tx, id, "retire", actor, None::<String>)?;
             tx.commit().await?;
             Ok::<_, sqlx::Error>(Ok(()))
