@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The service half of `make demo`: starts `dvsp serve` on the demo model with an embedded
 # SQLite store, creates an API key, enrolls two '3' digits, verifies another '3' (match) and
-# a '7' (no match), identifies, shows the metrics, stops the server with SIGTERM, then
+# a '7' (no match), identifies, shows the console's headers and the metrics, stops the server with SIGTERM, then
 # prints the end of the audit trail. Templates are sealed under a fresh template keyring.
 set -euo pipefail
 bin="$1"; model="$2"; work="${3:-runs/demo-service}"
@@ -26,6 +26,9 @@ run curl -s -X POST "$url/v1/subjects/alice/verify" -H "Authorization: Bearer $k
 run curl -s -X POST "$url/v1/identify?top_k=3" -H "Authorization: Bearer $key" -H 'content-type: image/png' --data-binary @"$work/digits/3_2.png"
 run curl -s -X POST "$url/v1/subjects/alice/verify" -H 'content-type: image/png' --data-binary @"$work/digits/3_2.png"
 run curl -s -X POST "$url/v1/subjects/alice/verify" -H "Authorization: Bearer $key" -H 'content-type: image/png' --data-binary 'not an image'
+echo "\$ curl -sI $url/console/   (the operators' console: open it in a browser, paste the key)"
+curl -sI "$url/console/" | grep -iE '^(HTTP|content-type|content-security-policy|x-frame-options)'
+echo
 echo "\$ curl -s $metrics | grep -E '^dvsp_(decisions|templates|auth)'   (the metrics port)"
 curl -s "$metrics" | grep -E '^dvsp_(decisions|templates|auth)'
 kill -TERM $pid; wait $pid || true
