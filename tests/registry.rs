@@ -154,37 +154,14 @@ fn the_gate_decides_at_the_edges_of_its_tolerances() {
 fn bad_model() -> PathBuf {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
-        let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("bad-model");
-        let cfg = dvsp::config::TrainConfig {
-            epochs: 1,
-            limit: 384,
-            ..Default::default()
-        };
-        let cached = dvsp::artifact::load(&dir, tch::Device::Cpu)
-            .is_ok_and(|m| m.card.training.config == cfg && m.card.metrics.contains_key("test"));
-        if !cached {
-            let split = dvsp::data::DataSpec::Mnist
-                .load(&dvsp::data::default_root(), None)
-                .unwrap();
-            dvsp::train::train(
-                &cfg,
-                &dvsp::data::DataSpec::Mnist,
-                &split,
-                &dir,
-                tch::Device::Cpu,
-            )
-            .unwrap();
-            dvsp::cli::eval::evaluate(
-                &dir,
-                &dvsp::cli::DataArgs {
-                    data: None,
-                    data_dir: None,
-                },
-                dvsp::model::Precision::Fp32,
-            )
-            .unwrap();
-        }
-        dir
+        common::trained(
+            "bad-model",
+            &dvsp::config::TrainConfig {
+                epochs: 1,
+                limit: 384,
+                ..Default::default()
+            },
+        )
     })
     .clone()
 }

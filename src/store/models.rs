@@ -252,46 +252,43 @@ impl Store {
         actor: &str,
         gate: &serde_json::Value,
     ) -> StoreResult<()> {
-        text("model id", id)?;
-        text("actor", actor)?;
         let gate = gate.to_string();
-        let r = on_pool!(self, |p| async {
-            let mut tx = p.begin().await?;
-            let n = sqlx::query("UPDATE models SET gate = $2 WHERE id = $1 AND state <> 'serving'")
-                .bind(id)
-                .bind(&gate)
-                .execute(&mut *tx)
-                .await?
-                .rows_affected();
-            if n == 0 {
-                return Ok(Err(missing_or_conflict!(tx, id)));
-            }
-            event!(tx, id, "refuse", actor, Some(gate.clone()))?;
-            tx.commit().await?;
-            Ok::<_, sqlx::Error>(Ok(()))
-        }
-        .await);
-        r?
+        self.change_unserved(id, actor, "refuse", "gate = $2", Some(gate))
+            .await
     }
 
     /// Retires a model that does not serve (`Conflict` for the serving one: promote another
     /// first; `Missing` when it is not registered).
     pub async fn retire_model(&self, id: &str, actor: &str) -> StoreResult<()> {
+        self.change_unserved(id, actor, "retire", "state = 'retired'", None)
+            .await
+    }
+
+    /// Sets `set` on model `id` only if it does not serve, and records `action` with `detail`
+    /// (bound as `$2` in `set` when given), in one transaction: the serving model is never
+    /// changed this way, whatever commits meanwhile.
+    async fn change_unserved(
+        &self,
+        id: &str,
+        actor: &str,
+        action: &str,
+        set: &str,
+        detail: Option<String>,
+    ) -> StoreResult<()> {
         text("model id", id)?;
         text("actor", actor)?;
+        let sql = format!("UPDATE models SET {set} WHERE id = $1 AND state <> 'serving'");
         let r = on_pool!(self, |p| async {
             let mut tx = p.begin().await?;
-            let n = sqlx::query(
-                "UPDATE models SET state = 'retired' WHERE id = $1 AND state <> 'serving'",
-            )
-            .bind(id)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
+            let mut q = sqlx::query(&sql).bind(id);
+            if let Some(d) = &detail {
+                q = q.bind(d);
+            }
+            let n = q.execute(&mut *tx).await?.rows_affected();
             if n == 0 {
                 return Ok(Err(missing_or_conflict!(tx, id)));
             }
-            event!(tx, id, "retire", actor, None::<String>)?;
+            event!(tx, id, action, actor, detail.clone())?;
             tx.commit().await?;
             Ok::<_, sqlx::Error>(Ok(()))
         }

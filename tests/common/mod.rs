@@ -18,39 +18,47 @@ use serde_json::Value;
 pub fn model() -> PathBuf {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
-        let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("server-model");
-        let cfg = dvsp::config::TrainConfig {
-            epochs: 3,
-            limit: 20_000,
-            ..Default::default()
-        };
-        let cached = dvsp::artifact::load(&dir, tch::Device::Cpu)
-            .is_ok_and(|m| m.card.training.config == cfg && m.card.metrics.contains_key("test"));
-        if !cached {
-            let split = dvsp::data::DataSpec::Mnist
-                .load(&dvsp::data::default_root(), None)
-                .expect("MNIST from `make setup`");
-            dvsp::train::train(
-                &cfg,
-                &dvsp::data::DataSpec::Mnist,
-                &split,
-                &dir,
-                tch::Device::Cpu,
-            )
-            .unwrap();
-            dvsp::cli::eval::evaluate(
-                &dir,
-                &dvsp::cli::DataArgs {
-                    data: None,
-                    data_dir: None,
-                },
-                dvsp::model::Precision::Fp32,
-            )
-            .unwrap();
-        }
-        dir
+        trained(
+            "server-model",
+            &dvsp::config::TrainConfig {
+                epochs: 3,
+                limit: 20_000,
+                ..Default::default()
+            },
+        )
     })
     .clone()
+}
+
+/// A model trained on MNIST with `cfg` and evaluated, in cargo's test tmpdir under `name`;
+/// reused while its card says it was trained with `cfg` and evaluated.
+pub fn trained(name: &str, cfg: &dvsp::config::TrainConfig) -> PathBuf {
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(name);
+    let cached = dvsp::artifact::load(&dir, tch::Device::Cpu)
+        .is_ok_and(|m| m.card.training.config == *cfg && m.card.metrics.contains_key("test"));
+    if !cached {
+        let split = dvsp::data::DataSpec::Mnist
+            .load(&dvsp::data::default_root(), None)
+            .expect("MNIST from `make setup`");
+        dvsp::train::train(
+            cfg,
+            &dvsp::data::DataSpec::Mnist,
+            &split,
+            &dir,
+            tch::Device::Cpu,
+        )
+        .unwrap();
+        dvsp::cli::eval::evaluate(
+            &dir,
+            &dvsp::cli::DataArgs {
+                data: None,
+                data_dir: None,
+            },
+            dvsp::model::Precision::Fp32,
+        )
+        .unwrap();
+    }
+    dir
 }
 
 /// PNG bytes of test-split digits: `digits(3, 4)` = four different '3's.
