@@ -340,6 +340,20 @@ async fn registry_lifecycle(db: &str) {
     assert!(ok, "{out}");
     let (ok, out) = models(db, &root, "carol", &["retire", "nope"]);
     assert!(!ok && out.contains("no registered model"), "{out}");
+    // Tolerances that are not numbers a gate can use are refused before anything is read.
+    for (flag, value) in [
+        ("--max-fnmr-loss", "-1"),
+        ("--max-ri-loss", "1.5"),
+        ("--fmr", "NaN"),
+        ("--fmr", "0"),
+    ] {
+        let arg = format!("{flag}={value}");
+        let (ok, out) = models(db, &root, "carol", &["promote", &bad_id, &arg]);
+        assert!(
+            !ok && out.contains(flag) && out.contains("must be within"),
+            "{arg}: {out}"
+        );
+    }
     let (ok, out) = models(db, &root, "x\u{7}y", &["retire", &good_id]);
     assert!(!ok && out.contains("no control characters"), "{out}");
 

@@ -266,6 +266,7 @@ pub async fn decide(
     force: bool,
     who: &str,
 ) -> anyhow::Result<GateReport> {
+    let policy = g.policy()?;
     let row = store
         .model(id)
         .await?
@@ -277,7 +278,7 @@ pub async fn decide(
         "model {id} serves already"
     );
     let serving_card = serving.as_ref().map(card_of).transpose()?;
-    let report = gate(serving_card.as_ref(), &candidate, &g.policy()?, force);
+    let report = gate(serving_card.as_ref(), &candidate, &policy, force);
     print_report(&report);
     // Templates are per model and are not migrated yet (no retained images, no reembed):
     // say what a promotion strands.
