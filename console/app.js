@@ -383,7 +383,7 @@ function SubjectPage({ who, id }) {
         ${d.templates.length === 0 && html`<tr><td colspan="5">No templates yet: enroll a photo below.</td></tr>`}
         ${d.templates.map(t => html`<tr key=${t.id}>
           <td><code>${t.id}</code></td>
-          <td><code>${t.model_id}</code>${model && t.model_id !== model.card.model_id ? ' (not the served model)' : ''}</td>
+          <td><code>${t.model_id}</code>${model && t.model_id !== model.card.model_id ? (t.model_id === model.previous_model_id ? ' (the previous model)' : ' (not the served model)') : ''}${t.image_retained ? ' · image kept' : ''}</td>
           <td class="num">${fmt(t.quality)}</td>
           <td>${when(t.created_at)}</td>
           <td>${confirm === t.id
@@ -472,6 +472,7 @@ function Verify({ who }) {
     ${v && html`<section class="panel" aria-label="Decision">
       <p id="decision" class=${'decision ' + (v.match ? 'match' : 'nomatch')}>${v.match ? 'Match' : 'No match'}</p>
       <p>against subject <code>${subject}</code>, best of ${v.templates_compared} template${v.templates_compared === 1 ? '' : 's'} (model <code>${v.model_id}</code>)</p>
+      ${v.migrating && html`<p id="migrating">Verified with the previous model: this subject has no template of the serving model yet. Re-embed it (<code>dvsp reembed</code>) or enroll it again.</p>`}
       <${Scores} reply=${v} />
       <p>quality: posterior spread r(x) = ${fmt(v.quality)} (eq. 14; lower is more certain)</p>
     </section>`}

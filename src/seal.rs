@@ -1,10 +1,12 @@
-//! Templates encrypted at rest: envelope encryption with AES-256-GCM (RustCrypto's `aes-gcm`,
-//! audited by NCC Group). Each template gets its own random 256-bit data key; the feature is
-//! sealed under it with associated data naming the row (template id, gallery, subject, model),
-//! so a ciphertext copied onto another row fails to open; the data key is sealed ("wrapped")
-//! under a master key of the keyring, whose id is stored with the row. Rotating the master
-//! key re-wraps the data keys (`dvsp db rotate-key`); the feature ciphertexts stay as they are.
-//! The galleries' transform secrets (`crate::protect`) are wrapped by the master keys too.
+//! Biometric data encrypted at rest: envelope encryption with AES-256-GCM (RustCrypto's
+//! `aes-gcm`, audited by NCC Group). Each template, and each enrollment image kept for
+//! re-embedding (`serve --retain-images`), gets its own random 256-bit data key; the content
+//! is sealed under it with associated data naming the row (a template: its id, gallery,
+//! subject, model and epoch; an image: its id, gallery and subject), so a ciphertext copied
+//! onto another row fails to open; the data key is sealed ("wrapped") under a master key of
+//! the keyring, whose id is stored with the row. Rotating the master key re-wraps the data
+//! keys (`dvsp db rotate-key`); the ciphertexts stay as they are. The galleries' transform
+//! secrets (`crate::protect`) are wrapped by the master keys too.
 //!
 //! The keyring is a text file (or the `DVSP_TEMPLATE_KEYS` variable, e.g. from a Kubernetes
 //! Secret): one `<key id> <base64 of 32 bytes>` per line, `#` comments; the last key seals,
@@ -26,7 +28,7 @@ pub enum SealError {
     UnknownKey { what: String, key_id: String },
     /// Wrong key, a tampered ciphertext, or a row moved to another template, subject,
     /// gallery or model.
-    #[error("template {0} failed its integrity check (tampered, or copied from another row)")]
+    #[error("{0} failed its integrity check (tampered, or copied from another row)")]
     Integrity(String),
 }
 
@@ -56,23 +58,76 @@ impl Row<'_> {
         .join("\0")
         .into_bytes()
     }
+}
 
-    fn data_key_aad(&self, key_id: &str) -> Vec<u8> {
-        ["dvsp-data-key-v1", self.template_id, key_id]
-            .join("\0")
-            .into_bytes()
+/// What a sealed enrollment image is bound to.
+#[derive(Debug, Clone, Copy)]
+pub struct ImageRow<'a> {
+    pub image_id: &'a str,
+    pub gallery_id: &'a str,
+    pub subject_id: &'a str,
+}
+
+impl ImageRow<'_> {
+    fn image_aad(&self) -> Vec<u8> {
+        [
+            "dvsp-image-v1",
+            self.image_id,
+            self.gallery_id,
+            self.subject_id,
+        ]
+        .join("\0")
+        .into_bytes()
     }
 }
 
-/// A feature sealed for storage.
+/// A feature or an image sealed for storage.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Sealed {
     /// The master key that wraps `data_key`.
     pub key_id: String,
     /// nonce || AES-256-GCM(master key, data key) || tag.
     pub data_key: Vec<u8>,
-    /// nonce || AES-256-GCM(data key, feature as little-endian f32) || tag.
-    pub feature: Vec<u8>,
+    /// nonce || AES-256-GCM(data key, content) || tag; a feature's content is its values as
+    /// little-endian f32, an image's its bytes as uploaded.
+    pub ciphertext: Vec<u8>,
+}
+
+/// What a sealed row is bound to: the associated data of its content and of its data key
+/// (the latter names the master key too); `what` names the row in errors.
+struct Binding {
+    what: String,
+    content_aad: Vec<u8>,
+    key_tag: &'static str,
+    id: String,
+}
+
+impl Binding {
+    fn key_aad(&self, key_id: &str) -> Vec<u8> {
+        [self.key_tag, &self.id, key_id].join("\0").into_bytes()
+    }
+}
+
+impl From<&Row<'_>> for Binding {
+    fn from(r: &Row<'_>) -> Binding {
+        Binding {
+            what: format!("template {}", r.template_id),
+            content_aad: r.feature_aad(),
+            key_tag: "dvsp-data-key-v1",
+            id: r.template_id.to_string(),
+        }
+    }
+}
+
+impl From<&ImageRow<'_>> for Binding {
+    fn from(r: &ImageRow<'_>) -> Binding {
+        Binding {
+            what: format!("image {}", r.image_id),
+            content_aad: r.image_aad(),
+            key_tag: "dvsp-image-key-v1",
+            id: r.image_id.to_string(),
+        }
+    }
 }
 
 /// The master keys, by id; the last one read seals.
@@ -203,44 +258,78 @@ impl Keyring {
         &self.active
     }
 
-    fn cipher(&self, row: &Row, key_id: &str) -> Result<&Aes256Gcm, SealError> {
-        self.keys.get(key_id).ok_or_else(|| SealError::UnknownKey {
-            what: format!("template {}", row.template_id),
-            key_id: key_id.to_string(),
+    /// Seals `plain` for `b` under a fresh data key wrapped by the active key.
+    fn seal_bound(&self, b: &Binding, plain: &[u8]) -> Sealed {
+        let data_key = Aes256Gcm::generate_key(&mut OsRng);
+        let ciphertext = seal_with(&Aes256Gcm::new(&data_key), plain, &b.content_aad);
+        let master = &self.keys[&self.active];
+        Sealed {
+            data_key: seal_with(master, &data_key, &b.key_aad(&self.active)),
+            key_id: self.active.clone(),
+            ciphertext,
+        }
+    }
+
+    /// The row's data key, unwrapped by the master key it names.
+    fn data_key(&self, b: &Binding, sealed: &Sealed) -> Result<Vec<u8>, SealError> {
+        let master = self
+            .keys
+            .get(&sealed.key_id)
+            .ok_or_else(|| SealError::UnknownKey {
+                what: b.what.clone(),
+                key_id: sealed.key_id.clone(),
+            })?;
+        open_with(master, &sealed.data_key, &b.key_aad(&sealed.key_id))
+            .filter(|k| k.len() == 32)
+            .ok_or_else(|| SealError::Integrity(b.what.clone()))
+    }
+
+    /// The content sealed for `b`; an error if it was sealed for another row or altered.
+    fn open_bound(&self, b: &Binding, sealed: &Sealed) -> Result<Vec<u8>, SealError> {
+        let key = Aes256Gcm::new(Key::<Aes256Gcm>::from_slice(&self.data_key(b, sealed)?));
+        open_with(&key, &sealed.ciphertext, &b.content_aad)
+            .ok_or_else(|| SealError::Integrity(b.what.clone()))
+    }
+
+    /// `sealed` with its data key re-wrapped under the active key (the ciphertext is
+    /// unchanged): key rotation.
+    fn rewrap_bound(&self, b: &Binding, sealed: &Sealed) -> Result<Sealed, SealError> {
+        let key = self.data_key(b, sealed)?;
+        let active = &self.keys[&self.active];
+        Ok(Sealed {
+            key_id: self.active.clone(),
+            data_key: seal_with(active, &key, &b.key_aad(&self.active)),
+            ciphertext: sealed.ciphertext.clone(),
         })
     }
 
     /// Seals `feature` for `row` under a fresh data key wrapped by the active key.
     pub fn seal(&self, row: &Row, feature: &[f32]) -> Sealed {
-        let data_key = Aes256Gcm::generate_key(&mut OsRng);
         let plain: Vec<u8> = feature.iter().flat_map(|v| v.to_le_bytes()).collect();
-        let feature = seal_with(&Aes256Gcm::new(&data_key), &plain, &row.feature_aad());
-        let master = &self.keys[&self.active];
-        Sealed {
-            data_key: seal_with(master, &data_key, &row.data_key_aad(&self.active)),
-            key_id: self.active.clone(),
-            feature,
-        }
-    }
-
-    /// The row's data key, unwrapped by the master key it names.
-    fn data_key(&self, row: &Row, sealed: &Sealed) -> Result<Vec<u8>, SealError> {
-        let master = self.cipher(row, &sealed.key_id)?;
-        open_with(master, &sealed.data_key, &row.data_key_aad(&sealed.key_id))
-            .filter(|k| k.len() == 32)
-            .ok_or_else(|| SealError::Integrity(row.template_id.to_string()))
+        self.seal_bound(&row.into(), &plain)
     }
 
     /// The feature of a sealed row; an error if it was sealed for another row or altered.
     pub fn open(&self, row: &Row, sealed: &Sealed) -> Result<Vec<f32>, SealError> {
-        let key = Aes256Gcm::new(Key::<Aes256Gcm>::from_slice(&self.data_key(row, sealed)?));
-        let plain = open_with(&key, &sealed.feature, &row.feature_aad())
-            .filter(|p| p.len() % 4 == 0)
-            .ok_or_else(|| SealError::Integrity(row.template_id.to_string()))?;
+        let b = Binding::from(row);
+        let plain = self.open_bound(&b, sealed)?;
+        if plain.len() % 4 != 0 {
+            return Err(SealError::Integrity(b.what));
+        }
         Ok(plain
             .chunks_exact(4)
             .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
             .collect())
+    }
+
+    /// Seals an enrollment image's bytes for `row`.
+    pub fn seal_image(&self, row: &ImageRow, image: &[u8]) -> Sealed {
+        self.seal_bound(&row.into(), image)
+    }
+
+    /// The bytes of a sealed enrollment image.
+    pub fn open_image(&self, row: &ImageRow, sealed: &Sealed) -> Result<Vec<u8>, SealError> {
+        self.open_bound(&row.into(), sealed)
     }
 
     /// A gallery's transform secret for `epoch`, wrapped by the active key: (key id, wrapped).
@@ -269,15 +358,13 @@ impl Keyring {
             .ok_or(SealError::Integrity(what))
     }
 
-    /// `sealed` with its data key re-wrapped under the active key (the feature's ciphertext
-    /// is unchanged): key rotation.
+    /// A template's seal with its data key re-wrapped under the active key.
     pub fn rewrap(&self, row: &Row, sealed: &Sealed) -> Result<Sealed, SealError> {
-        let key = self.data_key(row, sealed)?;
-        let active = &self.keys[&self.active];
-        Ok(Sealed {
-            key_id: self.active.clone(),
-            data_key: seal_with(active, &key, &row.data_key_aad(&self.active)),
-            feature: sealed.feature.clone(),
-        })
+        self.rewrap_bound(&row.into(), sealed)
+    }
+
+    /// An image's seal with its data key re-wrapped under the active key.
+    pub fn rewrap_image(&self, row: &ImageRow, sealed: &Sealed) -> Result<Sealed, SealError> {
+        self.rewrap_bound(&row.into(), sealed)
     }
 }

@@ -63,7 +63,64 @@ pub fn random_mirror(x: &Tensor) -> Tensor {
     x.flip([3]).where_self(&flip, x)
 }
 
+/// The weights and state of an unfinished run, written to the output directory after every
+/// epoch and removed when the model is saved.
+const CHECKPOINT_WEIGHTS: &str = "checkpoint.safetensors";
+const CHECKPOINT: &str = "checkpoint.json";
+
+/// Where an unfinished run stopped. `run` describes the run (configuration, data, split):
+/// a checkpoint of another run is not resumed.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+struct Checkpoint {
+    run: String,
+    epochs_done: usize,
+    iter: usize,
+    seconds: f64,
+    loss: f64,
+    accuracy: f64,
+}
+
+impl Checkpoint {
+    /// The checkpoint in `out` of the run `run`, if there is one.
+    fn find(out: &Path, run: &str) -> Option<Checkpoint> {
+        let text = std::fs::read_to_string(out.join(CHECKPOINT)).ok()?;
+        let c: Checkpoint = serde_json::from_str(&text).ok()?;
+        if c.run != run {
+            tracing::warn!(out = %out.display(), "the checkpoint there is of another run: starting afresh");
+            return None;
+        }
+        out.join(CHECKPOINT_WEIGHTS).is_file().then_some(c)
+    }
+
+    /// Writes the weights, then the state (each atomically: a kill leaves the last complete
+    /// checkpoint).
+    fn save(&self, out: &Path, vs: &nn::VarStore) -> Result<()> {
+        std::fs::create_dir_all(out).map_err(Error::io(out))?;
+        let tmp = out.join("checkpoint.tmp.safetensors");
+        vs.save(&tmp)?;
+        let path = out.join(CHECKPOINT_WEIGHTS);
+        std::fs::rename(&tmp, &path).map_err(Error::io(&path))?;
+        artifact::write_atomic(
+            &out.join(CHECKPOINT),
+            serde_json::to_string(self)?.as_bytes(),
+        )
+    }
+
+    fn remove(out: &Path) {
+        for f in [CHECKPOINT, CHECKPOINT_WEIGHTS] {
+            let _ = std::fs::remove_file(out.join(f));
+        }
+    }
+}
+
 /// Trains a model on `split.train` and writes it to `out` (weights + card). Returns the card.
+///
+/// A checkpoint is written to `out` after every epoch; a run killed and started again with
+/// the same configuration and data resumes after the last finished epoch. Each epoch's
+/// randomness (batch order, mirroring, sampling) comes from the seed and the epoch number, so
+/// the resumed epochs see the data in the order an uninterrupted run would; the optimiser's
+/// moment estimates are not checkpointed (tch does not expose Adam's state) and restart from
+/// zero, so a resumed model is close to, not bit for bit, the uninterrupted one.
 pub fn train(
     cfg: &TrainConfig,
     data: &DataSpec,
@@ -108,17 +165,28 @@ pub fn train(
         classes: train.classes as i64,
         radius: cfg.radius,
     };
-    let vs = nn::VarStore::new(device);
+    let mut vs = nn::VarStore::new(device);
     let mut net = Net::new(&vs.root(), spec.clone());
     let mut opt = nn::Adam::default().build(&vs, cfg.lr)?;
     let batches = n / cfg.batch_size;
+    let run = serde_json::to_string(&(cfg, data.to_string(), &split.description, n))?;
+    let resumed = Checkpoint::find(out, &run);
+    let (first, mut iter, before, mut last_loss, mut last_acc) = match &resumed {
+        Some(c) => {
+            vs.load(out.join(CHECKPOINT_WEIGHTS))?;
+            tracing::info!(epochs_done = c.epochs_done, "resuming from the checkpoint");
+            (c.epochs_done, c.iter, c.seconds, c.loss, c.accuracy)
+        }
+        None => (0, 0, 0.0, f64::NAN, 0.0),
+    };
     let pb = progress_bar(
         (batches * cfg.epochs) as u64,
         &format!("train {}", cfg.method.name()),
     );
+    pb.inc((batches * first.min(cfg.epochs)) as u64);
     let start = Instant::now();
-    let (mut iter, mut last_loss, mut last_acc) = (0usize, f64::NAN, 0.0);
-    for epoch in 0..cfg.epochs {
+    for epoch in first..cfg.epochs {
+        tch::manual_seed(cfg.seed as i64 + epoch as i64);
         let perm = Tensor::randperm(n as i64, (Kind::Int64, Device::Cpu));
         let (mut sum_loss, mut correct, mut seen) = (0.0, 0.0, 0usize);
         let mut sum_loss_t = Tensor::zeros([], (Kind::Float, device));
@@ -154,7 +222,8 @@ pub fn train(
                         (b / SYNC_EVERY) * SYNC_EVERY
                     )));
                 }
-                let ips = (iter * cfg.batch_size) as f64 / start.elapsed().as_secs_f64();
+                let ips = ((iter - first * batches) * cfg.batch_size) as f64
+                    / start.elapsed().as_secs_f64();
                 pb.set_message(format!(
                     "epoch {} loss {:.4} acc {:.3} {ips:.0} img/s",
                     epoch + 1,
@@ -171,9 +240,18 @@ pub fn train(
             accuracy = last_acc,
             "epoch done"
         );
+        Checkpoint {
+            run: run.clone(),
+            epochs_done: epoch + 1,
+            iter,
+            seconds: before + start.elapsed().as_secs_f64(),
+            loss: last_loss,
+            accuracy: last_acc,
+        }
+        .save(out, &vs)?;
     }
     pb.finish_and_clear();
-    let seconds = start.elapsed().as_secs_f64();
+    let seconds = before + start.elapsed().as_secs_f64();
     let training = Training {
         config: cfg.clone(),
         dataset: data.to_string(),
@@ -186,5 +264,7 @@ pub fn train(
         device: format!("{device:?}"),
         threads: tch::get_num_threads(),
     };
-    artifact::save_new(out, spec, training, &vs)
+    let card = artifact::save_new(out, spec, training, &vs)?;
+    Checkpoint::remove(out);
+    Ok(card)
 }

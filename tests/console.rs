@@ -116,7 +116,7 @@ async fn console_api(db: &str) {
     let (st, status) = send(get("/v1/status", &k.admin)).await;
     assert_eq!(st, StatusCode::OK, "{status}");
     assert_eq!(status["ready"], true);
-    assert_eq!(status["model_id"], s.state.card.model_id);
+    assert_eq!(status["model_id"], s.state.lineup().serving.card.model_id);
     assert_eq!(status["queue_depth"], 0);
     // The whoami calls above were answered and counted.
     assert!(status["requests_total"].as_u64().unwrap() >= 4, "{status}");
@@ -529,7 +529,10 @@ async fn an_operator_works_the_console_in_a_real_browser() {
     )
     .await;
     let table = op.css("#templates").await.text().await.unwrap();
-    assert!(table.contains(&s.state.card.model_id), "{table}");
+    assert!(
+        table.contains(&s.state.lineup().serving.card.model_id),
+        "{table}"
+    );
     op.check_page("subject").await;
     op.shot("subject").await;
 
@@ -606,7 +609,7 @@ async fn an_operator_works_the_console_in_a_real_browser() {
     .await;
     let body = op.body().await;
     assert!(
-        body.contains(&s.state.card.model_id) && body.contains("EER"),
+        body.contains(&s.state.lineup().serving.card.model_id) && body.contains("EER"),
         "{body}"
     );
     op.check_page("model").await;

@@ -548,7 +548,7 @@ async fn features(store: &Store, gallery: &str, subject: &str) -> Vec<(Vec<u8>, 
         .map(|r| {
             let f = k.open(&r.row(), &r.sealed).unwrap();
             let bytes: Vec<u8> = f.iter().flat_map(|v| v.to_le_bytes()).collect();
-            (bytes, r.sealed.feature.clone())
+            (bytes, r.sealed.ciphertext.clone())
         })
         .collect()
 }
@@ -771,15 +771,15 @@ fn seals_bind_their_row_and_rotation_keeps_the_feature() {
         assert!(old.open(&other, &sealed).is_err(), "{other:?}");
     }
     let mut flipped = sealed.clone();
-    let last = flipped.feature.len() - 1;
-    flipped.feature[last] ^= 1;
+    let last = flipped.ciphertext.len() - 1;
+    flipped.ciphertext[last] ^= 1;
     assert!(old.open(&row, &flipped).is_err());
     // Rotation: re-wrapped under "two", the feature's ciphertext unchanged; the new keyring
     // alone opens it, the old one no longer does.
     let moved = both.rewrap(&row, &sealed).unwrap();
     assert_eq!(
-        (moved.key_id.as_str(), &moved.feature),
-        ("two", &sealed.feature)
+        (moved.key_id.as_str(), &moved.ciphertext),
+        ("two", &sealed.ciphertext)
     );
     let new_only = Keyring::parse(&two).unwrap();
     assert_eq!(new_only.open(&row, &moved).unwrap(), f);

@@ -185,7 +185,7 @@ async fn a_replica_reloads_when_the_changes_it_missed_were_pruned() {
         "zed-t".into(),
         "default".into(),
         "zed".into(),
-        a.state.card.model_id.clone(),
+        a.state.lineup().serving.card.model_id.clone(),
         0,
         &[0.5; 32],
     );
@@ -203,7 +203,7 @@ async fn a_replica_reloads_when_the_changes_it_missed_were_pruned() {
     .bind(&row.model_id)
     .bind(&row.sealed.key_id)
     .bind(&row.sealed.data_key)
-    .bind(&row.sealed.feature)
+    .bind(&row.sealed.ciphertext)
     .execute(&mut *tx)
     .await
     .unwrap();

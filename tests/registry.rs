@@ -371,8 +371,8 @@ async fn registry_lifecycle(db: &str) {
     ])
     .args;
     let state = args.state().await.unwrap();
-    assert_eq!(state.card.model_id, good_id);
-    assert_eq!(state.model_dir, root.join(&good_id));
+    assert_eq!(state.lineup().serving.card.model_id, good_id);
+    assert_eq!(state.lineup().serving.dir, root.join(&good_id));
     drop(state);
     // A card rewritten after registration (an audit, say) is not served silently.
     let card_path = root.join(&good_id).join("model.json");

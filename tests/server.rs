@@ -319,7 +319,7 @@ async fn flows(db: &str) {
         0,
         &[1.0; 32],
     );
-    store.add_template(&row, None).await.unwrap();
+    store.add_template(&row, None, None).await.unwrap();
     let r = send(png_body(
         &c,
         &s.url("/v1/subjects/legacy/verify"),

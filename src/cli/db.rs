@@ -171,6 +171,23 @@ async fn rotate(db: &str, keyring: &Keyring, batch: i64) -> anyhow::Result<()> {
         bar.inc(rows.len() as u64);
     }
     bar.finish();
+    // Retained enrollment images, re-wrapped the same way.
+    let mut images = 0u64;
+    let mut after = String::new();
+    loop {
+        let rows = store.images_to_rewrap(&active, &after, batch).await?;
+        let Some(last) = rows.last() else { break };
+        after = last.id.clone();
+        let rewrapped = rows
+            .iter()
+            .map(|r| {
+                let mut image = r.clone();
+                image.sealed = keyring.rewrap_image(&r.row(), &r.sealed)?;
+                Ok((image, r.sealed.key_id.clone()))
+            })
+            .collect::<Result<Vec<_>, crate::seal::SealError>>()?;
+        images += store.replace_image_seals(&rewrapped).await?;
+    }
     // The galleries' transform secrets, re-wrapped the same way.
     for secret in store.secrets_not_under(&active).await? {
         let plain = keyring.unwrap_secret(
@@ -188,9 +205,10 @@ async fn rotate(db: &str, keyring: &Keyring, batch: i64) -> anyhow::Result<()> {
         store.rewrap_secret(&moved, &secret.key_id).await?;
     }
     let left = store.count_not_under(&active).await?
+        + store.count_images_not_under(&active).await?
         + store.secrets_not_under(&active).await?.len() as i64;
     println!(
-        "{moved} templates moved onto key {active}; {left} left under other keys{}",
+        "{moved} templates and {images} retained images moved onto key {active}; {left} left under other keys{}",
         if left == 0 {
             " (older keys can now be removed from the keyring)"
         } else {

@@ -6,6 +6,7 @@ pub mod eval;
 pub mod faces;
 pub mod keys;
 pub mod models;
+pub mod reembed;
 pub mod reproduce;
 pub mod retrain;
 pub mod serve;
@@ -59,6 +60,8 @@ pub enum Command {
     Models(models::Args),
     /// The admin retraining job: train, evaluate, audit, register, gate, promote.
     Retrain(retrain::Args),
+    /// Template migration: embed every retained enrollment image with a new model.
+    Reembed(reembed::Args),
     /// Database administration: migrations, template keys and their rotation.
     Db(db::DbArgs),
     /// The service's audit trail as JSON lines (who did what to whom, with what outcome).
@@ -143,6 +146,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Galleries(a) => keys::galleries(a),
         Command::Models(a) => tokio::runtime::Runtime::new()?.block_on(models::run(a)),
         Command::Retrain(a) => tokio::runtime::Runtime::new()?.block_on(retrain::run(a)),
+        Command::Reembed(a) => reembed::run(a),
         Command::Db(a) => db::db(a),
         Command::AuditLog(a) => db::audit_log(a),
         Command::Import(a) => faces::import(a),

@@ -1,4 +1,4 @@
-//! `dvsp models register|list|show|promote|retire`: the model registry in the store, the
+//! `dvsp models register|list|show|promote|retire|pending`: the model registry in the store, the
 //! weights in the models directory, every action recorded with who and when.
 use std::path::PathBuf;
 
@@ -50,6 +50,16 @@ pub enum Action {
     },
     /// Retire a model that does not serve.
     Retire { id: String },
+    /// Template migration to a model (default: the serving one): how many subjects and
+    /// retained images still lack a template of it (`dvsp reembed` does those), and the
+    /// subjects that have no retained image, which must be enrolled again.
+    Pending {
+        /// The model migrated to (default: the serving one).
+        id: Option<String>,
+        /// The most subjects listed.
+        #[arg(long, default_value_t = 1000)]
+        limit: i64,
+    },
 }
 
 #[derive(Debug, Clone, clap::Args)]
@@ -230,6 +240,43 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
             Err(StoreError::Missing) => anyhow::bail!("no registered model {id:?}"),
             Err(e) => return Err(e.into()),
         },
+        Action::Pending { id, limit } => {
+            anyhow::ensure!(limit >= 0, "--limit must be at least 0");
+            let id = match id {
+                Some(id) => {
+                    store
+                        .model(&id)
+                        .await?
+                        .with_context(|| format!("no registered model {id:?}"))?
+                        .id
+                }
+                None => {
+                    store
+                        .serving_model()
+                        .await?
+                        .context("no model serves: name one")?
+                        .id
+                }
+            };
+            let without = store.count_subjects_without(&id).await?;
+            let images = store.count_images_to_reembed(&id).await?;
+            let (subjects, n) = store.pending_subjects(&id, limit).await?;
+            println!(
+                "model {id}: {without} subjects have no template of it; {images} retained images \
+                 can be re-embedded (`dvsp reembed --to {id}`); {n} subjects have no retained \
+                 image and must be enrolled again:"
+            );
+            println!("{:<24} {:<40} {:>9}", "gallery", "subject", "templates");
+            for p in &subjects {
+                println!(
+                    "{:<24} {:<40} {:>9}",
+                    p.gallery_id, p.subject_id, p.templates
+                );
+            }
+            if (subjects.len() as i64) < n {
+                println!("... and {} more (--limit)", n - subjects.len() as i64);
+            }
+        }
     }
     Ok(())
 }

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 
-use crate::audit::ThresholdAt;
+use crate::server::served::{Loading, OperatingPoint, Served};
 use crate::server::tls::{CertFiles, Listener};
 use crate::server::{self, Batching, Limits};
 use crate::store::{PoolConfig, Store};
@@ -106,6 +106,15 @@ pub struct Args {
     /// (other replicas, `dvsp galleries renew`); PostgreSQL also notifies at once.
     #[arg(long, env = "DVSP_INDEX_POLL_MS", default_value_t = 1000, value_parser = clap::value_parser!(u64).range(10..=60_000))]
     pub index_poll_ms: u64,
+    /// Keep every enrollment image, sealed like the templates (AES-256-GCM under the template
+    /// keys) and deleted with its subject, so that `dvsp reembed` can embed it with a new
+    /// model instead of the subject being enrolled again. Biometric data: opt-in.
+    #[arg(long, env = "DVSP_RETAIN_IMAGES")]
+    pub retain_images: bool,
+    /// With --models-dir: how often the registry is read for a newly promoted model
+    /// (PostgreSQL also notifies at once).
+    #[arg(long, env = "DVSP_REGISTRY_POLL_MS", default_value_t = 2000, value_parser = clap::value_parser!(u64).range(50..=600_000))]
+    pub registry_poll_ms: u64,
     /// Longest wait for a free store connection; then the request is 503 with Retry-After.
     #[arg(long, env = "DVSP_DB_ACQUIRE_TIMEOUT_MS", default_value_t = 5000)]
     pub db_acquire_timeout_ms: u64,
@@ -126,49 +135,48 @@ impl Args {
                 .map_err(Into::into),
         };
         let store = opened.with_context(|| format!("opening the store {}", redact(&self.db)))?;
-        let model_dir = match (&self.models_dir, &self.model) {
+        let operating_point = match self.threshold {
+            Some(t) => OperatingPoint::Explicit(t),
+            None => OperatingPoint::Fmr(self.fmr),
+        };
+        let loading = Loading {
+            operating_point,
+            batching: Batching {
+                max_batch: self.max_batch,
+                max_wait: self.max_wait_ms.map(Duration::from_millis),
+                queue: self.queue,
+            },
+            precision: self.precision,
+            max_uncertainty: self.max_uncertainty,
+        };
+        let metrics = Arc::new(server::metrics::Metrics::new());
+        let (serving, previous) = match (&self.models_dir, &self.model) {
             (Some(root), _) => {
-                let serving = store.serving_model().await?.context(
+                anyhow::ensure!(
+                    self.threshold.is_none(),
+                    "--threshold is one model's; with --models-dir each model's T comes from its card at --fmr"
+                );
+                let row = store.serving_model().await?.context(
                     "--models-dir: no model serves in the registry yet: `dvsp models register`, then `dvsp models promote`",
                 )?;
-                let dir = crate::registry::model_dir(root, &serving.id);
-                // The card the gate judged, not one rewritten since (an audit, an eval).
-                let card = std::fs::read(dir.join(crate::artifact::CARD))
-                    .with_context(|| format!("the registry's serving model {}", serving.id))?;
-                anyhow::ensure!(
-                    crate::registry::sha256_hex(&card) == serving.card_sha256,
-                    "{}: the card of the serving model {} changed since it was registered",
-                    dir.display(),
-                    serving.id
-                );
-                dir
+                let serving = Served::load_registered(root, &row, &loading, metrics.clone())?;
+                // The model served before stays loaded for subjects not yet re-embedded; one
+                // that no longer loads is left out (its subjects get 409 until re-embedded).
+                let previous = match store.replaced_by(&row.id).await? {
+                    Some(id) => match store.model(&id).await? {
+                        Some(prev) => Served::load_registered(root, &prev, &loading, metrics.clone())
+                            .inspect_err(|e| {
+                                tracing::warn!(model = %id, error = %format!("{e:#}"), "the previous model did not load; its subjects need re-embedding")
+                            })
+                            .ok(),
+                        None => None,
+                    },
+                    None => None,
+                };
+                (serving, previous)
             }
-            (None, Some(dir)) => dir.clone(),
+            (None, Some(dir)) => (Served::load(dir, &loading, metrics.clone())?, None),
             (None, None) => anyhow::bail!("give --model DIR or --models-dir DIR"),
-        };
-        let mut model = crate::artifact::load(&model_dir, crate::device())?;
-        if self.models_dir.is_some() {
-            let id = model_dir.file_name().and_then(|n| n.to_str()).unwrap_or("");
-            anyhow::ensure!(
-                model.card.model_id == id,
-                "{}: holds model {}, not {id}",
-                model_dir.display(),
-                model.card.model_id
-            );
-        }
-        model.net.set_precision(&mut model.vs, self.precision);
-        let method = model.card.training.config.method;
-        anyhow::ensure!(
-            self.max_uncertainty.is_none() || method.variational(),
-            "--max-uncertainty needs a dvsp or dvib model (its posterior spread r(x)); this model is {}",
-            method.name()
-        );
-        let (threshold, op) = match self.threshold {
-            Some(t) => (t, "explicit".to_string()),
-            None => (
-                ThresholdAt::Fmr(self.fmr).from_card(&model.card)?,
-                format!("fmr={:e}", self.fmr),
-            ),
         };
         let keyring = self.keys.load()?;
         let plaintext = store.count_plaintext().await?;
@@ -190,28 +198,22 @@ impl Args {
             max_connections: self.max_connections,
             max_in_flight: self.max_in_flight,
         };
-        let batching = Batching {
-            max_batch: self
-                .max_batch
-                .unwrap_or(if model.vs.device().is_cuda() { 128 } else { 32 }),
-            max_wait: Duration::from_millis(
-                self.max_wait_ms
-                    .unwrap_or(if model.vs.device().is_cuda() { 2 } else { 0 }),
-            ),
-            queue: self.queue,
+        let setup = server::Setup {
+            store,
+            keyring,
+            loading,
+            limits,
+            retain_images: self.retain_images,
         };
-        let faces = match model.card.net.input.face {
-            Some(_) => Some(crate::face::photo::load_for(&model_dir)?),
-            None => None,
-        };
-        let state = server::App::new(
-            model, store, keyring, threshold, op, limits, batching, faces,
-        );
+        let state = server::App::new(setup, metrics, serving, previous);
         state
             .clone()
             .sync_index(Duration::from_millis(self.index_poll_ms))
             .await
             .context("loading the gallery index")?;
+        if let Some(root) = &self.models_dir {
+            state.watch_registry(root.clone(), Duration::from_millis(self.registry_poll_ms));
+        }
         Ok(state)
     }
 
@@ -257,14 +259,22 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         let metrics = tokio::net::TcpListener::bind(&a.metrics_bind)
             .await
             .with_context(|| format!("binding {}", a.metrics_bind))?;
-        tracing::info!(addr = %listener.local_addr()?, model = %state.card.model_id, threshold = state.threshold, "serving");
+        let l = state.lineup();
+        tracing::info!(addr = %listener.local_addr()?, model = %l.serving.card.model_id, threshold = l.serving.threshold, "serving");
         println!(
             "dvsp serving model {} on {scheme}://{} (T = {:.4}, {})",
-            state.card.model_id,
+            l.serving.card.model_id,
             listener.local_addr()?,
-            state.threshold,
-            state.operating_point
+            l.serving.threshold,
+            state.loading.operating_point.name()
         );
+        if let Some(p) = &l.previous {
+            println!(
+                "dvsp keeps the previous model {} loaded for subjects not yet re-embedded",
+                p.card.model_id
+            );
+        }
+        drop(l);
         // A signal, or either server ending (an error), stops both; each finishes its
         // in-flight requests.
         let (stop, stopped) = tokio::sync::watch::channel(false);

@@ -7,7 +7,8 @@ use axum::http::Method;
 use axum::middleware::Next;
 use axum::response::Response;
 use prometheus::{
-    Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
+    Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry,
 };
 
 use super::AppState;
@@ -16,11 +17,18 @@ pub struct Metrics {
     pub registry: Registry,
     pub requests: IntCounterVec,
     pub latency: HistogramVec,
-    pub batch_size: Histogram,
-    pub inference_seconds: Histogram,
+    /// Images per micro-batch and its time, by model id.
+    pub batch_size: HistogramVec,
+    pub inference_seconds: HistogramVec,
     pub queue_depth: IntGauge,
     pub templates: IntGauge,
+    /// Decisions by kind, outcome and model id.
     pub decisions: IntCounterVec,
+    /// 1 for each model this replica has loaded, by model id and role (`serving`, or
+    /// `previous`: kept for subjects not yet re-embedded).
+    pub models: IntGaugeVec,
+    /// Switches to a newly promoted model, by result (`switched`, `failed`).
+    pub model_switches: IntCounterVec,
     pub auth_failures: IntCounterVec,
     pub grpc_requests: IntCounterVec,
     pub grpc_latency: HistogramVec,
@@ -77,22 +85,40 @@ impl Metrics {
             &["method"],
         )
         .expect("metric");
-        let batch_size = Histogram::with_opts(
+        let batch_size = HistogramVec::new(
             HistogramOpts::new(
                 "dvsp_inference_batch_size",
-                "Images per inference micro-batch",
+                "Images per inference micro-batch, by model",
             )
             .buckets(vec![1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0]),
+            &["model"],
         )
         .expect("metric");
-        let inference_seconds = Histogram::with_opts(
+        let inference_seconds = HistogramVec::new(
             HistogramOpts::new(
                 "dvsp_inference_duration_seconds",
-                "Time of one inference micro-batch",
+                "Time of one inference micro-batch, by model",
             )
             .buckets(vec![
                 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0,
             ]),
+            &["model"],
+        )
+        .expect("metric");
+        let models = IntGaugeVec::new(
+            Opts::new(
+                "dvsp_model_loaded",
+                "Models this replica has loaded (1), by model id and role (serving, previous)",
+            ),
+            &["model", "role"],
+        )
+        .expect("metric");
+        let model_switches = IntCounterVec::new(
+            Opts::new(
+                "dvsp_model_switches_total",
+                "Switches to a newly promoted model, by result",
+            ),
+            &["result"],
         )
         .expect("metric");
         let queue_depth = IntGauge::new(
@@ -105,9 +131,9 @@ impl Metrics {
         let decisions = IntCounterVec::new(
             Opts::new(
                 "dvsp_decisions_total",
-                "Verification and identification decisions by outcome",
+                "Verification and identification decisions by outcome and model",
             ),
-            &["kind", "outcome"],
+            &["kind", "outcome", "model"],
         )
         .expect("metric");
         let auth_failures = IntCounterVec::new(
@@ -161,6 +187,8 @@ impl Metrics {
             Box::new(queue_depth.clone()),
             Box::new(templates.clone()),
             Box::new(decisions.clone()),
+            Box::new(models.clone()),
+            Box::new(model_switches.clone()),
             Box::new(auth_failures.clone()),
             Box::new(grpc_requests.clone()),
             Box::new(grpc_latency.clone()),
@@ -182,6 +210,8 @@ impl Metrics {
             queue_depth,
             templates,
             decisions,
+            models,
+            model_switches,
             auth_failures,
             grpc_requests,
             grpc_latency,

@@ -19,6 +19,7 @@ pub mod metrics;
 pub mod openapi;
 pub mod request_id;
 mod routes;
+pub mod served;
 pub mod service;
 pub mod tls;
 pub mod worker;
@@ -34,7 +35,6 @@ use tower_http::request_id::PropagateRequestIdLayer;
 use tower_http::set_header::SetResponseHeaderLayer;
 use tower_http::trace::TraceLayer;
 
-use crate::artifact::{Model, ModelCard};
 use crate::store::Store;
 
 /// Request limits and the brute-force guard.
@@ -67,7 +67,7 @@ pub struct Limits {
 pub struct App {
     /// Galleries, templates, API keys and the audit trail (the only state).
     pub store: Store,
-    /// The master keys that seal and open templates.
+    /// The master keys that seal and open templates and retained images.
     pub keyring: crate::seal::Keyring,
     /// Appends the audit trail (group commit).
     pub trail: service::trail::TrailWriter,
@@ -76,25 +76,18 @@ pub struct App {
         std::sync::Mutex<std::collections::HashMap<(String, i64), Arc<crate::protect::Transform>>>,
     /// API keys recently looked up (`auth::KEY_TTL`).
     pub keys: auth::KeyCache,
-    /// The in-memory gallery index of the served model's templates (1:N and 1:1 search).
-    pub index: index::Index,
-    /// The inference thread.
-    pub worker: worker::Worker,
-    /// The served model's card.
-    pub card: ModelCard,
-    /// The served model's directory, whose plots (`*.png` from `eval` and `audit`) the
-    /// console shows.
-    pub model_dir: std::path::PathBuf,
+    /// The models served now, with the serving model's gallery index (`served.rs`).
+    lineup: std::sync::RwLock<Arc<served::Lineup>>,
+    /// One switch to a new model at a time.
+    switching: tokio::sync::Mutex<()>,
+    /// How a newly promoted model is loaded.
+    pub loading: served::Loading,
+    /// Whether enrollment images are kept, sealed, for re-embedding with a new model.
+    pub retain_images: bool,
     /// When this replica started (the console's uptime).
     pub started: std::time::Instant,
-    /// Decision threshold T on the cosine distance (match when D <= T, eq. 1).
-    pub threshold: f64,
-    /// Where T comes from, e.g. "fmr=1e-3" or "explicit".
-    pub operating_point: String,
     pub metrics: Arc<metrics::Metrics>,
     pub limits: Limits,
-    /// Face detection and landmarks, for face models (their input has a face crop).
-    pub faces: Option<Arc<std::sync::Mutex<crate::face::FaceApi>>>,
     /// Images being decoded at once: one per core (each may allocate the decode budget).
     pub decode_slots: tokio::sync::Semaphore,
 }
@@ -104,48 +97,47 @@ pub type AppState = Arc<App>;
 /// Micro-batching of the inference worker.
 #[derive(Debug, Clone, Copy)]
 pub struct Batching {
-    pub max_batch: usize,
-    pub max_wait: Duration,
+    /// Largest micro-batch (default 32 on the CPU, 128 on a GPU).
+    pub max_batch: Option<usize>,
+    /// Longest wait for more work when others are waiting (default 0 on the CPU, 2 ms on a
+    /// GPU).
+    pub max_wait: Option<Duration>,
     pub queue: usize,
 }
 
+/// What a replica is started with, besides its models.
+pub struct Setup {
+    pub store: Store,
+    pub keyring: crate::seal::Keyring,
+    pub loading: served::Loading,
+    pub limits: Limits,
+    pub retain_images: bool,
+}
+
 impl App {
-    #[allow(clippy::too_many_arguments)]
+    /// The app serving `serving` (and `previous`, for subjects still only enrolled with it),
+    /// whose inference threads were started on `metrics`.
     pub fn new(
-        model: Model,
-        store: Store,
-        keyring: crate::seal::Keyring,
-        threshold: f64,
-        operating_point: String,
-        limits: Limits,
-        batching: Batching,
-        faces: Option<crate::face::FaceApi>,
+        setup: Setup,
+        metrics: Arc<metrics::Metrics>,
+        serving: served::Served,
+        previous: Option<served::Served>,
     ) -> AppState {
-        let metrics = Arc::new(metrics::Metrics::new());
-        let (card, model_dir) = (model.card.clone(), model.dir.clone());
-        let worker = worker::Worker::start(
-            model,
-            batching.max_batch.max(1),
-            batching.max_wait,
-            batching.queue.max(1),
-            metrics.clone(),
-        );
+        let lineup = served::Lineup::new(serving, previous);
+        lineup.publish(&metrics);
         Arc::new(App {
-            trail: service::trail::TrailWriter::start(store.clone()),
-            store,
-            keyring,
+            trail: service::trail::TrailWriter::start(setup.store.clone()),
+            store: setup.store,
+            keyring: setup.keyring,
             transforms: Default::default(),
-            index: Default::default(),
             keys: Default::default(),
-            worker,
-            card,
-            model_dir,
+            lineup: std::sync::RwLock::new(Arc::new(lineup)),
+            switching: Default::default(),
+            loading: setup.loading,
+            retain_images: setup.retain_images,
             started: std::time::Instant::now(),
-            threshold,
-            operating_point,
             metrics,
-            limits,
-            faces: faces.map(|f| Arc::new(std::sync::Mutex::new(f))),
+            limits: setup.limits,
             decode_slots: tokio::sync::Semaphore::new(
                 std::thread::available_parallelism().map_or(1, |n| n.get()),
             ),

@@ -111,7 +111,7 @@ pub fn document() -> Value {
             },
             "/v1/subjects/{id}/verify": {
                 "parameters": [id_param("id")],
-                "post": op("1:1 verify a probe against a subject (best template): {match, similarity, distance, threshold, quality, model_id}", "verify", ("200", "decision"), Some(image_body(&["image"])), &with(&["400", "404", "409", "413", "415", "422", "429", "503"]))
+                "post": op("1:1 verify a probe against a subject (best template of the serving model, else of the previous one: migrating true): {match, similarity, distance, threshold, quality, model_id, migrating}", "verify", ("200", "decision"), Some(image_body(&["image"])), &with(&["400", "404", "409", "413", "415", "422", "429", "503"]))
             },
             "/v1/verify": {
                 "post": op("Verify two images against each other; nothing is stored", "verify", ("200", "decision"), Some(image_body(&["image_a", "image_b"])), &probe_errors)

@@ -46,6 +46,7 @@ impl Worker {
     ) -> Worker {
         let (tx, rx) = sync_channel::<Job>(queue);
         let m = metrics.clone();
+        let label = [model.card.model_id.clone()];
         std::thread::Builder::new()
             .name("dvsp-inference".into())
             .spawn(move || {
@@ -81,8 +82,10 @@ impl Worker {
                         run_batch(&model, &jobs, device)
                     }))
                     .unwrap_or_else(|_| Err("inference panicked on this batch".to_string()));
-                    m.batch_size.observe(n as f64);
-                    m.inference_seconds.observe(start.elapsed().as_secs_f64());
+                    m.batch_size.with_label_values(&label).observe(n as f64);
+                    m.inference_seconds
+                        .with_label_values(&label)
+                        .observe(start.elapsed().as_secs_f64());
                     let mut result = result.map(|v| v.into_iter());
                     for job in jobs {
                         let reply = match &mut result {

@@ -64,6 +64,11 @@ pub struct ModelEvent {
 
 const COLUMNS: &str = "id, card, card_sha256, state, registered_at, registered_by, gate";
 
+/// The detail of the `retire` event a promotion of `id` records on the model it replaces.
+fn replaced_detail(id: &str) -> String {
+    serde_json::json!({ "replaced_by": id }).to_string()
+}
+
 fn json(s: Option<String>) -> Option<serde_json::Value> {
     s.and_then(|s| serde_json::from_str(&s).ok())
 }
@@ -215,8 +220,7 @@ impl Store {
                 if n != 1 {
                     return Ok(Err(StoreError::Conflict));
                 }
-                let detail = serde_json::json!({ "replaced_by": id }).to_string();
-                event!(tx, old, "retire", actor, Some(detail))?;
+                event!(tx, old, "retire", actor, Some(replaced_detail(id)))?;
             }
             let n = sqlx::query(
                 "UPDATE models SET state = 'serving', gate = $2 WHERE id = $1 AND state <> 'serving'",
@@ -294,6 +298,43 @@ impl Store {
         }
         .await);
         r?
+    }
+
+    /// The model whose retirement the promotion of `id` made (the one served before it).
+    pub async fn replaced_by(&self, id: &str) -> StoreResult<Option<String>> {
+        text("model id", id)?;
+        let detail = replaced_detail(id);
+        let v = on_pool!(self, |p| sqlx::query_scalar(
+            "SELECT model_id FROM model_events WHERE action = 'retire' AND detail = $1 \
+             ORDER BY seq DESC LIMIT 1"
+        )
+        .bind(&detail)
+        .fetch_optional(p)
+        .await)?;
+        Ok(v)
+    }
+
+    /// Records an admin action on model `id` that changes no row of `models` (`reembed`).
+    pub async fn record_model_event(
+        &self,
+        id: &str,
+        action: &str,
+        actor: &str,
+        detail: &serde_json::Value,
+    ) -> StoreResult<()> {
+        text("model id", id)?;
+        text("actor", actor)?;
+        let detail = detail.to_string();
+        on_pool!(self, |p| async {
+            let mut tx = p.begin().await?;
+            event!(tx, id, action, actor, Some(detail.clone()))?;
+            tx.commit().await
+        }
+        .await)
+        .map_err(|e| match e {
+            e if super::foreign_key_violation(&e) => StoreError::Missing,
+            e => e.into(),
+        })
     }
 
     /// The admin actions on `id`, in order.

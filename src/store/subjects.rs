@@ -130,7 +130,7 @@ impl Store {
         Ok(rows)
     }
 
-    /// Deletes a subject and its templates (one transaction): the number of templates
+    /// Deletes a subject with its templates and retained images (one transaction): the number of templates
     /// deleted, `None` if the gallery has no such subject.
     pub async fn delete_subject(&self, gallery: &str, id: &str) -> StoreResult<Option<u64>> {
         text("gallery id", gallery)?;
@@ -145,6 +145,13 @@ impl Store {
                         .execute(&mut *tx)
                         .await?
                         .rows_affected();
+                sqlx::query(
+                    "DELETE FROM enrollment_images WHERE gallery_id = $1 AND subject_id = $2",
+                )
+                .bind(gallery)
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
                 let n = sqlx::query("DELETE FROM subjects WHERE gallery_id = $1 AND id = $2")
                     .bind(gallery)
                     .bind(id)

@@ -3,7 +3,8 @@
 use serde::Serialize;
 use sqlx::Row;
 
-use super::{foreign_key_violation, now_ms, text, Store, StoreError, StoreResult};
+use super::images::insert_image;
+use super::{foreign_key_violation, now_ms, text, SealedImage, Store, StoreError, StoreResult};
 use crate::seal::Sealed;
 
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -12,6 +13,9 @@ pub struct TemplateInfo {
     pub model_id: String,
     pub quality: Option<f64>,
     pub created_at: i64,
+    /// Whether the enrollment image it was embedded from is kept (`serve --retain-images`),
+    /// so `dvsp reembed` can embed it with a new model.
+    pub image_retained: bool,
 }
 
 /// A stored template as it is in the store: whose it is and its sealed feature.
@@ -82,7 +86,7 @@ macro_rules! sealed_row {
             sealed: Sealed {
                 key_id: $r.get(4),
                 data_key: $r.get(5),
-                feature: $r.get(6),
+                ciphertext: $r.get(6),
             },
         }
     };
@@ -109,10 +113,13 @@ pub struct PlainRow {
 }
 
 impl Store {
+    /// Stores a template, and with it (`image`: `serve --retain-images`) the sealed image it
+    /// was embedded from, in one transaction.
     pub async fn add_template(
         &self,
         row: &SealedRow,
         quality: Option<f64>,
+        image: Option<&SealedImage>,
     ) -> StoreResult<TemplateInfo> {
         text("template id", &row.id)?;
         text("gallery id", &row.gallery_id)?;
@@ -123,11 +130,17 @@ impl Store {
             model_id: row.model_id.clone(),
             quality,
             created_at: now_ms(),
+            image_retained: image.is_some(),
         };
-        on_pool!(self, |p| {
+        on_pool!(self, |p| async {
+            let mut tx = p.begin().await?;
+            if let Some(image) = image {
+                insert_image!(tx, image)?;
+            }
             sqlx::query(
                 "INSERT INTO templates (id, gallery_id, subject_id, model_id, key_id, data_key, \
-                 feature, quality, created_at, epoch) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+                 feature, quality, created_at, epoch, image_id) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
             )
             .bind(&row.id)
             .bind(&row.gallery_id)
@@ -135,14 +148,16 @@ impl Store {
             .bind(&row.model_id)
             .bind(&row.sealed.key_id)
             .bind(&row.sealed.data_key)
-            .bind(&row.sealed.feature)
+            .bind(&row.sealed.ciphertext)
             .bind(t.quality)
             .bind(t.created_at)
             .bind(row.epoch)
-            .execute(p)
-            .await
-            .map(|_| ())
-        })
+            .bind(image.map(|i| &i.id))
+            .execute(&mut *tx)
+            .await?;
+            tx.commit().await
+        }
+        .await)
         .map_err(|e| {
             if foreign_key_violation(&e) {
                 StoreError::Missing
@@ -162,7 +177,7 @@ impl Store {
         text("subject id", subject_id)?;
         let rows = on_pool!(self, |p| {
             sqlx::query(
-                "SELECT id, model_id, quality, created_at FROM templates \
+                "SELECT id, model_id, quality, created_at, image_id IS NOT NULL FROM templates \
                  WHERE gallery_id = $1 AND subject_id = $2 ORDER BY created_at, id",
             )
             .bind(gallery)
@@ -176,6 +191,7 @@ impl Store {
                         model_id: r.get(1),
                         quality: r.get(2),
                         created_at: r.get(3),
+                        image_retained: r.get(4),
                     })
                     .collect()
             })
@@ -299,7 +315,7 @@ impl Store {
                             .bind(&row.model_id)
                             .bind(&row.sealed.key_id)
                             .bind(&row.sealed.data_key)
-                            .bind(&row.sealed.feature)
+                            .bind(&row.sealed.ciphertext)
                             .bind(*quality)
                             .bind(now)
                             .bind(row.epoch);
@@ -409,7 +425,7 @@ impl Store {
                     )
                     .bind(&r.row.sealed.key_id)
                     .bind(&r.row.sealed.data_key)
-                    .bind(&r.row.sealed.feature)
+                    .bind(&r.row.sealed.ciphertext)
                     .bind(r.row.epoch)
                     .bind(&r.row.id)
                     .bind(&r.from_key)
@@ -440,7 +456,8 @@ impl Store {
         Ok(rows)
     }
 
-    /// Deletes one template of a subject. False if there was none.
+    /// Deletes one template of a subject, and the retained image it was embedded from when
+    /// no other template was embedded from it. False if there was none.
     pub async fn delete_template(
         &self,
         gallery: &str,
@@ -450,16 +467,31 @@ impl Store {
         text("gallery id", gallery)?;
         text("subject id", subject_id)?;
         text("template id", id)?;
-        let r = on_pool!(self, |p| sqlx::query(
-            "DELETE FROM templates WHERE id = $1 AND gallery_id = $2 AND subject_id = $3"
-        )
-        .bind(id)
-        .bind(gallery)
-        .bind(subject_id)
-        .execute(p)
-        .await
-        .map(|r| r.rows_affected()))?;
-        Ok(r > 0)
+        let r = on_pool!(self, |p| async {
+            let mut tx = p.begin().await?;
+            let image: Option<Option<String>> = sqlx::query_scalar(
+                "DELETE FROM templates WHERE id = $1 AND gallery_id = $2 AND subject_id = $3 \
+                 RETURNING image_id",
+            )
+            .bind(id)
+            .bind(gallery)
+            .bind(subject_id)
+            .fetch_optional(&mut *tx)
+            .await?;
+            if let Some(Some(image)) = &image {
+                sqlx::query(
+                    "DELETE FROM enrollment_images WHERE id = $1 AND NOT EXISTS \
+                     (SELECT 1 FROM templates WHERE image_id = $1)",
+                )
+                .bind(image)
+                .execute(&mut *tx)
+                .await?;
+            }
+            tx.commit().await?;
+            Ok::<_, sqlx::Error>(image.is_some())
+        }
+        .await)?;
+        Ok(r)
     }
 
     /// Templates in the whole store (the gauge; never shown to a gallery's keys).

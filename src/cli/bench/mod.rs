@@ -7,8 +7,10 @@
 //! and p50/p99 latency at concurrency 1, 8, 32, 128, then REST vs gRPC verify on one server
 //! at concurrency 32 (reference: REST, batching off, concurrency 1); `dvsp bench http`: the
 //! same routes loaded on several running servers in turns (reference: the first);
-//! `dvsp bench identify`: 1:N search by gallery size (`identify.rs`).
+//! `dvsp bench identify`: 1:N search by gallery size (`identify.rs`); `dvsp bench rollout`:
+//! retrain, promotion, switch and re-embedding under load (`rollout.rs`).
 mod identify;
+mod rollout;
 
 use std::path::PathBuf;
 use std::time::Instant;
@@ -39,6 +41,10 @@ pub enum What {
     /// 1:N identify at each `--templates` gallery size: the in-memory index against the
     /// exhaustive store search it replaced and the machine's memory pass (needs --model).
     Identify,
+    /// The retraining job's rollout under a steady verify load: retrain B, gate, promote,
+    /// switch, re-embed, all subjects on B; p99 per phase against the steady phase on A
+    /// (needs --model A).
+    Rollout,
 }
 
 #[derive(Debug, clap::Args)]
@@ -74,6 +80,12 @@ pub struct Args {
     /// `identify`: gallery sizes, e.g. 10000,100000,1000000.
     #[arg(long, value_delimiter = ',')]
     pub templates: Vec<usize>,
+    /// `rollout`: the store (default: a temporary SQLite file); its registry must be empty.
+    #[arg(long)]
+    pub db: Option<String>,
+    /// `rollout`: subjects enrolled (with their images kept) and verified.
+    #[arg(long, default_value_t = 50)]
+    pub subjects: usize,
 }
 
 /// PNG bytes of the first `n` test-split images of `data`.
@@ -306,7 +318,7 @@ fn serve(a: &Args) -> anyhow::Result<()> {
             let m = dir.to_str().unwrap_or_default();
             let args = ServeCli::parse_from(["serve", "--model", m, "--db", &db, "--template-keys", keyring.to_str().unwrap_or_default(), "--max-batch", batch, "--max-attempts", "1000000000", "--max-subject-attempts", "1000000000", "--max-key-probes", "1000000000", "--queue", "1024"]).args;
             let state = args.state().await?;
-            let metrics = state.metrics.clone();
+            let batches = state.metrics.batch_size.with_label_values(&[&state.lineup().serving.card.model_id]);
             let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
             let grpc_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
             let base = format!("http://{}", listener.local_addr()?);
@@ -323,7 +335,7 @@ fn serve(a: &Args) -> anyhow::Result<()> {
             let protocols: &[&str] = if cell == 2 { &["REST", "gRPC"] } else { &["REST"] };
             for &protocol in protocols {
                 for &conc in concs {
-                    let (b0, n0) = (metrics.batch_size.get_sample_sum(), metrics.batch_size.get_sample_count());
+                    let (b0, n0) = (batches.get_sample_sum(), batches.get_sample_count());
                     let (rps, lat) = if protocol == "REST" {
                         let (client, pngs, key, url) = (client.clone(), pngs.clone(), key.clone(), format!("{base}/v1/subjects/bench/verify"));
                         load(conc, a.requests, move |i| {
@@ -348,7 +360,7 @@ fn serve(a: &Args) -> anyhow::Result<()> {
                         })
                         .await?
                     };
-                    let mean_batch = (metrics.batch_size.get_sample_sum() - b0) / (metrics.batch_size.get_sample_count() - n0).max(1) as f64;
+                    let mean_batch = (batches.get_sample_sum() - b0) / (batches.get_sample_count() - n0).max(1) as f64;
                     let r = *reference.get_or_insert(rps);
                     println!("| {protocol} | {mode} | {conc} | {rps:.0} | {:.2} | {:.2} | {mean_batch:.1} | {:.2} |", quantile(&lat, 0.5), quantile(&lat, 0.99), rps / r);
                 }
@@ -660,6 +672,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         What::Http => return http(&a),
         What::Identify => return identify::run(&a),
         What::Precision => return precision(&a),
+        What::Rollout => return rollout::run(&a),
         What::Train => {}
     }
     let cases = [

@@ -162,6 +162,7 @@ impl Verification for Grpc {
                         model_id: t.model_id,
                         quality: t.quality,
                         created_at_ms: t.created_at,
+                        image_retained: t.image_retained,
                     })
                     .collect(),
             })
@@ -212,6 +213,7 @@ impl Verification for Grpc {
                 model_id: e.model_id,
                 quality: e.quality,
                 created_at_ms: e.created_at,
+                image_retained: e.image_retained,
             })
         })
         .await
@@ -243,6 +245,7 @@ impl Verification for Grpc {
                 subject_id: d.subject_id,
                 decision_rule: d.decision_rule.to_string(),
                 templates_compared: d.templates_compared as u32,
+                migrating: d.migrating,
                 decision: Some(d.decision.into()),
             })
         })
@@ -305,6 +308,7 @@ impl Verification for Grpc {
                 operating_point: m.operating_point,
                 card_json: serde_json::to_string(&m.card)
                     .map_err(|e| ApiError::Internal(e.to_string()))?,
+                previous_model_id: m.previous_model_id,
             })
         })
         .await

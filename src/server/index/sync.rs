@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use super::{Cell, Shard};
 use crate::server::error::ApiError;
+use crate::server::served::Lineup;
 use crate::server::App;
 use crate::store::{SealedRow, Store};
 
@@ -22,28 +23,33 @@ const CHANGES: i64 = 1_000;
 const KEEP_CHANGES: Duration = Duration::from_secs(3600);
 
 impl App {
-    /// The index shard of `gallery`, loaded if this replica has not loaded it yet.
-    pub async fn shard(&self, gallery: &str) -> Result<Arc<Cell>, ApiError> {
-        let cell = self.index.cell(gallery);
+    /// The shard of `gallery` in `l`'s index, loaded if this replica has not loaded it yet.
+    pub async fn shard(&self, l: &Lineup, gallery: &str) -> Result<Arc<Cell>, ApiError> {
+        let cell = l.index.cell(gallery);
         if !cell.shard.read().expect("shard").loaded {
-            self.catch_up(gallery, &cell).await?;
+            self.catch_up(l, gallery, &cell).await?;
         }
         Ok(cell)
     }
 
-    /// Brings `gallery`'s shard up to the store's latest version.
+    /// Brings `gallery`'s shard of the serving index up to the store's latest version.
     pub async fn refresh(&self, gallery: &str) -> Result<(), ApiError> {
-        let cell = self.index.cell(gallery);
-        self.catch_up(gallery, &cell).await
+        self.refresh_in(&self.lineup(), gallery).await
     }
 
-    async fn catch_up(&self, gallery: &str, cell: &Arc<Cell>) -> Result<(), ApiError> {
+    /// Brings `gallery`'s shard of `l`'s index up to the store's latest version.
+    pub async fn refresh_in(&self, l: &Lineup, gallery: &str) -> Result<(), ApiError> {
+        let cell = l.index.cell(gallery);
+        self.catch_up(l, gallery, &cell).await
+    }
+
+    async fn catch_up(&self, l: &Lineup, gallery: &str, cell: &Arc<Cell>) -> Result<(), ApiError> {
         let _one = cell.sync.lock().await;
         // Whether the shard's version is recent (just loaded or caught up by this call), so
         // that no change after it can have been pruned yet.
         let mut recent = false;
         if !cell.shard.read().expect("shard").loaded {
-            self.load(gallery, cell).await?;
+            self.load(l, gallery, cell).await?;
             recent = true;
         }
         loop {
@@ -59,7 +65,7 @@ impl App {
             }
             if pruned || changes.first().is_some_and(|c| c.version != version + 1) {
                 tracing::info!(gallery, version, "index behind the kept changes: reloading");
-                self.load(gallery, cell).await?;
+                self.load(l, gallery, cell).await?;
                 recent = true;
                 continue;
             }
@@ -73,7 +79,7 @@ impl App {
                 .into_iter()
                 .collect();
             let rows = self.store.templates_by_id(gallery, &ids).await?;
-            let opened = self.open_served(rows);
+            let opened = self.open_of(&l.serving.card.model_id, rows);
             // Off the runtime: the write lock waits for any search holding the shard.
             let c = cell.clone();
             tokio::task::spawn_blocking(move || {
@@ -89,14 +95,15 @@ impl App {
             .await
             .map_err(|e| ApiError::Internal(format!("applying index changes: {e}")))?;
             recent = true;
-            self.publish_index_size();
+            self.publish_index_size(l);
         }
         Ok(())
     }
 
     /// Replaces `gallery`'s shard by a full load from the store, at the version read before
     /// the load began (the catch-up after it re-applies whatever changed meanwhile).
-    async fn load(&self, gallery: &str, cell: &Arc<Cell>) -> Result<(), ApiError> {
+    async fn load(&self, l: &Lineup, gallery: &str, cell: &Arc<Cell>) -> Result<(), ApiError> {
+        let model = &l.serving.card.model_id;
         let version = self.store.gallery_version(gallery).await?;
         let started = std::time::Instant::now();
         let mut shard = Shard {
@@ -108,13 +115,13 @@ impl App {
         loop {
             let rows = self
                 .store
-                .gallery_templates(gallery, &self.card.model_id, &after, PAGE)
+                .gallery_templates(gallery, model, &after, PAGE)
                 .await?;
             let Some(last) = rows.last() else {
                 break;
             };
             after = last.id.clone();
-            for (row, feature) in self.open_served(rows) {
+            for (row, feature) in self.open_of(model, rows) {
                 shard.upsert(&row.id, &row.subject_id, row.epoch, &feature);
             }
             if shard.count().is_multiple_of(10 * PAGE as usize) {
@@ -135,17 +142,17 @@ impl App {
         tokio::task::spawn_blocking(move || *c.shard.write().expect("shard") = shard)
             .await
             .map_err(|e| ApiError::Internal(format!("swapping in the index: {e}")))?;
-        self.publish_index_size();
+        self.publish_index_size(l);
         Ok(())
     }
 
-    /// The rows of the served model, opened. A row that does not open (tampered, or copied
-    /// onto another row) stays out of the index: it is counted and logged here (no feature
-    /// bytes); identify skips it, and a verify of a subject none of whose rows is in the index
-    /// reads the store and fails on it (500).
-    fn open_served(&self, rows: Vec<SealedRow>) -> Vec<(SealedRow, Vec<f32>)> {
+    /// The rows of `model`, opened. A row that does not open (tampered, or copied onto
+    /// another row) stays out of the index: it is counted and logged here (no feature bytes);
+    /// identify skips it, and a verify of a subject none of whose rows is in the index reads
+    /// the store and fails on it (500).
+    fn open_of(&self, model: &str, rows: Vec<SealedRow>) -> Vec<(SealedRow, Vec<f32>)> {
         rows.into_iter()
-            .filter(|r| r.model_id == self.card.model_id)
+            .filter(|r| r.model_id == model)
             .filter_map(|r| match self.open(&r) {
                 Ok(f) => Some((r, f)),
                 Err(e) => {
@@ -156,8 +163,12 @@ impl App {
             .collect()
     }
 
-    fn publish_index_size(&self) {
-        let (n, bytes) = self.index.size();
+    /// The index gauges, from `l`'s index when it is the one serving.
+    fn publish_index_size(&self, l: &Lineup) {
+        if !Arc::ptr_eq(&self.lineup().index, &l.index) {
+            return;
+        }
+        let (n, bytes) = l.index.size();
         self.metrics.index_templates.set(n as i64);
         self.metrics.index_bytes.set(bytes as i64);
     }
@@ -198,18 +209,19 @@ impl App {
 
     /// Catches up every gallery whose version is ahead of its shard.
     async fn poll_versions(&self) {
+        let l = self.lineup();
         let versions = match self.store.gallery_versions().await {
             Ok(v) => v,
             Err(e) => return tracing::warn!(error = %e, "index poll failed"),
         };
         for (g, version) in versions {
-            let cell = self.index.cell(&g);
+            let cell = l.index.cell(&g);
             let behind = {
                 let s = cell.shard.read().expect("shard");
                 !s.loaded || s.version < version
             };
             if behind {
-                if let Err(e) = self.catch_up(&g, &cell).await {
+                if let Err(e) = self.catch_up(&l, &g, &cell).await {
                     tracing::warn!(error = %e, gallery = %g, "index catch-up failed");
                 }
             }

@@ -6,6 +6,7 @@ use axum::body::Bytes;
 use super::FaceBox;
 use crate::server::error::ApiError;
 use crate::server::input::decode;
+use crate::server::served::Served;
 use crate::server::worker::Embedding;
 use crate::server::App;
 
@@ -18,12 +19,16 @@ pub(super) struct Probe {
 }
 
 impl App {
-    /// Decodes (off the async runtime) and embeds `images` in one micro-batch job, refusing
-    /// probes more uncertain than the configured limit.
-    pub(super) async fn embed(&self, images: &[(&str, Bytes)]) -> Result<Vec<Probe>, ApiError> {
-        let input = self.card.net.input.clone();
+    /// Decodes (off the async runtime) and embeds `images` with model `m` in one micro-batch
+    /// job, refusing probes more uncertain than the configured limit.
+    pub(super) async fn embed(
+        &self,
+        m: &Served,
+        images: &[(&str, Bytes)],
+    ) -> Result<Vec<Probe>, ApiError> {
+        let input = m.card.net.input.clone();
         let max_pixels = self.limits.max_pixels;
-        let faces = self.faces.clone();
+        let faces = m.faces.clone();
         // Decoding allocates up to the decode budget per image (face photos more: a float
         // copy): one decode per core at a time, the others wait here without holding memory.
         let slot = self
@@ -43,7 +48,7 @@ impl App {
         // The decoded tensors are model-sized: the next decode may start during inference.
         drop(slot);
         let (tensors, faces): (Vec<_>, Vec<_>) = decoded.into_iter().unzip();
-        let out = self.worker.embed(tensors).await?;
+        let out = m.worker.embed(tensors).await?;
         if let Some(max) = self.limits.max_uncertainty {
             for ((name, _), e) in images.iter().zip(&out) {
                 if let Some(r) = e.spread.filter(|r| r.is_nan() || *r > max) {

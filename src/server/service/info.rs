@@ -27,37 +27,41 @@ impl App {
     /// The served model's card, threshold, operating point and the plots the caller may see
     /// (any key).
     pub async fn model_info(&self, caller: &Caller) -> Result<ModelInfo, ApiError> {
-        let mut plots = self.plots().await?;
+        let l = self.lineup();
+        let mut plots = plots(&l.serving.dir).await?;
         plots.retain(|p| may_see(caller, p));
         Ok(ModelInfo {
-            threshold: self.threshold,
-            operating_point: self.operating_point.clone(),
-            card: self.card.clone(),
+            threshold: l.serving.threshold,
+            operating_point: self.loading.operating_point.name(),
+            card: l.serving.card.clone(),
             plots,
+            previous_model_id: l.previous.as_ref().map(|p| p.card.model_id.clone()),
         })
     }
+}
 
-    /// The names of the model directory's plots (`*.png`), sorted.
-    async fn plots(&self) -> Result<Vec<String>, ApiError> {
-        let mut dir = tokio::fs::read_dir(&self.model_dir)
-            .await
-            .map_err(|e| ApiError::Internal(format!("reading the model directory: {e}")))?;
-        let mut names = Vec::new();
-        while let Some(entry) = dir
-            .next_entry()
-            .await
-            .map_err(|e| ApiError::Internal(format!("reading the model directory: {e}")))?
-        {
-            if let Some(name) = entry.file_name().to_str() {
-                if plot_name(name) && entry.file_type().await.is_ok_and(|t| t.is_file()) {
-                    names.push(name.to_string());
-                }
+/// The names of the model directory's plots (`*.png`), sorted.
+async fn plots(model_dir: &std::path::Path) -> Result<Vec<String>, ApiError> {
+    let mut dir = tokio::fs::read_dir(model_dir)
+        .await
+        .map_err(|e| ApiError::Internal(format!("reading the model directory: {e}")))?;
+    let mut names = Vec::new();
+    while let Some(entry) = dir
+        .next_entry()
+        .await
+        .map_err(|e| ApiError::Internal(format!("reading the model directory: {e}")))?
+    {
+        if let Some(name) = entry.file_name().to_str() {
+            if plot_name(name) && entry.file_type().await.is_ok_and(|t| t.is_file()) {
+                names.push(name.to_string());
             }
         }
-        names.sort();
-        Ok(names)
     }
+    names.sort();
+    Ok(names)
+}
 
+impl App {
     /// One plot of the model directory, by a name `model_info` lists to the caller.
     pub async fn model_plot(&self, caller: &Caller, name: &str) -> Result<Vec<u8>, ApiError> {
         let missing = || ApiError::NotFound(format!("no plot {name:?}; see /v1/model"));
@@ -69,7 +73,7 @@ impl App {
                 "plot {name:?} shows images of the evaluation set: it needs the admin role"
             )));
         }
-        let path = self.model_dir.join(name);
+        let path = self.lineup().serving.dir.join(name);
         let meta = tokio::fs::symlink_metadata(&path)
             .await
             .map_err(|_| missing())?;
@@ -105,7 +109,7 @@ impl App {
         }
         Ok(ReplicaStatus {
             ready,
-            model_id: self.card.model_id.clone(),
+            model_id: self.lineup().serving.card.model_id.clone(),
             queue_depth: self.metrics.queue_depth.get(),
             requests_total: requests,
             server_errors_total: server_errors,

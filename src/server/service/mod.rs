@@ -4,22 +4,27 @@
 //! By concern: `validate` (strings before they reach the store), `limits` (attempt and probe
 //! budgets), `embed` (bounded decoding and inference), `templates` (sealing and opening
 //! features), `trail` (the audit trail), `galleries` (galleries and keys), `info` (the key,
-//! the model and its plots, the replica's status), `types` (the replies); authentication lives in `auth.rs`.
+//! the model and its plots, the replica's status), `reembed` (retained images embedded with a
+//! new model), `types` (the replies); authentication lives in `auth.rs`.
 mod embed;
 mod galleries;
 mod info;
 mod limits;
+pub mod reembed;
 mod templates;
 pub mod trail;
 mod types;
 pub mod validate;
 
+use std::sync::Arc;
+
 use axum::body::Bytes;
 
 use super::auth::{Caller, Role};
 use super::error::ApiError;
+use super::served::{Lineup, Served};
 use super::App;
-use crate::store::{StoreError, Subject};
+use crate::store::{SealedImage, StoreError, Subject};
 pub use types::*;
 use validate::{valid_after, valid_id, valid_name, valid_prefix};
 
@@ -45,24 +50,36 @@ impl App {
             .ok_or_else(|| ApiError::NotFound(format!("no subject {id:?}")))
     }
 
-    fn decide(&self, kind: &str, d: f64) -> bool {
-        let m = d <= self.threshold;
+    /// Match when D <= T of model `m` (eq. 1), counted by kind, outcome and model.
+    fn decide(&self, m: &Served, kind: &str, d: f64) -> bool {
+        let is_match = d <= m.threshold;
         self.metrics
             .decisions
-            .with_label_values(&[kind, if m { "match" } else { "no_match" }])
+            .with_label_values(&[
+                kind,
+                if is_match { "match" } else { "no_match" },
+                &m.card.model_id,
+            ])
             .inc();
-        m
+        is_match
     }
 
-    /// A decision on distance `d`, its scores as the caller's policy allows.
-    fn decision(&self, caller: &Caller, kind: &str, d: f64, quality: Option<f64>) -> Decision {
+    /// A decision of model `m` on distance `d`, its scores as the caller's policy allows.
+    fn decision(
+        &self,
+        m: &Served,
+        caller: &Caller,
+        kind: &str,
+        d: f64,
+        quality: Option<f64>,
+    ) -> Decision {
         Decision {
-            is_match: self.decide(kind, d),
+            is_match: self.decide(m, kind, d),
             similarity: caller.scores.show(1.0 - d),
             distance: caller.scores.show(d),
-            threshold: self.threshold,
+            threshold: m.threshold,
             quality,
-            model_id: self.card.model_id.clone(),
+            model_id: m.card.model_id.clone(),
         }
     }
 
@@ -152,7 +169,8 @@ impl App {
         .await
     }
 
-    /// Embeds `image` and stores it, sealed, as a template of subject `id`.
+    /// Embeds `image` with the serving model and stores it, sealed, as a template of subject
+    /// `id`; with `--retain-images` the image too, sealed, in the same transaction.
     pub async fn enroll(
         &self,
         caller: &Caller,
@@ -163,11 +181,20 @@ impl App {
             caller.require(Role::Enroll)?;
             let image = image?;
             self.subject_or_404(caller, id).await?;
-            let e = self.embed(&[("image", image)]).await?.remove(0);
-            let row = self.seal(caller, id, &e.feature).await?;
+            let l = self.lineup();
+            let e = self
+                .embed(&l.serving, &[("image", image.clone())])
+                .await?
+                .remove(0);
+            let row = self
+                .seal(&caller.gallery, id, &l.serving.card.model_id, &e.feature)
+                .await?;
+            let kept = self
+                .retain_images
+                .then(|| SealedImage::new(&self.keyring, &caller.gallery, id, &image));
             let t = self
                 .store
-                .add_template(&row, e.spread)
+                .add_template(&row, e.spread, kept.as_ref())
                 .await
                 .map_err(|e| match e {
                     StoreError::Missing => {
@@ -183,6 +210,7 @@ impl App {
                 model_id: t.model_id,
                 quality: t.quality,
                 created_at: t.created_at,
+                image_retained: t.image_retained,
                 face: e.face,
             })
         })
@@ -226,11 +254,12 @@ impl App {
     }
 
     /// 1:1 verification against a subject. Decision rule: the best (closest) of the
-    /// subject's templates of the served model (others are ignored), match when its cosine
+    /// subject's templates of the serving model (others are ignored), match when its cosine
     /// distance D <= T. The templates come from the index; the store is read only when the
-    /// index has none (to tell an unknown subject, 404, from one without templates of this
-    /// model, 409). Attempts are limited per (key, subject) and per subject in each window
-    /// (brute-force guard).
+    /// index has none: to tell an unknown subject (404) from one with templates only of the
+    /// previous model (verified with that model, its T, and `migrating` in the answer) or of
+    /// no loaded model (409). Attempts are limited per (key, subject) and per subject in each
+    /// window (brute-force guard).
     pub async fn verify_subject(
         &self,
         caller: &Caller,
@@ -241,20 +270,30 @@ impl App {
             caller.require(Role::Verify)?;
             let image = image?;
             valid_id("subject id", id)?;
-            let cell = self.shard(&caller.gallery).await?;
+            let l = self.lineup();
+            let cell = self.shard(&l, &caller.gallery).await?;
             let mut templates = cell.shard.read().expect("shard").subject_templates(id);
+            let mut model = l.serving.clone();
             if templates.is_empty() {
                 self.subject_or_404(caller, id).await?;
                 let rows = self.store.subject_templates(&caller.gallery, id).await?;
-                if rows.is_empty() {
+                let Some(first) = rows.first().map(|t| (t.id.clone(), t.model_id.clone())) else {
                     return Err(ApiError::Precondition(format!(
                         "subject {id:?} has no templates: enroll first"
                     )));
-                }
-                templates = self.opened(&self.served_only(rows)?)?;
+                };
+                let (m, rows) = l.usable(rows).ok_or_else(|| {
+                    ApiError::Precondition(format!(
+                        "template {} was enrolled with model {}, this server runs model {}: \
+                         re-embed the subject (`dvsp reembed`) or enroll it again",
+                        first.0, first.1, l.serving.card.model_id
+                    ))
+                })?;
+                templates = self.opened(&rows)?;
+                model = m;
             }
             self.probe_subject(caller, id).await?;
-            let probe = self.embed(&[("image", image)]).await?.remove(0);
+            let probe = self.embed(&model, &[("image", image)]).await?.remove(0);
             let epochs: Vec<i64> = templates.iter().map(|t| t.0).collect();
             let probes = self.probes(caller, epochs, &probe.feature).await?;
             let d = templates
@@ -265,7 +304,8 @@ impl App {
                 subject_id: id.to_string(),
                 decision_rule: "best_template",
                 templates_compared: templates.len(),
-                decision: self.decision(caller, "verify", d, probe.spread),
+                migrating: !Arc::ptr_eq(&model, &l.serving),
+                decision: self.decision(&model, caller, "verify", d, probe.spread),
                 face: probe.face,
             })
         })
@@ -283,17 +323,19 @@ impl App {
             caller.require(Role::Verify)?;
             let (image_a, image_b) = (image_a?, image_b?);
             self.within_budget(caller).await?;
+            let l = self.lineup();
             let e = self
-                .embed(&[("image_a", image_a), ("image_b", image_b)])
+                .embed(&l.serving, &[("image_a", image_a), ("image_b", image_b)])
                 .await?;
             let d = distance(&e[0].feature, &e[1].feature);
             let quality = e[0].spread.zip(e[1].spread).map(|(a, b)| a.max(b));
-            Ok(self.decision(caller, "verify_pair", d, quality))
+            Ok(self.decision(&l.serving, caller, "verify_pair", d, quality))
         })
         .await
     }
 
-    /// 1:N identification over the caller's gallery: every subject's best template distance,
+    /// 1:N identification over the caller's gallery with the serving model (a subject with
+    /// only templates of the previous model is not searched): every subject's best template distance,
     /// ranked, `top_k` (1..=100) returned, searched in the index off the async runtime. The
     /// key's probe and an attempt on each candidate it would reveal are counted together once
     /// they are known (one write: a key past its probe budget costs one inference, then gets
@@ -312,8 +354,10 @@ impl App {
                     "top_k must be within 1..=100".into(),
                 ));
             }
-            let probe = self.embed(&[("image", image)]).await?.remove(0);
-            let (ranked, gallery_templates) = self.search(caller, &probe.feature, top_k).await?;
+            let l = self.lineup();
+            let probe = self.embed(&l.serving, &[("image", image)]).await?.remove(0);
+            let (ranked, gallery_templates) =
+                self.search(&l, caller, &probe.feature, top_k).await?;
             let ids: Vec<&str> = ranked.iter().map(|h| &*h.subject_id).collect();
             let spent = self.probe_candidates(caller, &ids).await?;
             let shown: Vec<(&str, f64)> = ranked
@@ -322,7 +366,8 @@ impl App {
                 .filter(|(_, s)| s.is_none())
                 .map(|(h, _)| (&*h.subject_id, h.distance))
                 .collect();
-            let is_match = self.decide("identify", shown.first().map_or(f64::INFINITY, |r| r.1));
+            let m = &l.serving;
+            let is_match = self.decide(m, "identify", shown.first().map_or(f64::INFINITY, |r| r.1));
             Ok(Identification {
                 is_match,
                 candidates: shown
@@ -331,12 +376,12 @@ impl App {
                         subject_id: s.to_string(),
                         distance: caller.scores.show(*d),
                         similarity: caller.scores.show(1.0 - d),
-                        is_match: *d <= self.threshold,
+                        is_match: *d <= m.threshold,
                     })
                     .collect(),
-                threshold: self.threshold,
+                threshold: m.threshold,
                 quality: probe.spread,
-                model_id: self.card.model_id.clone(),
+                model_id: m.card.model_id.clone(),
                 gallery_templates,
                 withheld: ranked.len() - shown.len(),
                 face: probe.face,
@@ -350,11 +395,12 @@ impl App {
     /// in meanwhile, once more with it.
     async fn search(
         &self,
+        l: &Lineup,
         caller: &Caller,
         probe: &[f32],
         k: usize,
     ) -> Result<(Vec<crate::server::index::Hit>, usize), ApiError> {
-        let cell = self.shard(&caller.gallery).await?;
+        let cell = self.shard(l, &caller.gallery).await?;
         for _ in 0..3 {
             let epochs = cell.shard.read().expect("shard").epochs();
             let probes = self.probes(caller, epochs, probe).await?;

@@ -63,23 +63,23 @@ impl App {
             .ok_or_else(|| ApiError::Internal(format!("gallery {gallery} has no secret")))
     }
 
-    /// A new template of `subject` in the caller's gallery: `feature` protected and sealed.
-    pub(super) async fn seal(
+    /// A new template of `subject` in `gallery`: `feature` (of model `model_id`) protected
+    /// and sealed.
+    pub async fn seal(
         &self,
-        caller: &Caller,
+        gallery: &str,
         subject: &str,
+        model_id: &str,
         feature: &[f32],
     ) -> Result<SealedRow, ApiError> {
-        let epoch = self.current_epoch(&caller.gallery).await?;
-        let t = self
-            .transform(&caller.gallery, epoch, feature.len())
-            .await?;
+        let epoch = self.current_epoch(gallery).await?;
+        let t = self.transform(gallery, epoch, feature.len()).await?;
         Ok(SealedRow::new(
             &self.keyring,
             uuid::Uuid::new_v4().to_string(),
-            caller.gallery.clone(),
+            gallery.to_string(),
             subject.to_string(),
-            self.card.model_id.clone(),
+            model_id.to_string(),
             epoch,
             &t.apply(feature),
         ))
@@ -115,22 +115,5 @@ impl App {
             }
         }
         Ok(out)
-    }
-
-    /// The rows of the served model; none while there are rows of another model is a 409:
-    /// their features live in a different space.
-    pub(super) fn served_only(&self, rows: Vec<SealedRow>) -> Result<Vec<SealedRow>, ApiError> {
-        let other = rows.first().map(|t| (t.id.clone(), t.model_id.clone()));
-        let served: Vec<SealedRow> = rows
-            .into_iter()
-            .filter(|t| t.model_id == self.card.model_id)
-            .collect();
-        match other {
-            Some((id, model)) if served.is_empty() => Err(ApiError::Precondition(format!(
-                "template {id} was enrolled with model {model}, this server runs model {}: re-enroll the subject",
-                self.card.model_id
-            ))),
-            _ => Ok(served),
-        }
     }
 }

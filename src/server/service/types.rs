@@ -11,6 +11,9 @@ pub struct ModelInfo {
     /// The model directory's plots (DET curve, robustness heat map, adversarial grid, ...),
     /// each at `/v1/model/plots/{name}`.
     pub plots: Vec<String>,
+    /// The model served before this one, still loaded for subjects whose templates are all
+    /// of it (verified with it until re-embedded or enrolled again).
+    pub previous_model_id: Option<String>,
 }
 
 /// The key a request came with (`/v1/whoami`): what the console enables.
@@ -77,6 +80,8 @@ pub struct Enrolled {
     pub model_id: String,
     pub quality: Option<f64>,
     pub created_at: i64,
+    /// The image is kept, sealed, for re-embedding (`serve --retain-images`).
+    pub image_retained: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub face: Option<FaceBox>,
 }
@@ -101,6 +106,10 @@ pub struct SubjectDecision {
     pub subject_id: String,
     pub decision_rule: &'static str,
     pub templates_compared: usize,
+    /// True when the subject has no template of the serving model yet and was verified with
+    /// the previous model (the one `model_id` names, at its threshold): re-embed it (`dvsp
+    /// reembed`) or enroll it again.
+    pub migrating: bool,
     #[serde(flatten)]
     pub decision: Decision,
     /// The probe's face.
