@@ -306,14 +306,20 @@ async fn registry_lifecycle(db: &str) {
     server.stop().await;
 
     // Forced: promoted and recorded as forced; the good one retired, saying by what; the
-    // stranded template is said.
+    // migration left to do is said.
     let (ok, out) = models(db, &root, "carol", &["promote", &bad_id, "--force"]);
     assert!(
         ok && out.contains(&format!("promoted {bad_id} (retired {good_id})")),
         "{out}"
     );
-    let warning = format!("warning: 1 stored templates are of the serving model {good_id}");
+    let warning = format!(
+        "migration: 1 subjects have no template of {bad_id}; replicas verify them with {good_id}"
+    );
     assert!(out.contains(&warning), "{out}");
+    assert!(
+        out.contains("0 retained images; 1 of them have no retained image"),
+        "{out}"
+    );
     let shown = show(db, &root, &bad_id);
     assert_eq!(shown["model"]["state"], "serving");
     assert_eq!(shown["model"]["gate"]["forced"], true);

@@ -304,6 +304,13 @@ pub async fn register(
     Ok(id)
 }
 
+/// A gate's decision on a candidate, printed but not yet applied.
+pub struct Judged {
+    pub report: GateReport,
+    /// The model the candidate was compared with: a promotion retires exactly it.
+    serving: Option<ModelRow>,
+}
+
 /// Applies the gate to candidate `id` against the serving model, prints the report, and
 /// promotes it (passed or `force`) or records the refusal. Returns the report.
 pub async fn decide(
@@ -313,6 +320,13 @@ pub async fn decide(
     force: bool,
     who: &str,
 ) -> anyhow::Result<GateReport> {
+    let judged = judge(store, id, g, force).await?;
+    apply(store, id, &judged, who).await?;
+    Ok(judged.report)
+}
+
+/// The gate's decision on candidate `id` against the serving model, its report printed.
+pub async fn judge(store: &Store, id: &str, g: &GateArgs, force: bool) -> anyhow::Result<Judged> {
     let policy = g.policy()?;
     let row = store
         .model(id)
@@ -327,21 +341,29 @@ pub async fn decide(
     let serving_card = serving.as_ref().map(card_of).transpose()?;
     let report = gate(serving_card.as_ref(), &candidate, &policy, force);
     print_report(&report);
-    // Templates are per model and are not migrated yet (no retained images, no reembed):
-    // say what a promotion strands.
-    let stranded = match &serving {
-        Some(s) if report.promoted() => store.count_templates_of(&s.id).await?,
-        _ => 0,
-    };
-    if stranded > 0 {
-        println!(
-            "warning: {stranded} stored templates are of the serving model {}; once replicas serve \
-             {id} they no longer verify (409 \"re-enroll\") until their subjects are enrolled \
-             again: template migration is not built yet",
-            serving.as_ref().map_or("", |s| s.id.as_str())
-        );
+    Ok(Judged { report, serving })
+}
+
+/// Promotes `id` as `judged` decided (retiring the model it was compared with, only if that
+/// one still serves) or records the refusal.
+pub async fn apply(store: &Store, id: &str, judged: &Judged, who: &str) -> anyhow::Result<()> {
+    let (report, serving) = (&judged.report, &judged.serving);
+    // Templates are per model: say what the promotion leaves to migrate.
+    if let (Some(old), true) = (serving, report.promoted()) {
+        let without = store.count_subjects_without(id).await?;
+        if without > 0 {
+            let images = store.count_images_to_reembed(id).await?;
+            let (_, pending) = store.pending_subjects(id, 0).await?;
+            println!(
+                "migration: {without} subjects have no template of {id}; replicas verify them \
+                 with {} (kept loaded as the previous model) and identify does not find them, \
+                 until `dvsp reembed --to {id}` embeds their {images} retained images; {pending} \
+                 of them have no retained image and must be enrolled again (`dvsp models pending`)",
+                old.id
+            );
+        }
     }
-    let json = serde_json::to_value(&report)?;
+    let json = serde_json::to_value(report)?;
     if report.promoted() {
         let before = serving.as_ref().map(|s| s.id.as_str());
         match store.promote_model(id, before, who, &json).await {
@@ -364,7 +386,7 @@ pub async fn decide(
             Err(e) => return Err(e.into()),
         }
     }
-    Ok(report)
+    Ok(())
 }
 
 /// The serving model's card, if one serves.

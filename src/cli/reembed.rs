@@ -14,6 +14,9 @@ use crate::server::served::{Loading, OperatingPoint, Served};
 use crate::server::{self, Batching, Limits};
 use crate::store::{ModelState, Store};
 
+/// The service's default --max-pixels.
+pub const MAX_PIXELS: u64 = 24_000_000;
+
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// The registered model to embed with (`dvsp models list`), a candidate or the serving one.
@@ -31,7 +34,7 @@ pub struct Args {
     #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..=4096))]
     pub batch: u64,
     /// Largest image decoded, in pixels (the service's --max-pixels).
-    #[arg(long, env = "DVSP_MAX_PIXELS", default_value_t = 24_000_000)]
+    #[arg(long, env = "DVSP_MAX_PIXELS", default_value_t = MAX_PIXELS)]
     pub max_pixels: u64,
     /// Who runs it, recorded in the model's history (default: $USER).
     #[arg(long, env = "DVSP_ACTOR")]
@@ -46,7 +49,8 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     tokio::runtime::Runtime::new()?.block_on(reembed(a))
 }
 
-async fn reembed(a: Args) -> anyhow::Result<()> {
+/// The run `a` describes (also the last stage of `dvsp retrain --reembed`).
+pub async fn reembed(a: Args) -> anyhow::Result<()> {
     let actor = super::models::actor(&a.by)?;
     let store = Store::connect(&a.db)
         .await
@@ -126,7 +130,7 @@ async fn reembed(a: Args) -> anyhow::Result<()> {
     let seconds = started.elapsed().as_secs_f64();
     let rate = stored as f64 / seconds.max(1e-9);
     println!(
-        "reembed: {stored} templates of model {} stored in {seconds:.1} s ({rate:.0} templates/s), {undecodable} images did not decode for it",
+        "reembed: {stored} templates of model {} stored in {seconds:.2} s ({rate:.0} templates/s), {undecodable} images did not decode for it",
         row.id
     );
     let left = store.count_images_to_reembed(&row.id).await?;

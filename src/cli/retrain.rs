@@ -2,12 +2,13 @@
 //! train on the configured data, evaluate on its held-out split, audit robustness with the
 //! serving model's audit settings (so both RIs come from the same pairs and attacks), register
 //! the candidate, then apply the promotion gate against the serving model and promote it when
-//! it passes. A refused candidate is a finished job (exit 0, the refusal recorded), not a
+//! it passes (with `--reembed`, after re-embedding every retained enrollment image with it).
+//! A refused candidate is a finished job (exit 0, the refusal recorded), not a
 //! failed one a Job controller would retry.
 use anyhow::Context;
 use clap::Parser;
 
-use super::models::{actor, decide, register, serving_card, GateArgs};
+use super::models::{actor, apply, judge, register, serving_card, GateArgs};
 use crate::store::Store;
 
 #[derive(Debug, clap::Args)]
@@ -31,6 +32,13 @@ pub struct Args {
     /// Who acts, recorded with the registration and the gate's decision (default: $USER).
     #[arg(long, env = "DVSP_ACTOR")]
     pub by: Option<String>,
+    /// When the gate passes, re-embed every retained enrollment image with the candidate
+    /// (`dvsp reembed`) before promoting it, so replicas switch to a model every such subject
+    /// already has a template of. Needs the template keys.
+    #[arg(long, env = "DVSP_RETRAIN_REEMBED")]
+    pub reembed: bool,
+    #[command(flatten)]
+    pub keys: super::db::KeyringArgs,
 }
 
 #[derive(Parser)]
@@ -96,7 +104,22 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
         }
     };
     tracing::info!(stage = "gate", model = %id, "retrain");
-    let report = decide(&store, &id, &a.gate, a.force, &who).await?;
-    tracing::info!(stage = "done", model = %id, promoted = report.promoted(), "retrain");
+    let judged = judge(&store, &id, &a.gate, a.force).await?;
+    if a.reembed && judged.report.promoted() {
+        tracing::info!(stage = "reembed", model = %id, "retrain");
+        super::reembed::reembed(super::reembed::Args {
+            to: id.clone(),
+            db: a.db.clone(),
+            models_dir: a.models_dir.clone(),
+            keys: a.keys.clone(),
+            batch: 64,
+            max_pixels: super::reembed::MAX_PIXELS,
+            by: Some(who.clone()),
+            measure: false,
+        })
+        .await?;
+    }
+    apply(&store, &id, &judged, &who).await?;
+    tracing::info!(stage = "done", model = %id, promoted = judged.report.promoted(), "retrain");
     Ok(())
 }

@@ -72,7 +72,7 @@ pub struct Args {
     pub max_body_bytes: usize,
     /// Largest image accepted, in pixels (checked from the header before decoding; 24 MP =
     /// 6000x4000). A decode may allocate 4 bytes per pixel of it.
-    #[arg(long, env = "DVSP_MAX_PIXELS", default_value_t = 24_000_000)]
+    #[arg(long, env = "DVSP_MAX_PIXELS", default_value_t = super::reembed::MAX_PIXELS)]
     pub max_pixels: u64,
     /// Attempts on a subject by one key per window before 429 (verify, and identify
     /// revealing it: then it is withheld).

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use clap::Parser;
 
-use super::{probe_pngs, quantile};
+use super::{quantile, test_pngs};
 use crate::cli::models::GateArgs;
 use crate::store::Store;
 
@@ -46,13 +46,17 @@ pub fn run(a: &super::Args) -> anyhow::Result<()> {
     let keys = tmp.path().join("template.keys");
     std::fs::write(&keys, crate::seal::Keyring::new_key_line("bench")? + "\n")?;
     let root = tmp.path().join("models");
-    let pngs = probe_pngs(model_a)?;
     anyhow::ensure!(
-        a.subjects >= 1 && a.subjects <= pngs.len(),
-        "--subjects must be within 1..={}",
-        pngs.len()
+        (1..=10_000).contains(&a.subjects),
+        "--subjects must be within 1..=10000"
     );
     let card_a = crate::artifact::read_card(model_a)?;
+    // Subject i is enrolled with, and verified by, test image i.
+    let pngs = Arc::new(test_pngs(
+        &card_a.training.dataset.parse()?,
+        &card_a.net.input,
+        a.subjects,
+    )?);
     let exe = std::env::current_exe()?;
     tokio::runtime::Runtime::new()?.block_on(async {
         let store = Store::connect(&db).await?;
@@ -158,6 +162,10 @@ pub fn run(a: &super::Args) -> anyhow::Result<()> {
             db: db.clone(),
             models_dir: root.clone(),
             by: Some("bench".into()),
+            // Re-embedding runs after the switch here, in its own process, so the migration
+            // window (subjects verified with A) is under load too.
+            reembed: false,
+            keys: crate::cli::db::KeyringArgs { template_keys: Some(keys.clone()) },
         };
         println!("\n## retrain B (A's configuration, seed {})", cfg.seed);
         crate::cli::retrain::run(retrain(cfg, tmp.path().join("b"))).await?;
