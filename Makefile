@@ -7,7 +7,7 @@ export LIBTORCH ?= $(HOME)/.cache/dvsp/libtorch
 BIN := $(CARGO_TARGET_DIR)/debug/dvsp
 DEMO := runs/demo
 
-.PHONY: setup build demo demo-faces serve test lint table1 bench image validate-deploy screenshots
+.PHONY: setup build demo demo-faces serve test lint table1 bench rollout image validate-deploy screenshots
 setup:
 	@bash scripts/setup.sh
 
@@ -54,6 +54,19 @@ table1: build
 
 bench: build
 	$(BIN) bench train
+
+# The retraining job's rollout under load (issue 12), on SQLite, then on a fresh PostgreSQL
+# database: model A (the demo model, trained if missing) serves 50 subjects, `dvsp retrain`
+# trains, gates and promotes B, the server switches, `dvsp reembed` migrates the templates,
+# a one-step candidate is refused; p99 per phase and the re-embedding rate are printed.
+rollout: build
+	test -f $(DEMO)/model.json || $(BIN) train --data mnist --method dvsp --epochs 3 --out $(DEMO)
+	grep -q '"test"' $(DEMO)/model.json || $(BIN) eval --model $(DEMO)
+	$(BIN) bench rollout --model $(DEMO)
+	bash scripts/postgres.sh
+	db=dvsp_rollout_$$$$; psql -h 127.0.0.1 -U postgres -d test -qc "CREATE DATABASE $$db" && \
+	  { $(BIN) bench rollout --model $(DEMO) --db postgres://postgres@127.0.0.1:5432/$$db; rc=$$?; \
+	    psql -h 127.0.0.1 -U postgres -d test -qc "DROP DATABASE $$db WITH (FORCE)"; exit $$rc; }
 
 # The runtime image localhost/dvsp:<version> (+ :latest), built offline with podman from a
 # local Debian bookworm minbase (made once by debootstrap), then verified by chroot into the

@@ -410,6 +410,58 @@ async fn rollout_and_migration_on_postgres() {
     pg.drop_db().await;
 }
 
+/// A batch of re-embedded templates whose subject was deleted meanwhile: the others are
+/// stored, that one is skipped (the bulk insert's foreign key fails, the row-by-row path
+/// skips it).
+async fn deleted_subjects_are_skipped(db: &str) {
+    let store = dvsp::store::Store::connect(db).await.unwrap();
+    let keyring = common::keyring();
+    let mut rows = Vec::new();
+    for s in ["keep", "gone"] {
+        store.create_subject("default", s, None).await.unwrap();
+        let image = dvsp::store::SealedImage::new(&keyring, "default", s, b"an image");
+        let row = |model: &str| {
+            dvsp::store::SealedRow::new(
+                &keyring,
+                uuid::Uuid::new_v4().to_string(),
+                "default".into(),
+                s.into(),
+                model.into(),
+                0,
+                &[0.5; 4],
+            )
+        };
+        store
+            .add_template(&row("a"), None, Some(&image))
+            .await
+            .unwrap();
+        rows.push((row("b"), None, image.id.clone()));
+    }
+    assert_eq!(store.count_images_to_reembed("b").await.unwrap(), 2);
+    store.delete_subject("default", "gone").await.unwrap();
+    assert_eq!(store.count_images_to_reembed("b").await.unwrap(), 1);
+    assert_eq!(store.add_reembedded(&rows).await.unwrap(), 1);
+    assert_eq!(store.count_templates_of("b").await.unwrap(), 1);
+    assert_eq!(store.count_images_to_reembed("b").await.unwrap(), 0);
+    assert_eq!(store.count_images().await.unwrap(), 1);
+    // NUL in an id is refused before the store is reached.
+    let mut bad = rows[0].clone();
+    bad.2 = "a\0b".into();
+    assert!(matches!(
+        store.add_reembedded(&[bad]).await,
+        Err(dvsp::store::StoreError::Nul(_))
+    ));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reembedding_skips_deleted_subjects_on_both_stores() {
+    let dir = tempfile::tempdir().unwrap();
+    deleted_subjects_are_skipped(&format!("sqlite://{}", dir.path().join("d.db").display())).await;
+    let pg = common::PgDb::new().await;
+    deleted_subjects_are_skipped(&pg.url).await;
+    pg.drop_db().await;
+}
+
 /// A `dvsp train` killed after its first epoch resumes from the checkpoint when run again,
 /// and leaves no checkpoint behind once the model is saved.
 #[test]

@@ -328,7 +328,11 @@ async fn flows(db: &str) {
     ))
     .await;
     assert_error(&r, 409);
-    assert!(r.1["message"].as_str().unwrap().contains("re-enroll"));
+    let m = r.1["message"].as_str().unwrap();
+    assert!(
+        m.contains("dvsp reembed") && m.contains("enroll it again"),
+        "{m}"
+    );
 
     // Delete: admin only; then 404.
     assert_error(

@@ -136,16 +136,20 @@ impl Store {
     }
 
     /// Stores templates embedded from retained images, `(row, quality, image id)`, in one
-    /// transaction; a row whose image is gone meanwhile (its subject deleted) is skipped.
-    /// The number stored.
+    /// transaction; when an image or its subject is gone meanwhile (deleted), row by row,
+    /// skipping those. The number stored.
     pub async fn add_reembedded(
         &self,
         rows: &[(SealedRow, Option<f64>, String)],
     ) -> StoreResult<u64> {
-        for (row, _, image) in rows {
-            text("template id", &row.id)?;
-            text("model id", &row.model_id)?;
-            text("image id", image)?;
+        let bulk: Vec<_> = rows
+            .iter()
+            .map(|(r, q, i)| (r.clone(), *q, Some(i.clone())))
+            .collect();
+        match self.add_templates(&bulk).await {
+            Ok(()) => return Ok(rows.len() as u64),
+            Err(super::StoreError::Missing) => {}
+            Err(e) => return Err(e),
         }
         let now = now_ms();
         let n = on_pool!(self, |p| async {

@@ -269,45 +269,44 @@ impl Store {
         Ok(rows)
     }
 
-    /// Stores many templates (with their quality) in one transaction: the bulk path.
-    pub async fn add_templates(&self, rows: &[(SealedRow, Option<f64>)]) -> StoreResult<()> {
-        for (row, _) in rows {
+    /// Stores many templates (with their quality, and the retained image each was embedded
+    /// from, if any) in one transaction: the bulk path (`Missing` when a subject or image is
+    /// gone: nothing is stored).
+    pub async fn add_templates(
+        &self,
+        rows: &[(SealedRow, Option<f64>, Option<String>)],
+    ) -> StoreResult<()> {
+        for (row, _, image) in rows {
             text("template id", &row.id)?;
             text("gallery id", &row.gallery_id)?;
             text("subject id", &row.subject_id)?;
             text("model id", &row.model_id)?;
+            if let Some(image) = image {
+                text("image id", image)?;
+            }
         }
+        const COLUMNS: usize = 11;
         let now = now_ms();
         on_pool!(self, |p| {
             async {
                 let mut tx = p.begin().await?;
-                // 10 columns per row, within both stores' limits on bound parameters.
+                // 11 columns per row, within both stores' limits on bound parameters.
                 for chunk in rows.chunks(500) {
                     let values: Vec<String> = (0..chunk.len())
                         .map(|i| {
-                            let b = i * 10;
-                            format!(
-                                "(${}, ${}, ${}, ${}, ${}, ${}, ${}, ${}, ${}, ${})",
-                                b + 1,
-                                b + 2,
-                                b + 3,
-                                b + 4,
-                                b + 5,
-                                b + 6,
-                                b + 7,
-                                b + 8,
-                                b + 9,
-                                b + 10
-                            )
+                            let cells: Vec<String> = (1..=COLUMNS)
+                                .map(|c| format!("${}", i * COLUMNS + c))
+                                .collect();
+                            format!("({})", cells.join(", "))
                         })
                         .collect();
                     let sql = format!(
                         "INSERT INTO templates (id, gallery_id, subject_id, model_id, key_id, \
-                         data_key, feature, quality, created_at, epoch) VALUES {}",
+                         data_key, feature, quality, created_at, epoch, image_id) VALUES {}",
                         values.join(", ")
                     );
                     let mut q = sqlx::query(&sql);
-                    for (row, quality) in chunk {
+                    for (row, quality, image) in chunk {
                         q = q
                             .bind(&row.id)
                             .bind(&row.gallery_id)
@@ -318,7 +317,8 @@ impl Store {
                             .bind(&row.sealed.ciphertext)
                             .bind(*quality)
                             .bind(now)
-                            .bind(row.epoch);
+                            .bind(row.epoch)
+                            .bind(image);
                     }
                     q.execute(&mut *tx).await?;
                 }

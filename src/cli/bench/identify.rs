@@ -53,7 +53,7 @@ async fn fill(
             .map(|i| format!("s{i}"))
             .collect();
         store.create_subjects("default", &ids).await?;
-        let rows: Vec<(SealedRow, Option<f64>)> = ids
+        let rows: Vec<(SealedRow, Option<f64>, Option<String>)> = ids
             .into_iter()
             .map(|s| {
                 let f = q.apply(&random_unit(&mut rng, d));
@@ -66,7 +66,7 @@ async fn fill(
                     1,
                     &f,
                 );
-                (row, None)
+                (row, None, None)
             })
             .collect();
         store.add_templates(&rows).await?;

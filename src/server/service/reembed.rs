@@ -64,16 +64,22 @@ impl App {
             return Ok(done);
         }
         let embedded = m.worker.embed(tensors).await?;
+        // Each gallery's current transform, read once per batch.
+        let mut under = std::collections::HashMap::new();
         let mut rows = Vec::with_capacity(kept.len());
         for (image, e) in kept.into_iter().zip(embedded) {
-            let row = self
-                .seal(
-                    &image.gallery_id,
-                    &image.subject_id,
-                    &m.card.model_id,
-                    &e.feature,
-                )
-                .await?;
+            let g = &image.gallery_id;
+            if !under.contains_key(g) {
+                let t = self.current_transform(g, e.feature.len()).await?;
+                under.insert(g.clone(), t);
+            }
+            let row = self.seal_under(
+                &under[g],
+                g,
+                &image.subject_id,
+                &m.card.model_id,
+                &e.feature,
+            );
             rows.push((row, e.spread, image.id.clone()));
         }
         done.stored = self.store.add_reembedded(&rows).await?;

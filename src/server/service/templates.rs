@@ -65,24 +65,47 @@ impl App {
 
     /// A new template of `subject` in `gallery`: `feature` (of model `model_id`) protected
     /// and sealed.
-    pub async fn seal(
+    pub(super) async fn seal(
         &self,
         gallery: &str,
         subject: &str,
         model_id: &str,
         feature: &[f32],
     ) -> Result<SealedRow, ApiError> {
+        let under = self.current_transform(gallery, feature.len()).await?;
+        Ok(self.seal_under(&under, gallery, subject, model_id, feature))
+    }
+
+    /// The gallery's current epoch and its transform in dimension `d`: what new templates are
+    /// put under.
+    pub(super) async fn current_transform(
+        &self,
+        gallery: &str,
+        d: usize,
+    ) -> Result<(i64, Arc<Transform>), ApiError> {
         let epoch = self.current_epoch(gallery).await?;
-        let t = self.transform(gallery, epoch, feature.len()).await?;
-        Ok(SealedRow::new(
+        Ok((epoch, self.transform(gallery, epoch, d).await?))
+    }
+
+    /// A new template of `subject` in `gallery`: `feature` under the transform `under`
+    /// (its epoch and transform), sealed.
+    pub(super) fn seal_under(
+        &self,
+        under: &(i64, Arc<Transform>),
+        gallery: &str,
+        subject: &str,
+        model_id: &str,
+        feature: &[f32],
+    ) -> SealedRow {
+        SealedRow::new(
             &self.keyring,
             uuid::Uuid::new_v4().to_string(),
             gallery.to_string(),
             subject.to_string(),
             model_id.to_string(),
-            epoch,
-            &t.apply(feature),
-        ))
+            under.0,
+            &under.1.apply(feature),
+        )
     }
 
     /// The feature of `row`, opened.
