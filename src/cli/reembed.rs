@@ -39,8 +39,8 @@ pub struct Args {
     /// Who runs it, recorded in the model's history (default: $USER).
     #[arg(long, env = "DVSP_ACTOR")]
     pub by: Option<String>,
-    /// Afterwards, measure the model's bare batched embedding rate (the last batch's images,
-    /// inference only, for about 3 s) and print the run's rate as a ratio of it.
+    /// Afterwards, measure the model's bare batched embedding rate (the images of the last
+    /// full batch, inference only, for about 3 s) and print the run's rate as a ratio of it.
     #[arg(long)]
     pub measure: bool,
 }
@@ -124,7 +124,10 @@ pub async fn reembed(a: Args) -> anyhow::Result<()> {
         if bar.is_hidden() {
             tracing::info!(stored, undecodable, total, rate, "re-embedding");
         }
-        last = images;
+        // The reference is measured at the run's batch size: the last full batch.
+        if images.len() >= last.len() {
+            last = images;
+        }
     }
     bar.finish_and_clear();
     let seconds = started.elapsed().as_secs_f64();
