@@ -4,6 +4,7 @@
 //! model yet, a page at a time, so an interrupted run resumes where it stopped.
 use sqlx::Row;
 
+use super::templates::bind_template;
 use super::{now_ms, text, SealedRow, Store, StoreResult};
 use crate::seal::{ImageRow, Keyring, Sealed};
 
@@ -156,27 +157,17 @@ impl Store {
             let mut tx = p.begin().await?;
             let mut n = 0;
             for (row, quality, image) in rows {
-                n += sqlx::query(
+                let q = sqlx::query(
                     "INSERT INTO templates (id, gallery_id, subject_id, model_id, key_id, \
                      data_key, feature, quality, created_at, epoch, image_id) \
                      SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11 WHERE EXISTS \
                      (SELECT 1 FROM enrollment_images WHERE id = $11 AND gallery_id = $2 \
                      AND subject_id = $3)",
-                )
-                .bind(&row.id)
-                .bind(&row.gallery_id)
-                .bind(&row.subject_id)
-                .bind(&row.model_id)
-                .bind(&row.sealed.key_id)
-                .bind(&row.sealed.data_key)
-                .bind(&row.sealed.ciphertext)
-                .bind(*quality)
-                .bind(now)
-                .bind(row.epoch)
-                .bind(image)
-                .execute(&mut *tx)
-                .await?
-                .rows_affected();
+                );
+                n += bind_template!(q, row, *quality, now, image)
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected();
             }
             tx.commit().await?;
             Ok::<_, sqlx::Error>(n)

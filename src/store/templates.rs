@@ -71,6 +71,26 @@ impl SealedRow {
     }
 }
 
+/// Binds a template's 11 columns, in the order `INSERT INTO templates (id, gallery_id,
+/// subject_id, model_id, key_id, data_key, feature, quality, created_at, epoch, image_id)`
+/// takes them, to query `$q`.
+macro_rules! bind_template {
+    ($q:expr, $row:expr, $quality:expr, $at:expr, $image:expr) => {
+        $q.bind(&$row.id)
+            .bind(&$row.gallery_id)
+            .bind(&$row.subject_id)
+            .bind(&$row.model_id)
+            .bind(&$row.sealed.key_id)
+            .bind(&$row.sealed.data_key)
+            .bind(&$row.sealed.ciphertext)
+            .bind($quality)
+            .bind($at)
+            .bind($row.epoch)
+            .bind($image)
+    };
+}
+pub(super) use bind_template;
+
 const SEALED_COLUMNS: &str =
     "id, gallery_id, subject_id, model_id, key_id, data_key, feature, epoch";
 
@@ -137,24 +157,14 @@ impl Store {
             if let Some(image) = image {
                 insert_image!(tx, image)?;
             }
-            sqlx::query(
+            let q = sqlx::query(
                 "INSERT INTO templates (id, gallery_id, subject_id, model_id, key_id, data_key, \
                  feature, quality, created_at, epoch, image_id) \
                  VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
-            )
-            .bind(&row.id)
-            .bind(&row.gallery_id)
-            .bind(&row.subject_id)
-            .bind(&row.model_id)
-            .bind(&row.sealed.key_id)
-            .bind(&row.sealed.data_key)
-            .bind(&row.sealed.ciphertext)
-            .bind(t.quality)
-            .bind(t.created_at)
-            .bind(row.epoch)
-            .bind(image.map(|i| &i.id))
-            .execute(&mut *tx)
-            .await?;
+            );
+            bind_template!(q, row, t.quality, t.created_at, image.map(|i| &i.id))
+                .execute(&mut *tx)
+                .await?;
             tx.commit().await
         }
         .await)
@@ -307,18 +317,7 @@ impl Store {
                     );
                     let mut q = sqlx::query(&sql);
                     for (row, quality, image) in chunk {
-                        q = q
-                            .bind(&row.id)
-                            .bind(&row.gallery_id)
-                            .bind(&row.subject_id)
-                            .bind(&row.model_id)
-                            .bind(&row.sealed.key_id)
-                            .bind(&row.sealed.data_key)
-                            .bind(&row.sealed.ciphertext)
-                            .bind(*quality)
-                            .bind(now)
-                            .bind(row.epoch)
-                            .bind(image);
+                        q = bind_template!(q, row, *quality, now, image);
                     }
                     q.execute(&mut *tx).await?;
                 }

@@ -4,7 +4,10 @@
 //! micro-batch job per batch, sealed as a template of its subject under the gallery's current
 //! transform, and stored with the image's id, all of a batch in one transaction.
 use crate::server::error::ApiError;
+use tch::Tensor;
+
 use crate::server::input::decode;
+use crate::server::served::Served;
 use crate::server::App;
 use crate::store::SealedImage;
 
@@ -24,27 +27,7 @@ impl App {
     pub async fn reembed(&self, images: &[SealedImage]) -> Result<Reembedded, ApiError> {
         let l = self.lineup();
         let m = &l.serving;
-        let mut opened = Vec::with_capacity(images.len());
-        for image in images {
-            let bytes = self
-                .keyring
-                .open_image(&image.row(), &image.sealed)
-                .map_err(|e| ApiError::Internal(e.to_string()))?;
-            opened.push(bytes);
-        }
-        let (input, max_pixels, faces) = (
-            m.card.net.input.clone(),
-            self.limits.max_pixels,
-            m.faces.clone(),
-        );
-        let decoded = tokio::task::spawn_blocking(move || {
-            opened
-                .iter()
-                .map(|b| decode(b, &input, max_pixels, faces.as_deref()).map(|(t, _)| t))
-                .collect::<Vec<_>>()
-        })
-        .await
-        .map_err(|e| ApiError::Internal(format!("image decoding stopped: {e}")))?;
+        let decoded = self.decoded(m, images).await?;
         let mut done = Reembedded::default();
         let mut kept = Vec::new();
         let mut tensors = Vec::new();
@@ -96,21 +79,12 @@ impl App {
     ) -> Result<f64, ApiError> {
         let l = self.lineup();
         let m = &l.serving;
-        let mut tensors = Vec::new();
-        for image in images {
-            let bytes = self
-                .keyring
-                .open_image(&image.row(), &image.sealed)
-                .map_err(|e| ApiError::Internal(e.to_string()))?;
-            if let Ok((t, _)) = decode(
-                &bytes,
-                &m.card.net.input,
-                self.limits.max_pixels,
-                m.faces.as_deref(),
-            ) {
-                tensors.push(t);
-            }
-        }
+        let tensors: Vec<Tensor> = self
+            .decoded(m, images)
+            .await?
+            .into_iter()
+            .filter_map(Result::ok)
+            .collect();
         if tensors.is_empty() {
             return Err(ApiError::Unprocessable(
                 "no image decodes for this model".into(),
@@ -125,5 +99,32 @@ impl App {
             n += tensors.len();
         }
         Ok(n as f64 / started.elapsed().as_secs_f64())
+    }
+
+    /// `images` opened and decoded (off the async runtime) for model `m`'s input, each a
+    /// tensor or why it does not decode; an image that does not open is an error.
+    async fn decoded(
+        &self,
+        m: &Served,
+        images: &[SealedImage],
+    ) -> Result<Vec<Result<Tensor, ApiError>>, ApiError> {
+        let opened = images
+            .iter()
+            .map(|i| self.keyring.open_image(&i.row(), &i.sealed))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| ApiError::Internal(e.to_string()))?;
+        let (input, max_pixels, faces) = (
+            m.card.net.input.clone(),
+            self.limits.max_pixels,
+            m.faces.clone(),
+        );
+        tokio::task::spawn_blocking(move || {
+            opened
+                .iter()
+                .map(|b| decode(b, &input, max_pixels, faces.as_deref()).map(|(t, _)| t))
+                .collect()
+        })
+        .await
+        .map_err(|e| ApiError::Internal(format!("image decoding stopped: {e}")))
     }
 }
