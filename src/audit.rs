@@ -12,7 +12,8 @@ use tch::{Device, Kind, Tensor};
 
 use crate::artifact::ModelCard;
 use crate::attack::ensemble::{self, Attack, EnsembleConfig};
-use crate::attack::{self, pgd, FeatureMap, Goal};
+use crate::attack::{self, bisect, pgd, FeatureMap, Goal};
+use crate::certify;
 use crate::data::{to_input, Dataset};
 use crate::metrics::robustness::{self, Robustness};
 use crate::model::unit;
@@ -137,6 +138,9 @@ pub struct PairRecord {
     pub distance: f64,
     pub winner: Attack,
     pub members: MemberL2,
+    /// The certified lower bound of the pair's minimal perturbation (`crate::certify`), where
+    /// the model has a Lipschitz constant: the true minimum lies in [certified, l2].
+    pub certified: Option<f64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -218,7 +222,35 @@ pub struct AuditReport {
     pub attack_seconds: f64,
     /// Gradient steps per pair at 1x: CW (all rounds, after early stops), DDN, PGD check.
     pub steps_per_pair: [usize; 3],
+    /// The global L2 Lipschitz constant of the certified bound, and RI over the pairs'
+    /// certified radii (a lower bound of the true RI, as `robustness` is an upper bound).
+    pub lipschitz: Option<f64>,
+    pub robustness_certified: Option<Robustness>,
+    /// The transfer check (`dvsp audit --transfer-from`), when one was run.
+    pub transfer: Option<TransferCheck>,
     pub pairs: Vec<PairRecord>,
+}
+
+/// A transfer attack (gradient-masking check, Athalye et al. 2018): the pairs attacked by
+/// the ensemble on another model at that model's threshold, each perturbation then scaled
+/// along its direction by the least factor in (0, 4] the audited model accepts. If it beats
+/// the white-box ensemble, the audited model's gradients mislead its own attack.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TransferCheck {
+    pub source_model_id: String,
+    pub source_threshold: f64,
+    /// The source model's own RI on these pairs.
+    pub source_ri: Option<f64>,
+    /// Share of the pairs whose source adversarial the audited model accepts unchanged.
+    pub success_unscaled: f64,
+    /// Pairs with an accepted point along the transferred direction (scale <= 4).
+    pub found: usize,
+    /// Pairs where that point is more than 0.1% below the white-box ensemble's: must be 0.
+    pub below_white_box: usize,
+    /// Median over the found pairs of its L2 over the white-box L2.
+    pub median_ratio: Option<f64>,
+    /// Per pair (in `pairs` order), the transferred L2 (`None`: not accepted up to scale 4).
+    pub l2: Vec<Option<f64>>,
 }
 
 /// The indices of each class's images.
@@ -285,7 +317,9 @@ struct Attacked {
     pgd_below: usize,
 }
 
-/// The ensemble over `pairs` in batches of `cfg.batch`, with a progress bar.
+/// The ensemble over `pairs` in batches of `cfg.batch`, with a progress bar; with a
+/// Lipschitz constant, also each pair's certified radius.
+#[allow(clippy::too_many_arguments)]
 fn attack_all(
     net: &impl FeatureMap,
     test: &Dataset,
@@ -293,6 +327,7 @@ fn attack_all(
     threshold: f64,
     attack: &EnsembleConfig,
     cfg: &AuditConfig,
+    lipschitz: Option<f64>,
     label: &str,
 ) -> Result<Attacked> {
     let device = crate::device();
@@ -308,6 +343,10 @@ fn attack_all(
             t: threshold,
         };
         let out = ensemble::attack(net, &x1, &x2, goal, attack)?;
+        let certified = lipschitz.map(|lip| {
+            let g1 = tch::no_grad(|| net.unprojected(&x1));
+            attack::to_f64(&certify::radius(&g1, &target, threshold, lip))
+        });
         for (i, &(k, l, si, ti)) in chunk.iter().enumerate() {
             let m = |a: usize| out.members[a].1[i];
             records.push(PairRecord {
@@ -327,6 +366,7 @@ fn attack_all(
                     segment: m(4),
                     pgd: m(5),
                 },
+                certified: certified.as_ref().map(|c| c[i]),
             });
         }
         steps = out.steps;
@@ -542,6 +582,7 @@ pub fn run(
     // The random starts of DDN (and of PGD-L2's checks) are drawn from torch's generator.
     tch::manual_seed(cfg.seed as i64);
     let start = Instant::now();
+    let lipschitz = net.lipschitz();
     let Attacked {
         records,
         adversarial: advs,
@@ -554,6 +595,7 @@ pub fn run(
         threshold,
         &cfg.attack,
         cfg,
+        lipschitz,
         "audit: ensemble",
     )?;
     let attack_seconds = start.elapsed().as_secs_f64();
@@ -635,6 +677,7 @@ pub fn run(
             threshold,
             &cfg.attack.scaled(m),
             cfg,
+            None,
             &format!("audit: convergence at {m}x"),
         )?;
         let again: Vec<&PairRecord> = again.records.iter().collect();
@@ -683,7 +726,105 @@ pub fn run(
         seconds: start.elapsed().as_secs_f64(),
         attack_seconds,
         steps_per_pair,
+        lipschitz,
+        robustness_certified: lipschitz.map(|_| summarize_by(test.classes, &all, |r| r.certified)),
+        transfer: None,
         pairs: records,
     };
     Ok((report, advs))
+}
+
+/// The transfer check of `report` (an audit of `net` on `test`): the same pairs attacked by
+/// the ensemble on `source` at its threshold `source_threshold` (the audit's attack settings),
+/// each source perturbation delta then scaled on `net`: the least s in (0, 4] with
+/// x1 + s delta accepted (the first accepted of s = 1, 2, 4, then bisection on [0, s]).
+pub fn transfer(
+    net: &impl FeatureMap,
+    source: &impl FeatureMap,
+    source_model_id: &str,
+    source_threshold: f64,
+    test: &Dataset,
+    report: &AuditReport,
+) -> Result<TransferCheck> {
+    let cfg = &report.config;
+    let pairs: Vec<_> = report
+        .pairs
+        .iter()
+        .map(|r| {
+            (
+                r.source_class,
+                r.target_class,
+                r.source_index,
+                r.target_index,
+            )
+        })
+        .collect();
+    tch::manual_seed(cfg.seed as i64);
+    let on_source = attack_all(
+        source,
+        test,
+        &pairs,
+        source_threshold,
+        &cfg.attack,
+        cfg,
+        None,
+        "audit: transfer source",
+    )?;
+    let device = crate::device();
+    let mut l2 = Vec::with_capacity(pairs.len());
+    let mut unscaled = 0;
+    let mut offset = 0;
+    for chunk in pairs.chunks(cfg.batch) {
+        let (x1, _, target) = batch(net, test, chunk, device);
+        let goal = Goal {
+            target: &target,
+            t: report.threshold,
+        };
+        let n = chunk.len() as i64;
+        let adv = on_source.adversarial.narrow(0, offset, n).to_device(device);
+        offset += n;
+        let _guard = tch::no_grad_guard();
+        let delta = &adv - &x1;
+        let per = |m: &Tensor| attack::per_pair(m, &x1);
+        let mut to = x1.copy();
+        let mut ok = Tensor::zeros([n], (Kind::Bool, device));
+        for s in [1.0, 2.0, 4.0] {
+            let stretched = (&x1 + &delta * s).clamp(0.0, 1.0);
+            let won = goal
+                .accepted(net, &stretched)
+                .logical_and(&ok.logical_not());
+            if s == 1.0 {
+                unscaled += won.sum(Kind::Int64).int64_value(&[]) as usize;
+            }
+            to = stretched.where_self(&per(&won), &to);
+            ok = ok.logical_or(&won);
+        }
+        let found = bisect(net, goal, &x1, &to, &ok, cfg.attack.bisect, &|x| x);
+        let accepted = goal.accepted(net, &found).logical_and(&ok);
+        let norms = attack::to_f64(&attack::l2(&(&found - &x1)));
+        let accepted = Vec::<bool>::try_from(&accepted).expect("bool vector");
+        l2.extend(norms.into_iter().zip(accepted).map(|(v, a)| a.then_some(v)));
+    }
+    let mut ratios: Vec<f64> = l2
+        .iter()
+        .zip(&report.pairs)
+        .filter_map(|(t, r)| t.map(|t| t / r.l2))
+        .filter(|r| r.is_finite())
+        .collect();
+    ratios.sort_by(f64::total_cmp);
+    let all: Vec<&PairRecord> = on_source.records.iter().collect();
+    Ok(TransferCheck {
+        source_model_id: source_model_id.to_string(),
+        source_threshold,
+        source_ri: summarize_by(test.classes, &all, |r| Some(r.l2)).ri,
+        success_unscaled: unscaled as f64 / pairs.len() as f64,
+        found: l2.iter().flatten().count(),
+        below_white_box: l2
+            .iter()
+            .zip(&report.pairs)
+            .filter(|(t, r)| t.is_some_and(|t| t < r.l2 * (1.0 - 1e-3)))
+            .count(),
+        median_ratio: ratios.get(ratios.len() / 2).copied(),
+        l2,
+    })
 }

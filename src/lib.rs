@@ -10,6 +10,7 @@
 pub mod artifact;
 pub mod attack;
 pub mod audit;
+pub mod certify;
 pub mod cli;
 pub mod config;
 pub mod data;

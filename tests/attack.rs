@@ -497,6 +497,112 @@ fn an_audit_bounds_every_pair_and_re_attacks_a_subset_at_larger_budgets() {
     assert_eq!(r.masking.success_vs_budget.last().unwrap().1, 1.0);
     assert!(r.masking.input_gradient_norm > 0.0);
     assert_eq!(r.baselines.len(), 6);
+    // Every pair's true minimum lies in [certified, attacked].
+    assert!(r.lipschitz.is_some_and(|l| l.is_finite() && l > 0.0));
+    for p in &r.pairs {
+        let c = p.certified.expect("a certified radius");
+        assert!(c >= 0.0 && c <= p.l2 + 1e-9, "{p:?}");
+    }
+    let (c, a) = (
+        r.robustness_certified.as_ref().unwrap().ri.unwrap(),
+        r.robustness.ri.unwrap(),
+    );
+    assert!(c > 0.0 && c <= a, "certified RI {c}, attacked {a}");
+    // Transfer from the model itself: its own points, so every pair is found at the white-box
+    // size; from another model: every accepted point is still above the certified radius.
+    let t = dvsp::audit::transfer(&net, &net, "m", 0.01, &test, &r).unwrap();
+    assert_eq!(
+        (t.success_unscaled, t.found, t.below_white_box),
+        (1.0, 18, 0)
+    );
+    assert!(
+        t.median_ratio.is_some_and(|m| (m - 1.0).abs() < 1e-6),
+        "{t:?}"
+    );
+    let (_vs2, other) = random_net(8);
+    let t = dvsp::audit::transfer(&net, &other, "o", 0.01, &test, &r).unwrap();
+    assert_eq!(t.l2.len(), 18);
+    for (v, p) in t.l2.iter().zip(&r.pairs) {
+        if let Some(v) = v {
+            assert!(*v >= p.certified.unwrap() - 1e-9, "{v} {p:?}");
+        }
+    }
+    assert_eq!(
+        t.below_white_box,
+        t.l2.iter()
+            .zip(&r.pairs)
+            .filter(|(v, p)| v.is_some_and(|v| v < p.l2 * (1.0 - 1e-3)))
+            .count()
+    );
+}
+
+#[test]
+fn the_certified_radius_of_an_isometry_is_the_closed_form_minimum() {
+    let all = cases();
+    let (x1, target, truth) = inputs(&all);
+    let g1 = Shifted.features(&x1);
+    let r = attack::to_f64(&dvsp::certify::radius(&g1, &target, t(), 1.0));
+    let half = attack::to_f64(&dvsp::certify::radius(&g1, &target, t(), 2.0));
+    for i in 0..truth.len() {
+        assert!(
+            (r[i] - truth[i]).abs() < 1e-6,
+            "pair {i}: {} vs {}",
+            r[i],
+            truth[i]
+        );
+        assert!((half[i] - truth[i] / 2.0).abs() < 1e-6);
+    }
+    // x1 already accepted (its own target): radius 0; a target opposite x1: ||g1|| (the
+    // apex of the cone is the nearest accepted feature).
+    let own = dvsp::model::unit(&g1);
+    let zero = attack::to_f64(&dvsp::certify::radius(&g1, &own, t(), 1.0));
+    assert!(zero.iter().all(|&v| v.abs() < 1e-9), "{zero:?}");
+    let apex = attack::to_f64(&dvsp::certify::radius(&g1, &(-own), t(), 1.0));
+    for (i, &(rho, _, _)) in all.iter().enumerate() {
+        assert!((apex[i] - rho).abs() < 1e-6);
+    }
+}
+
+#[test]
+fn operator_norms_of_known_maps() {
+    use dvsp::certify::operator_norm;
+    let d = Tensor::from_slice(&[2.0f64, 5.0, 1.0]).diag(0);
+    let n = operator_norm(&|x: &Tensor| x.matmul(&d), &[3]).unwrap();
+    assert!((n - 5.0).abs() < 1e-9, "{n}");
+    // A 1x1 convolution into two channels with weights 3 and 4: x -> (3x, 4x), norm 5.
+    let w = Tensor::from_slice(&[3.0f64, 4.0]).view([2, 1, 1, 1]);
+    let conv = |x: &Tensor| x.conv2d(&w, None::<Tensor>, [1], [0], [1], 1);
+    let n = operator_norm(&conv, &[1, 4, 4]).unwrap();
+    assert!((n - 5.0).abs() < 1e-9, "{n}");
+    // A 3x3 kernel that picks its centre: a crop, norm 1.
+    let k = Tensor::zeros([1, 1, 3, 3], (Kind::Double, Device::Cpu));
+    let _ = k.narrow(2, 1, 1).narrow(3, 1, 1).fill_(1.0);
+    let crop = |x: &Tensor| x.conv2d(&k, None::<Tensor>, [1], [0], [1], 1);
+    let n = operator_norm(&crop, &[1, 6, 6]).unwrap();
+    assert!((n - 1.0).abs() < 1e-9, "{n}");
+    assert!(operator_norm(&|x: &Tensor| x.shallow_clone(), &[100_000]).is_err());
+}
+
+#[test]
+fn the_lipschitz_constant_of_a_cnn_bounds_its_differences_and_its_gradients() {
+    let (_vs, net) = random_net(11);
+    let l = net.lipschitz().expect("the small CNN has one");
+    tch::manual_seed(12);
+    let x = Tensor::rand([16, 1, 28, 28], (Kind::Float, Device::Cpu));
+    let g = |x: &Tensor| tch::no_grad(|| net.unprojected(x));
+    for scale in [1.0, 1e-2] {
+        let y = (&x + Tensor::randn_like(&x) * scale).clamp(0.0, 1.0);
+        let ratio = attack::l2(&(g(&x) - g(&y))) / attack::l2(&(&x - &y));
+        let max = ratio.max().double_value(&[]);
+        assert!(max <= l * (1.0 + 1e-5), "{max} > {l}");
+    }
+    // ||J^T u|| for unit u at random points: a lower estimate of the local constant.
+    let xg = x.copy().set_requires_grad(true);
+    let f = net.unprojected(&xg);
+    let u = dvsp::model::unit(&Tensor::randn_like(&f));
+    let grad = Tensor::run_backward(&[&(f * u).sum(Kind::Float)], &[&xg], false, false).remove(0);
+    let max = attack::l2(&grad).max().double_value(&[]);
+    assert!(max > 0.0 && max <= l * (1.0 + 1e-5), "{max} > {l}");
 }
 
 #[test]

@@ -12,7 +12,7 @@
 use serde::{Deserialize, Serialize};
 use tch::{Kind, Tensor};
 
-use super::{bisect, cw, ddn, l2, pgd, round8, FeatureMap, Goal};
+use super::{bisect, cw, ddn, l2, pgd, round8, to_f64, FeatureMap, Goal};
 use crate::{Error, Result};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -105,10 +105,6 @@ pub struct EnsembleOutcome {
     pub l2_8bit: Vec<f64>,
     /// Gradient steps per pair: CW (all rounds), DDN (all starts), PGD.
     pub steps: [usize; 3],
-}
-
-fn to_vec(t: &Tensor) -> Vec<f64> {
-    Vec::<f64>::try_from(t.to_kind(Kind::Double)).expect("f64 vector")
 }
 
 /// Attacks the pairs (`x1[i]`, `x2[i]`) whose features are `goal.target`; `x1`, `x2`
@@ -216,7 +212,7 @@ pub fn attack(
     let members = members
         .into_iter()
         .map(|(a, n)| {
-            let v = to_vec(&n);
+            let v = to_f64(&n);
             (
                 a,
                 v.into_iter().map(|x| x.is_finite().then_some(x)).collect(),
@@ -229,14 +225,14 @@ pub fn attack(
         .map(|w| Attack::ALL[w as usize])
         .collect();
     Ok(EnsembleOutcome {
-        l2: to_vec(&best_l2),
-        distance: to_vec(&distance),
+        l2: to_f64(&best_l2),
+        distance: to_f64(&distance),
         adversarial: best,
         winner,
         members,
         pgd_below,
         adversarial_8bit: q,
-        l2_8bit: to_vec(&l2_8bit),
+        l2_8bit: to_f64(&l2_8bit),
         steps: [
             cw.steps,
             cfg.ddn.steps * (2 + cfg.ddn.restarts),

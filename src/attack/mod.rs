@@ -14,17 +14,41 @@ use tch::{Kind, Tensor};
 pub trait FeatureMap {
     /// `[P, ...]` inputs in [0, 1] -> `[P, k]` features.
     fn features(&self, x: &Tensor) -> Tensor;
+
+    /// A map g with the cosines of `features` (the feature before any projection onto a
+    /// sphere), for the certified bound (`crate::certify`).
+    fn unprojected(&self, x: &Tensor) -> Tensor {
+        self.features(x)
+    }
+
+    /// A global L2 Lipschitz constant of `unprojected`, when one is known.
+    fn lipschitz(&self) -> Option<f64> {
+        None
+    }
 }
 
 impl FeatureMap for crate::model::Net {
     fn features(&self, x: &Tensor) -> Tensor {
         crate::model::Net::features(self, x)
     }
+
+    fn unprojected(&self, x: &Tensor) -> Tensor {
+        crate::model::Net::unprojected(self, x)
+    }
+
+    fn lipschitz(&self) -> Option<f64> {
+        crate::model::Net::lipschitz(self)
+    }
 }
 
 /// Cosine distance `[P]` between the features of `x` and the unit-norm `target` `[P, k]`.
 pub fn distance(f: &impl FeatureMap, x: &Tensor, target: &Tensor) -> Tensor {
     1.0 - (crate::model::unit(&f.features(x)) * target).sum_dim_intlist(-1, false, None)
+}
+
+/// A `[P]` tensor as f64 values.
+pub fn to_f64(t: &Tensor) -> Vec<f64> {
+    Vec::<f64>::try_from(t.to_kind(Kind::Double)).expect("f64 vector")
 }
 
 /// Per-pair L2 norm `[P]` of `d` `[P, ...]`.

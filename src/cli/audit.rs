@@ -133,6 +133,10 @@ pub struct Args {
     /// subset (the impostor pool) in the same batch.
     #[arg(long, default_value_t = 0, requires = "probe")]
     pub impostors: i64,
+    /// Transfer check: attack the same pairs on this other model (at its own threshold of
+    /// the same kind) and measure its perturbations on the audited one.
+    #[arg(long, conflicts_with = "probe")]
+    pub transfer_from: Option<PathBuf>,
 }
 
 /// One direction of a pair-mode audit.
@@ -275,19 +279,44 @@ pub fn output_name(stem: &str, ext: &str, t: ThresholdAt) -> String {
 
 /// Audits the model in `dir`; writes audit.json, heatmap.{png,svg}, adversarial.png (with the
 /// threshold in their names when it is not the EER one, see `output_name`) and the
-/// summary into model.json. Returns the report.
-pub fn audit(dir: &Path, data: &DataArgs, cfg: &AuditConfig) -> anyhow::Result<AuditReport> {
+/// summary into model.json. With `transfer_from`, also the transfer check from that model.
+/// Returns the report.
+pub fn audit(
+    dir: &Path,
+    data: &DataArgs,
+    cfg: &AuditConfig,
+    transfer_from: Option<&Path>,
+) -> anyhow::Result<AuditReport> {
     let device = crate::device();
     let mut model = artifact::load(dir, device)?;
     let threshold = cfg.threshold_at.from_card(&model.card)?;
     let (_, split) = data.load_for(&model.card)?;
-    let (report, adv) = crate::audit::run(
+    let (mut report, adv) = crate::audit::run(
         &model.net,
         &model.card.model_id,
         threshold,
         &split.test,
         cfg,
     )?;
+    if let Some(from) = transfer_from {
+        let source = artifact::load(from, device)?;
+        anyhow::ensure!(
+            source.card.net.input == model.card.net.input,
+            "--transfer-from {}: its input ({:?}) is not the audited model's ({:?})",
+            from.display(),
+            source.card.net.input,
+            model.card.net.input
+        );
+        let source_threshold = cfg.threshold_at.from_card(&source.card)?;
+        report.transfer = Some(crate::audit::transfer(
+            &model.net,
+            &source.net,
+            &source.card.model_id,
+            source_threshold,
+            &split.test,
+            &report,
+        )?);
+    }
     artifact::write_atomic(
         &dir.join(output_name("audit", "json", cfg.threshold_at)),
         serde_json::to_string_pretty(&report)?.as_bytes(),
@@ -374,7 +403,12 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         );
         return Ok(());
     }
-    let r = audit(&a.model, &a.data, &a.audit.config())?;
+    let r = audit(
+        &a.model,
+        &a.data,
+        &a.audit.config(),
+        a.transfer_from.as_deref(),
+    )?;
     let fmt = |v: Option<f64>| v.map_or("-".into(), |v| format!("{v:.3}"));
     println!(
         "{}: RI {} (8 bits: {}) at T = {:.4} ({}) over {} pairs, L2 median {} mean {}; {:.0}s ({:.0}s attacking; steps per pair: CW {}, DDN {}, PGD check {})",
@@ -449,6 +483,29 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         "    gradient masking: FGSM <= PGD <= ensemble at every budget: {}; mean ||grad_x D|| at x1 {:.4}",
         r.masking.iterative_beats_single_step, r.masking.input_gradient_norm
     );
+    match (&r.robustness_certified, r.lipschitz) {
+        (Some(c), Some(lip)) => println!(
+            "    certified lower bound (global Lipschitz constant {lip:.4e}): RI {} ({}x below the attacked RI); the true RI lies in [{}, {}]",
+            fmt(c.ri),
+            c.ri.zip(r.robustness.ri)
+                .map_or("-".into(), |(c, a)| format!("{:.1}", a / c)),
+            fmt(c.ri),
+            fmt(r.robustness.ri)
+        ),
+        _ => println!("    certified lower bound: none (computed for the small CNN only)"),
+    }
+    if let Some(t) = &r.transfer {
+        println!(
+            "    transfer from {}: {:.1}% of its perturbations accepted unchanged, {} of {} pairs found by scaling (median {} x the white-box L2), {} below the white-box ensemble{}",
+            t.source_model_id,
+            t.success_unscaled * 100.0,
+            t.found,
+            t.l2.len(),
+            t.median_ratio.map_or("-".into(), |m| format!("{m:.2}")),
+            t.below_white_box,
+            if t.below_white_box == 0 { "" } else { ": GRADIENT MASKING SUSPECTED" }
+        );
+    }
     println!(
         "wrote {}, heatmap, ri_vs_budget and adversarial images in {}",
         output_name("audit", "json", r.config.threshold_at),

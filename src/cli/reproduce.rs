@@ -136,6 +136,8 @@ struct Run {
     ri_eer: f64,
     ri_eer_8bit: f64,
     ri_fmr_1e3: f64,
+    /// The certified lower bound of the RI at the EER threshold (`crate::certify`).
+    ri_certified: f64,
     train_seconds: f64,
     audit_seconds: f64,
 }
@@ -151,6 +153,7 @@ struct Row {
     ri_eer: Stat,
     ri_eer_8bit: Stat,
     ri_fmr_1e3: Stat,
+    ri_certified: Stat,
     fnmr_at_fmr_1e3: Stat,
     /// Bootstrap 95% intervals on seed 0's model.
     eer_ci_percent: (f64, f64),
@@ -177,7 +180,7 @@ fn audit_at(
         .and_then(|b| serde_json::from_slice(&b).ok());
     match previous {
         Some(r) if r.model_id == model_id && r.config == args.config() => Ok(r),
-        _ => super::audit::audit(dir, data, &args.config()),
+        _ => super::audit::audit(dir, data, &args.config(), None),
     }
 }
 
@@ -251,6 +254,11 @@ pub fn run(a: Args) -> anyhow::Result<()> {
                 ri_eer: eer_audit.robustness.ri.unwrap_or(f64::NAN),
                 ri_eer_8bit: eer_audit.robustness_8bit.ri.unwrap_or(f64::NAN),
                 ri_fmr_1e3: fmr_audit.robustness.ri.unwrap_or(f64::NAN),
+                ri_certified: eer_audit
+                    .robustness_certified
+                    .as_ref()
+                    .and_then(|c| c.ri)
+                    .unwrap_or(f64::NAN),
                 train_seconds: card.training.seconds,
                 audit_seconds: eer_audit.seconds + fmr_audit.seconds,
             });
@@ -274,6 +282,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
             ri_eer: stat(&|r| r.ri_eer),
             ri_eer_8bit: stat(&|r| r.ri_eer_8bit),
             ri_fmr_1e3: stat(&|r| r.ri_fmr_1e3),
+            ri_certified: stat(&|r| r.ri_certified),
             fnmr_at_fmr_1e3: stat(&|r| r.fnmr_at_fmr_1e3_percent),
             eer_ci_percent: (lo * 100.0, hi * 100.0),
             ri_eer_ci: ri_ci(&eer0, a.bootstrap),
@@ -339,6 +348,10 @@ fn markdown(rows: &[Row], a: &Args) -> String {
         format!("{} {}", pm(&r.ri_eer), ci(r.ri_eer_ci))
     });
     line("RI at the EER threshold, 8 bits", &|r| pm(&r.ri_eer_8bit));
+    line(
+        "RI at the EER threshold, certified lower bound (global Lipschitz)",
+        &|r| format!("{:.5} +- {:.5}", r.ri_certified.mean, r.ri_certified.std),
+    );
     line("RI at FMR 1e-3", &|r| {
         format!("{} {}", pm(&r.ri_fmr_1e3), ci(r.ri_fmr_1e3_ci))
     });

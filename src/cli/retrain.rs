@@ -73,7 +73,7 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
             .unwrap_or_else(|| AuditDefaults::parse_from(["audit"]).audit.config());
         tracing::info!(stage = "audit", model = %card.model_id, pairs = cfg.pairs, "retrain");
         let report =
-            tokio::task::block_in_place(|| super::audit::audit(&dir, &a.train.data, &cfg))?;
+            tokio::task::block_in_place(|| super::audit::audit(&dir, &a.train.data, &cfg, None))?;
         println!(
             "audit: RI {}",
             report

@@ -237,18 +237,53 @@ impl Net {
 
     /// The feature of trunk output `h`, as f32.
     fn feature_of(&self, h: &Tensor) -> Tensor {
-        let f = match &self.head {
-            Head::Variational { mu, .. } => {
-                let m = mu.forward(h);
-                match self.spec.method {
-                    Method::Dvsp => loss::dvsp::project(&m, self.spec.radius),
-                    _ => m,
-                }
-            }
+        let g = self.head_output(h);
+        match self.spec.method {
+            Method::Dvsp => loss::dvsp::project(&g, self.spec.radius),
+            _ => g,
+        }
+        .to_kind(Kind::Float)
+    }
+
+    /// The head's linear output: mu(x) for variational heads (before dvsp's projection,
+    /// eq. 11), the feature layer otherwise.
+    fn head_output(&self, h: &Tensor) -> Tensor {
+        match &self.head {
+            Head::Variational { mu, .. } => mu.forward(h),
             Head::Center { fc, .. } | Head::Sphere { fc, .. } => fc.forward(h),
             Head::Identity => h.shallow_clone(),
+        }
+    }
+
+    /// The feature before any projection onto a sphere, as f32: its cosines are those of
+    /// `features` (what `crate::certify` bounds).
+    pub fn unprojected(&self, xs: &Tensor) -> Tensor {
+        self.head_output(&self.hidden(xs)).to_kind(Kind::Float)
+    }
+
+    /// A global L2 Lipschitz constant of `unprojected` in [0, 1] pixel units
+    /// (`crate::certify`): 1/std of the input normalisation, the trunk's constant and the
+    /// head's spectral norm. `None` for a backbone it is not computed for (sphere20,
+    /// imported nets) or an input too large for the explicit matrices.
+    pub fn lipschitz(&self) -> Option<f64> {
+        let Trunk::Small(trunk) = &self.trunk else {
+            return None;
         };
-        f.to_kind(Kind::Float)
+        let head = match &self.head {
+            Head::Variational { mu: fc, .. }
+            | Head::Center { fc, .. }
+            | Head::Sphere { fc, .. } => fc
+                .ws
+                .detach()
+                .to_device(tch::Device::Cpu)
+                .to_kind(Kind::Double),
+            Head::Identity => return None,
+        };
+        let head =
+            crate::certify::operator_norm(&|x: &Tensor| x.matmul(&head.tr()), &[head.size()[1]])
+                .ok()?;
+        let trunk = trunk.lipschitz(self.spec.input.shape()).ok()?;
+        Some(trunk * head / self.spec.input.std)
     }
 
     /// The feature and, for variational heads, the posterior spread r(x) = mean_i
