@@ -165,6 +165,62 @@ struct Row {
     converged: bool,
     wins: Vec<(crate::attack::ensemble::Attack, usize)>,
     pgd_below_budget: usize,
+    /// Seed 0's transfer check from another row's seed-0 model (`transfer_source`).
+    transfer: Option<Transfer>,
+}
+
+#[derive(Debug, Serialize)]
+struct Transfer {
+    from: &'static str,
+    found: usize,
+    pairs: usize,
+    below_white_box: usize,
+    median_ratio: Option<f64>,
+}
+
+/// The row whose seed-0 perturbations a row's seed-0 model is checked against: DVIB's for the
+/// DVSP rows, DVSP's for the others.
+fn transfer_source(row: &str) -> &'static str {
+    match row {
+        "dvsp" | "dvsp-no-eq15" => "dvib",
+        _ => "dvsp",
+    }
+}
+
+/// The transfer check of `row`'s seed-0 audit at the EER threshold, run once and kept in its
+/// audit.json (rerun when the source model changed).
+fn transfer_of(out: &Path, row: &str, test: &crate::data::Dataset) -> anyhow::Result<Transfer> {
+    let device = crate::device();
+    let dir = out.join(row).join("seed0");
+    let from = transfer_source(row);
+    let source = artifact::load(&out.join(from).join("seed0"), device)?;
+    let path = dir.join(output_name("audit", "json", ThresholdAt::Eer));
+    let mut report: AuditReport = serde_json::from_slice(&std::fs::read(&path)?)?;
+    if report
+        .transfer
+        .as_ref()
+        .is_none_or(|t| t.source_model_id != source.card.model_id)
+    {
+        let model = artifact::load(&dir, device)?;
+        let threshold = ThresholdAt::Eer.from_card(&source.card)?;
+        report.transfer = Some(crate::audit::transfer(
+            &model.net,
+            &source.net,
+            &source.card.model_id,
+            threshold,
+            test,
+            &report,
+        )?);
+        artifact::write_atomic(&path, serde_json::to_string_pretty(&report)?.as_bytes())?;
+    }
+    let t = report.transfer.expect("set above");
+    Ok(Transfer {
+        from,
+        found: t.found,
+        pairs: t.l2.len(),
+        below_white_box: t.below_white_box,
+        median_ratio: t.median_ratio,
+    })
 }
 
 /// The audit of `dir` at `t` (reused when its model and configuration match).
@@ -291,8 +347,13 @@ pub fn run(a: Args) -> anyhow::Result<()> {
             converged: eer0.convergence.converged,
             wins: eer0.wins.clone(),
             pgd_below_budget: eer0.pgd_below_budget,
+            transfer: None,
             runs,
         });
+    }
+    // Every row's seed-0 model exists only now.
+    for row in &mut rows {
+        row.transfer = Some(transfer_of(&a.out, row.name, &split.test)?);
     }
     let md = markdown(&rows, &a);
     print!("{md}");
@@ -375,6 +436,20 @@ fn markdown(rows: &[Row], a: &Args) -> String {
     line("PGD below the ensemble (seed 0)", &|r| {
         r.pgd_below_budget.to_string()
     });
+    line(
+        "transfer (seed 0): from, pairs found / attacked, below white-box, median L2 ratio",
+        &|r| match &r.transfer {
+            Some(t) => format!(
+                "{}: {}/{}, {}, {}",
+                t.from,
+                t.found,
+                t.pairs,
+                t.below_white_box,
+                t.median_ratio.map_or("-".into(), |m| format!("{m:.2}"))
+            ),
+            None => "-".into(),
+        },
+    );
     line("train + audit wall time (s, mean)", &|r| {
         let n = r.runs.len() as f64;
         format!(
