@@ -31,8 +31,11 @@ pub fn model() -> PathBuf {
 }
 
 /// A model trained on MNIST with `cfg` and evaluated, in cargo's test tmpdir under `name`;
-/// reused while its card says it was trained with `cfg` and evaluated.
+/// reused while its card says it was trained with `cfg` and evaluated. One at a time: two
+/// tests of one binary asking for the same model must not train it into one folder together.
 pub fn trained(name: &str, cfg: &dvsp::config::TrainConfig) -> PathBuf {
+    static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _held = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(name);
     let cached = dvsp::artifact::load(&dir, tch::Device::Cpu)
         .is_ok_and(|m| m.card.training.config == *cfg && m.card.metrics.contains_key("test"));
