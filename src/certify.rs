@@ -11,10 +11,11 @@
 //!   r = ||g(x1)|| sin(min(phi - theta_T, pi/2)) / L,   phi = angle(g(x1), t),
 //!
 //! succeeds: that is the distance from g(x1) to the cone {angle <= theta_T} (or to its apex),
-//! divided by L. For an isometry (L = 1) it is the exact minimum (the closed-form case of
-//! `tests/attack.rs`). L is the product of the layers' exact spectral norms (each linear map's
-//! largest singular value, from its explicit matrix), so the bound is sound but loose: a
-//! product of per-layer norms ignores how the layers align.
+//! divided by L. For an isometry (L = 1) it is the exact minimum where the pixel box [0, 1]
+//! does not bind (the closed-form case of `tests/attack.rs`). L is the product of the layers'
+//! exact spectral norms (each linear map's largest singular value, from its explicit matrix),
+//! so the bound is sound but loose: a product of per-layer norms ignores how the layers
+//! align.
 use tch::{Kind, Tensor};
 
 use crate::{Error, Result};
