@@ -783,22 +783,8 @@ pub fn transfer(
         let n = chunk.len() as i64;
         let adv = on_source.adversarial.narrow(0, offset, n).to_device(device);
         offset += n;
-        let _guard = tch::no_grad_guard();
-        let delta = &adv - &x1;
-        let per = |m: &Tensor| attack::per_pair(m, &x1);
-        let mut to = x1.copy();
-        let mut ok = Tensor::zeros([n], (Kind::Bool, device));
-        for s in [1.0, 2.0, 4.0] {
-            let stretched = (&x1 + &delta * s).clamp(0.0, 1.0);
-            let won = goal
-                .accepted(net, &stretched)
-                .logical_and(&ok.logical_not());
-            if s == 1.0 {
-                unscaled += won.sum(Kind::Int64).int64_value(&[]) as usize;
-            }
-            to = stretched.where_self(&per(&won), &to);
-            ok = ok.logical_or(&won);
-        }
+        unscaled += goal.accepted(net, &adv).sum(Kind::Int64).int64_value(&[]) as usize;
+        let (to, ok) = attack::stretch(net, goal, &x1, &(&adv - &x1), &[1.0, 2.0, 4.0], &|x| x);
         let found = bisect(net, goal, &x1, &to, &ok, cfg.attack.bisect, &|x| x);
         let accepted = goal.accepted(net, &found).logical_and(&ok);
         let norms = attack::to_f64(&attack::l2(&(&found - &x1)));

@@ -263,16 +263,7 @@ fn eight_bit(
     let delta = best - x1;
     let rounded = round8(best.copy());
     let rounded_ok = goal.accepted(f, &rounded);
-    let mut to = best.copy();
-    let mut stretched_ok = Tensor::zeros([p], (Kind::Bool, dev));
-    for s in [1.25, 2.0, 4.0] {
-        let stretched = (x1 + &delta * s).clamp(0.0, 1.0);
-        let ok = goal
-            .accepted(f, &round8(stretched.copy()))
-            .logical_and(&stretched_ok.logical_not());
-        to = stretched.where_self(&per(&ok), &to);
-        stretched_ok = stretched_ok.logical_or(&ok);
-    }
+    let (to, stretched_ok) = super::stretch(f, goal, x1, &delta, &[1.25, 2.0, 4.0], &round);
     let along = bisect(f, goal, best, &to, &stretched_ok, steps, &round);
     let all = Tensor::ones([p], (Kind::Bool, dev));
     let towards_x2 = bisect(f, goal, best, x2, &all, steps, &round);

@@ -114,6 +114,31 @@ pub fn bisect(
     at(&hi).where_self(&per_pair(ok, from), from)
 }
 
+/// The first of `x1 + s delta` (clipped to the box) over the increasing `scales` whose
+/// `round`ed point is accepted, per pair: the points `[P, ...]` (`x1` where none was) and
+/// `[P]` bool. Bisection on [x1 or the kept point, it] then finds the least scale.
+pub fn stretch(
+    f: &impl FeatureMap,
+    goal: Goal,
+    x1: &Tensor,
+    delta: &Tensor,
+    scales: &[f64],
+    round: &dyn Fn(Tensor) -> Tensor,
+) -> (Tensor, Tensor) {
+    let _guard = tch::no_grad_guard();
+    let mut to = x1.copy();
+    let mut found = Tensor::zeros([x1.size()[0]], (Kind::Bool, x1.device()));
+    for &s in scales {
+        let stretched = (x1 + delta * s).clamp(0.0, 1.0);
+        let ok = goal
+            .accepted(f, &round(stretched.copy()))
+            .logical_and(&found.logical_not());
+        to = stretched.where_self(&per_pair(&ok, x1), &to);
+        found = found.logical_or(&ok);
+    }
+    (to, found)
+}
+
 /// The image rounded to 8 bits per pixel value (k / 255), as a camera or a PNG would store it.
 pub fn round8(x: Tensor) -> Tensor {
     (x * 255.0).round() / 255.0

@@ -291,6 +291,21 @@ pub fn audit(
     let mut model = artifact::load(dir, device)?;
     let threshold = cfg.threshold_at.from_card(&model.card)?;
     let (_, split) = data.load_for(&model.card)?;
+    // The transfer source is read before the audit, so a bad one fails at once.
+    let source = transfer_from
+        .map(|from| -> anyhow::Result<_> {
+            let source = artifact::load(from, device)?;
+            anyhow::ensure!(
+                source.card.net.input == model.card.net.input,
+                "--transfer-from {}: its input ({:?}) is not the audited model's ({:?})",
+                from.display(),
+                source.card.net.input,
+                model.card.net.input
+            );
+            let threshold = cfg.threshold_at.from_card(&source.card)?;
+            Ok((source, threshold))
+        })
+        .transpose()?;
     let (mut report, adv) = crate::audit::run(
         &model.net,
         &model.card.model_id,
@@ -298,16 +313,7 @@ pub fn audit(
         &split.test,
         cfg,
     )?;
-    if let Some(from) = transfer_from {
-        let source = artifact::load(from, device)?;
-        anyhow::ensure!(
-            source.card.net.input == model.card.net.input,
-            "--transfer-from {}: its input ({:?}) is not the audited model's ({:?})",
-            from.display(),
-            source.card.net.input,
-            model.card.net.input
-        );
-        let source_threshold = cfg.threshold_at.from_card(&source.card)?;
+    if let Some((source, source_threshold)) = source {
         report.transfer = Some(crate::audit::transfer(
             &model.net,
             &source.net,
