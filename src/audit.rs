@@ -168,7 +168,7 @@ pub struct Convergence {
     pub points: Vec<BudgetPoint>,
     /// RI at 1x over RI at the largest multiple, on the subset.
     pub ratio: f64,
-    /// `ratio` is within 2% of 1.
+    /// `ratio` is within 2% of 1 at a multiple above 1x (false without one: no evidence).
     pub converged: bool,
 }
 
@@ -570,6 +570,19 @@ pub fn run(
             "--pairs and the batch size must be at least 1".into(),
         ));
     }
+    if cfg.convergence_pairs == 0 && !cfg.convergence_budgets.is_empty() {
+        return Err(Error::Invalid(
+            "--convergence-pairs must be at least 1 to re-attack at --convergence-budgets \
+             (give --convergence-budgets no value to skip the re-attack)"
+                .into(),
+        ));
+    }
+    if let Some(m) = cfg.convergence_budgets.iter().find(|&&m| m < 2) {
+        return Err(Error::Invalid(format!(
+            "--convergence-budgets: {m}x is no evidence of convergence; every multiple must \
+             be at least 2"
+        )));
+    }
     let labels: Vec<i64> = Vec::<i64>::try_from(&test.labels)?;
     let sampled = sample_pairs(&labels, test.classes, cfg.pairs, cfg.seed);
     if sampled.is_empty() {
@@ -714,7 +727,7 @@ pub fn run(
             pairs: subset,
             points,
             ratio,
-            converged: (ratio - 1.0).abs() <= 0.02,
+            converged: !cfg.convergence_budgets.is_empty() && (ratio - 1.0).abs() <= 0.02,
         },
         baselines,
         masking: MaskingChecks {

@@ -80,7 +80,8 @@ pub struct TrainConfig {
     pub samples: i64,
     /// Adversarial step epsilon of eq. 15, for any method (default: 0.1 for dvsp, as the paper;
     /// 0, no adversarial learning, for the others). `--method dvsp --eps 0` and `--method dvib
-    /// --eps 0.1` are the ablations that attribute robustness to projection or to eq. 15.
+    /// --eps E` (E: DVSP's eps) are the ablations that attribute robustness to projection or
+    /// to eq. 15.
     #[arg(long)]
     pub eps: Option<f64>,
     /// Center-loss weight lambda (center; Wen et al. use 0.003 for faces).

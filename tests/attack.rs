@@ -94,18 +94,19 @@ fn within_five_percent(name: &str, got: &[Option<f64>], truth: &[f64]) {
     }
 }
 
+/// The audit's ensemble with CW switched on as well (it is off by default).
+fn every_member() -> EnsembleConfig {
+    EnsembleConfig {
+        cw: attack::cw::CwConfig::default(),
+        ..EnsembleConfig::default()
+    }
+}
+
 #[test]
 fn every_attack_finds_the_closed_form_minimum_within_five_percent() {
     let all = cases();
     let (x1, target, truth) = inputs(&all);
-    let out = ensemble_on(
-        &Shifted,
-        &x1,
-        &x2_of(&all),
-        &target,
-        t(),
-        &EnsembleConfig::default(),
-    );
+    let out = ensemble_on(&Shifted, &x1, &x2_of(&all), &target, t(), &every_member());
     let l2: Vec<Option<f64>> = out.l2.iter().map(|&v| Some(v)).collect();
     within_five_percent("ensemble", &l2, &truth);
     for (a, m) in &out.members {
@@ -129,6 +130,22 @@ fn every_attack_finds_the_closed_form_minimum_within_five_percent() {
         out.adversarial.min().double_value(&[]) >= 0.0
             && out.adversarial.max().double_value(&[]) <= 1.0
     );
+    // The audit's default, CW off: CW is a member with no success and never the winner, and
+    // the ensemble still lands within 5%.
+    let default = ensemble_on(
+        &Shifted,
+        &x1,
+        &x2_of(&all),
+        &target,
+        t(),
+        &EnsembleConfig::default(),
+    );
+    let l2: Vec<Option<f64>> = default.l2.iter().map(|&v| Some(v)).collect();
+    within_five_percent("default ensemble", &l2, &truth);
+    assert_eq!(default.members[0].0, Attack::Cw);
+    assert!(default.members[0].1.iter().all(Option::is_none));
+    assert!(!default.winner.contains(&Attack::Cw));
+    assert_eq!(default.steps[0], 0);
 }
 
 /// f(x) = (x_0 - 0.5, x_1 - 0.5) on 4-pixel images whose pixels 2 and 3 are idle at exactly
@@ -182,14 +199,7 @@ fn saturated_pixels_move_and_the_minimum_is_found_within_five_percent() {
         })
         .collect();
     assert!((truth[1] - 0.5).abs() < 1e-9, "{truth:?}");
-    let out = ensemble_on(
-        &Saturated,
-        &x1,
-        &x2,
-        &target,
-        t(),
-        &EnsembleConfig::default(),
-    );
+    let out = ensemble_on(&Saturated, &x1, &x2, &target, t(), &every_member());
     for (a, m) in &out.members {
         if matches!(
             a,
@@ -443,6 +453,20 @@ fn an_audit_of_a_single_class_set_is_an_error_not_a_panic() {
         e.to_string().contains("no pairs of different classes"),
         "{e}"
     );
+    // No re-attacked subset, or a multiple that is no evidence: refused before any attack.
+    for (pairs, budgets, says) in [
+        (0, vec![3], "--convergence-pairs"),
+        (2, vec![3, 1], "1x is no evidence"),
+        (2, vec![0], "0x is no evidence"),
+    ] {
+        let bad = dvsp::audit::AuditConfig {
+            convergence_pairs: pairs,
+            convergence_budgets: budgets,
+            ..cfg.clone()
+        };
+        let e = dvsp::audit::run(&net, "m", 0.5, &test, &bad).unwrap_err();
+        assert!(e.to_string().contains(says), "{e}");
+    }
 }
 
 #[test]
@@ -492,6 +516,16 @@ fn an_audit_bounds_every_pair_and_re_attacks_a_subset_at_larger_budgets() {
     assert!(
         (r.convergence.ratio - r.convergence.points[0].ri / r.convergence.points[1].ri).abs()
             < 1e-12
+    );
+    // Without a larger multiple there is no evidence, so the audit does not claim convergence.
+    let unchecked = dvsp::audit::AuditConfig {
+        convergence_budgets: vec![],
+        ..cfg.clone()
+    };
+    let (u, _) = dvsp::audit::run(&net, "m", 0.01, &test, &unchecked).unwrap();
+    assert_eq!(
+        (u.convergence.points.len(), u.convergence.converged),
+        (1, false)
     );
     // The success curve reaches every pair at the largest perturbation.
     assert_eq!(r.masking.success_vs_budget.last().unwrap().1, 1.0);
@@ -631,4 +665,24 @@ fn linf_pgd_keeps_its_box_and_dodging_pushes_a_genuine_pair_apart() {
             "dodging raises D"
         );
     }
+}
+
+#[test]
+fn the_convergence_budgets_default_to_3x_and_10x_and_can_be_switched_off() {
+    #[derive(clap::Parser)]
+    struct AuditCli {
+        #[command(flatten)]
+        args: dvsp::cli::audit::AuditArgs,
+    }
+    let parse = |argv: &[&str]| {
+        <AuditCli as clap::Parser>::parse_from(argv)
+            .args
+            .convergence_budgets
+    };
+    assert_eq!(parse(&["audit"]), vec![3, 10]);
+    assert_eq!(
+        parse(&["audit", "--convergence-budgets", "2,5"]),
+        vec![2, 5]
+    );
+    assert!(parse(&["audit", "--convergence-budgets"]).is_empty());
 }

@@ -58,40 +58,49 @@ pub struct Args {
 struct Variant {
     name: &'static str,
     method: Method,
-    /// `Some`: the eq. 15 step size forced (the ablations).
-    eps: Option<f64>,
+    eq15: Eq15,
+}
+
+/// The eq. 15 step of a row. Each ablation swaps one ingredient: DVSP without the step, and
+/// DVIB with DVSP's very step (its tuned or default eps), so the two differ from their
+/// method only in eq. 15.
+#[derive(Clone, Copy, PartialEq)]
+enum Eq15 {
+    AsTuned,
+    Off,
+    AsDvsp,
 }
 
 const ROWS: [Variant; 6] = [
     Variant {
         name: "dvib",
         method: Method::Dvib,
-        eps: None,
+        eq15: Eq15::AsTuned,
     },
     Variant {
         name: "center",
         method: Method::Center,
-        eps: None,
+        eq15: Eq15::AsTuned,
     },
     Variant {
         name: "sphereface",
         method: Method::Sphereface,
-        eps: None,
+        eq15: Eq15::AsTuned,
     },
     Variant {
         name: "dvsp",
         method: Method::Dvsp,
-        eps: None,
+        eq15: Eq15::AsTuned,
     },
     Variant {
         name: "dvsp-no-eq15",
         method: Method::Dvsp,
-        eps: Some(0.0),
+        eq15: Eq15::Off,
     },
     Variant {
         name: "dvib-eq15",
         method: Method::Dvib,
-        eps: Some(0.1),
+        eq15: Eq15::AsDvsp,
     },
 ];
 
@@ -260,17 +269,23 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     let labels: Vec<i64> = Vec::<i64>::try_from(&split.test.labels)?;
     let mut rows = Vec::new();
     let mut heatmaps = Vec::new();
-    for v in &ROWS {
-        let mut cfg = match &a.tuned {
-            Some(dir) => super::tune::tuned(dir, v.method)?,
+    let config = |method: Method| -> anyhow::Result<TrainConfig> {
+        Ok(match &a.tuned {
+            Some(dir) => super::tune::tuned(dir, method)?,
             None => TrainConfig {
-                method: v.method,
+                method,
                 ..TrainConfig::default()
             },
-        };
+        })
+    };
+    let dvsp_eps = config(Method::Dvsp)?.eps();
+    for v in &ROWS {
+        let mut cfg = config(v.method)?;
         (cfg.epochs, cfg.limit) = (a.epochs, a.limit);
-        if v.eps.is_some() {
-            cfg.eps = v.eps;
+        match v.eq15 {
+            Eq15::AsTuned => {}
+            Eq15::Off => cfg.eps = Some(0.0),
+            Eq15::AsDvsp => cfg.eps = Some(dvsp_eps),
         }
         let mut runs = Vec::new();
         let mut seed0 = None;
@@ -328,7 +343,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         let (lo, hi) = bootstrap::PairTable::new(&emb, &labels)?.eer_interval(a.bootstrap, 0);
         let stat = |f: &dyn Fn(&Run) -> f64| Stat::of(&runs.iter().map(f).collect::<Vec<_>>());
         heatmaps.push((v.name.to_string(), eer0.robustness.h.clone()));
-        let paper = (v.eps.is_none()).then(|| paper(v.method)).flatten();
+        let paper = (v.eq15 == Eq15::AsTuned).then(|| paper(v.method)).flatten();
         rows.push(Row {
             name: v.name,
             config: TrainConfig { seed: 0, ..cfg },
