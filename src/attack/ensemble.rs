@@ -1,8 +1,9 @@
 //! The minimal-perturbation ensemble (AutoAttack's principle, Croce & Hein 2020): every pair
 //! is bounded by bisection on the segment [x1, x2] (x2 itself is always accepted: D = 0 <= T),
 //! so no pair is ever without a perturbation, then attacked by CW-L2 from x1 (when it is on)
-//! and by DDN from three kinds of start: x1, the segment bound, and random points at the segment bound's
-//! distance (a minimal-norm attack started only at x1 settles in the first basin it meets);
+//! and by DDN from three kinds of start: x1, the segment bound, and random points at the
+//! segment bound's distance (a minimal-norm attack started only at x1 settles in the first
+//! basin it meets);
 //! each success is shrunk towards x1 by bisection on [x1, x~]. The smallest success,
 //! re-checked by a fresh forward pass, is kept; PGD-L2 at that per-pair budget then checks it:
 //! a PGD success below the budget is counted and taken. The kept point is also rounded to 8
