@@ -80,25 +80,31 @@ fn the_weighted_eer_with_unit_weights_is_the_plain_eer() {
 }
 
 #[test]
-fn ri_intervals_are_degenerate_when_every_pair_of_a_class_pair_agrees() {
-    let results: Vec<(usize, usize, f64)> = (0..3)
-        .flat_map(|k| {
-            (0..3)
-                .filter(move |&l| l != k)
-                .map(move |l| (k, l, 1.0 + k as f64))
-        })
+fn ri_intervals_resample_class_pairs_then_their_pairs() {
+    // Every attacked pair at L2 2: no resample can move RI.
+    let flat: Vec<(usize, usize, f64)> = (0..3)
+        .flat_map(|k| (0..3).filter(move |&l| l != k).map(move |l| (k, l, 2.0)))
         .flat_map(|r| [r, r, r])
         .collect();
-    let (lo, hi) = ri_interval(3, &results, 50, 0);
+    let (lo, hi) = ri_interval(3, &flat, 50, 0);
     assert!(
         (lo - 2.0).abs() < 1e-12 && (hi - 2.0).abs() < 1e-12,
         "[{lo}, {hi}]"
     );
-    let spread: Vec<(usize, usize, f64)> = results
-        .iter()
+    // Two class pairs of one attacked pair each, H 0 and 1: RI* is 0, 1/2 or 1 with
+    // probabilities 1/4, 1/2, 1/4, so the 2.5% and 97.5% percentiles are 0 and 1.
+    let (lo, hi) = ri_interval(2, &[(0, 1, 0.0), (1, 0, 1.0)], 2000, 0);
+    assert_eq!((lo, hi), (0.0, 1.0));
+    // One attacked pair per class pair (`--pairs 1`): the interval has width and holds RI.
+    let single: Vec<(usize, usize, f64)> = (0..3)
+        .flat_map(|k| (0..3).filter(move |&l| l != k).map(move |l| (k, l)))
         .enumerate()
-        .map(|(i, r)| (r.0, r.1, r.2 + (i % 3) as f64))
+        .map(|(i, (k, l))| (k, l, 1.0 + i as f64 / 5.0))
         .collect();
-    let (lo, hi) = ri_interval(3, &spread, 200, 0);
-    assert!(lo < 3.0 && 3.0 < hi, "[{lo}, {hi}]");
+    let ri = single.iter().map(|r| r.2).sum::<f64>() / single.len() as f64;
+    let (lo, hi) = ri_interval(3, &single, 500, 0);
+    assert!(
+        lo < ri && ri < hi && hi - lo > 0.2,
+        "[{lo}, {hi}] around {ri}"
+    );
 }

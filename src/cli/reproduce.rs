@@ -389,7 +389,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
 
 fn markdown(rows: &[Row], a: &Args) -> String {
     let mut md = format!(
-        "Table 1 on MNIST: {} epochs, seeds 0..{}, hyperparameters {}; audit {} pairs per ordered class pair; mean +- std over seeds, [bootstrap 95% interval of seed 0's model, {} resamples].\n\n|",
+        "Table 1 on MNIST: {} epochs, seeds 0..{}, hyperparameters {}; audit {} pairs per ordered class pair; mean +- std over seeds, [bootstrap 95% interval of seed 0's model, {} resamples: EER over test images, RI over class pairs then their attacked pairs].\n\n| |",
         a.epochs,
         a.seeds,
         a.tuned

@@ -1,12 +1,11 @@
 //! Bootstrap 95% intervals (percentile method, Efron & Tibshirani 1993) for EER and RI.
 //! EER: the test images are drawn with replacement (each image i gets a multinomial count
 //! w_i), so the pair (i, j) weighs w_i w_j: the dependence between pairs sharing an image is
-//! kept, which resampling pairs would ignore. RI: within every ordered class pair its
-//! attacked pairs are drawn with replacement.
+//! kept, which resampling pairs would ignore. RI: the ordered class pairs are drawn
+//! with replacement, then the attacked pairs within each (see `ri_interval`).
 use rand::{Rng, SeedableRng};
 use tch::Tensor;
 
-use super::robustness;
 use crate::{Error, Result};
 
 /// The 2.5% and 97.5% percentiles of `v`.
@@ -110,8 +109,11 @@ impl PairTable {
     }
 }
 
-/// The 95% interval of RI over `reps` resamples of the attacked pairs of each class pair;
-/// `results`: (source class, target class, L2).
+/// The 95% interval of RI over `reps` two-stage resamples; `results`: (source class, target
+/// class, L2). Stage one draws the ordered class pairs with replacement, stage two the
+/// attacked pairs within each drawn class pair; RI* is then the mean over the drawn class
+/// pairs of their H (eqs. 4 and 17). Resampling only within class pairs would give an
+/// interval of width 0 when each class pair holds one attacked pair, as `--pairs 1` does.
 pub fn ri_interval(
     classes: usize,
     results: &[(usize, usize, f64)],
@@ -119,22 +121,26 @@ pub fn ri_interval(
     seed: u64,
 ) -> (f64, f64) {
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
-    let mut cells: Vec<Vec<&(usize, usize, f64)>> = vec![Vec::new(); classes * classes];
+    let mut cells: Vec<Vec<f64>> = vec![Vec::new(); classes * classes];
     for r in results {
-        cells[r.0 * classes + r.1].push(r);
+        cells[r.0 * classes + r.1].push(r.2);
+    }
+    cells.retain(|c| !c.is_empty());
+    if cells.is_empty() {
+        return (f64::NAN, f64::NAN);
     }
     let ris = (0..reps)
         .map(|_| {
-            let mut drawn = Vec::with_capacity(results.len());
-            for c in &cells {
-                for _ in 0..c.len() {
-                    let r = c[rng.random_range(0..c.len())];
-                    drawn.push((r.0, r.1, Some(r.2)));
-                }
-            }
-            robustness::summarize(classes, &drawn)
-                .ri
-                .unwrap_or(f64::NAN)
+            let h_sum: f64 = (0..cells.len())
+                .map(|_| {
+                    let c = &cells[rng.random_range(0..cells.len())];
+                    (0..c.len())
+                        .map(|_| c[rng.random_range(0..c.len())])
+                        .sum::<f64>()
+                        / c.len() as f64
+                })
+                .sum();
+            h_sum / cells.len() as f64
         })
         .collect();
     interval(ris)
