@@ -7,7 +7,7 @@ export LIBTORCH ?= $(HOME)/.cache/dvsp/libtorch
 BIN := $(CARGO_TARGET_DIR)/debug/dvsp
 DEMO := runs/demo
 
-.PHONY: setup build demo demo-faces serve test lint table1 bench rollout image validate-deploy screenshots
+.PHONY: setup build demo demo-faces serve test lint table1 independent-check bench rollout image validate-deploy screenshots
 setup:
 	@bash scripts/setup.sh
 
@@ -59,6 +59,20 @@ table1: build
 	$(BIN) reproduce table1 --out runs/table1 --seeds 3 --epochs 2 --tuned runs/tune --pairs 1 \
 	  --cw-search 6 --ddn-steps 200 --ddn-restarts 1 \
 	  --convergence-pairs 90 --convergence-budgets 3,10
+
+# An independent check of Table 1's RI (issue 10): FMN-L2 in JAX, sharing no code with dvsp,
+# against the seed-0 weights and the very pairs of each audit (EER and FMR 1e-3 thresholds),
+# one core each; results in runs/independent/. JAX comes from PyPI into a venv in the cache.
+INDEP_VENV := $(HOME)/.cache/dvsp/indep-venv
+independent-check: setup
+	test -x $(INDEP_VENV)/bin/python || python3 -m venv $(INDEP_VENV)
+	$(INDEP_VENV)/bin/pip install -q -r scripts/independent_attack.requirements.txt
+	mkdir -p runs/independent
+	for m in dvib center sphereface dvsp dvsp-no-eq15 dvib-eq15; do for a in audit audit_fmr=1e-3; do \
+	  XLA_FLAGS="--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1" \
+	  $(INDEP_VENV)/bin/python scripts/independent_attack.py runs/table1/$$m/seed0 \
+	    runs/table1/$$m/seed0/$$a.json --steps 1000 --random-starts 2 \
+	    --out runs/independent/$$m-$$a.json || exit 1; done; done
 
 bench: build
 	$(BIN) bench train
