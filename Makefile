@@ -69,7 +69,7 @@ independent-check: setup
 	$(INDEP_VENV)/bin/pip install -q -r scripts/independent_attack.requirements.txt
 	mkdir -p runs/independent
 	for m in dvib center sphereface dvsp dvsp-no-eq15 dvib-eq15; do for a in audit audit_fmr=1e-3; do \
-	  XLA_FLAGS="--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1" \
+	  XLA_FLAGS=--xla_cpu_multi_thread_eigen=false \
 	  $(INDEP_VENV)/bin/python scripts/independent_attack.py runs/table1/$$m/seed0 \
 	    runs/table1/$$m/seed0/$$a.json --steps 1000 --random-starts 2 \
 	    --out runs/independent/$$m-$$a.json || exit 1; done; done

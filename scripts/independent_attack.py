@@ -5,7 +5,7 @@ It shares no code with dvsp: its own reader of the model's safetensors and of th
 files, its own port of the small LeNet-style net in JAX, and a different minimal-norm attack,
 FMN-L2 (Pintor et al. 2021, "Fast minimum-norm adversarial attacks through adaptive norm
 constraints", the adv_lib schedule: cosine-annealed step alpha 1 -> 0.01 and norm-update
-gamma 0.05 -> 0.001), adapted to the feature-space goal D(f(x~), f(x2)) <= T with
+gamma 0.05 -> 0.001; epsilon starts at the start's norm), adapted to the feature-space goal D(f(x~), f(x2)) <= T with
 D = 1 - cos. It attacks the very pairs of an `audit.json` (same images, same threshold T)
 from x1, from the segment point and from random starts, keeps per pair the smallest point
 that a fresh forward pass accepts, and falls back to bisection on the segment [x1, x2]
@@ -56,6 +56,8 @@ def read_mnist_test(data_dir):
     magic, count, rows, cols = struct.unpack(">IIII", raw[:16])
     if magic != 2051:
         raise SystemExit("not an idx3 image file")
+    if count != 60_000:
+        raise SystemExit(f"{data_dir}: {count} training images, MNIST has 60000")
     images = np.frombuffer(raw[16:], dtype=np.uint8).reshape(count, 1, rows, cols)
     with gzip.open(os.path.join(data_dir, "train-labels-idx1-ubyte.gz"), "rb") as f:
         raw = f.read()
@@ -79,14 +81,23 @@ def sampled_eer(features, images, labels, n, seed):
     fnmr = 1.0 - np.searchsorted(genuine, ts, side="right") / len(genuine)
     fmr = np.searchsorted(impostor, ts, side="right") / len(impostor)
     i = int(np.argmin(np.abs(fnmr - fmr)))
+    if i == len(ts) - 1:
+        raise SystemExit("the EER check's threshold grid (distance quantiles 0..0.2) is too short")
     return float((fnmr[i] + fmr[i]) / 2)
 
 
-def make_features(model_dir):
-    card = json.load(open(os.path.join(model_dir, "model.json")))
+def read_json(path):
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (OSError, json.JSONDecodeError) as e:
+        raise SystemExit(f"{path}: {e}")
+
+
+def make_features(model_dir, card):
     net = card["net"]
-    if net["backbone"] != "small":
-        raise SystemExit(f"only the small backbone is ported, not {net['backbone']}")
+    if net["backbone"] != "small" or card["training"]["dataset"] != "mnist":
+        raise SystemExit(f"only the small backbone on mnist is ported, not {net['backbone']} on {card['training']['dataset']}")
     w = {k: jnp.asarray(v) for k, v in read_safetensors(os.path.join(model_dir, "model.safetensors")).items()}
     mean, std = net["input"]["mean"], net["input"]["std"]
     # The compared feature: mu for dvsp/dvib (dvsp's projection R mu/||mu|| keeps cosines),
@@ -145,13 +156,21 @@ def main():
     if args.steps < 1 or args.random_starts < 0 or args.bisect < 1 or not 2 <= args.eer_images <= 10_000:
         raise SystemExit("--steps and --bisect must be >= 1, --random-starts >= 0, --eer-images in 2..10000")
 
-    audit = json.load(open(args.audit_json))
+    audit = read_json(args.audit_json)
+    card = read_json(os.path.join(args.model_dir, "model.json"))
+    if "pairs" not in audit or "threshold" not in audit:
+        raise SystemExit(f"{args.audit_json}: not an audit.json (no pairs or threshold)")
+    if audit.get("model_id") != card.get("model_id"):
+        raise SystemExit(f"{args.audit_json} audits model {audit.get('model_id')}, {args.model_dir} is {card.get('model_id')}")
     pairs = audit["pairs"]
     t = float(audit["threshold"])
-    test, labels = read_mnist_test(args.data)
+    try:
+        test, labels = read_mnist_test(args.data)
+    except OSError as e:
+        raise SystemExit(f"MNIST in {args.data}: {e} (make setup fetches it)")
     x1 = jnp.asarray(test[[p["source_index"] for p in pairs]])
     x2 = jnp.asarray(test[[p["target_index"] for p in pairs]])
-    features = make_features(args.model_dir)
+    features = make_features(args.model_dir, card)
     target = unit(features(x2))
 
     def distance(x):
@@ -207,7 +226,7 @@ def main():
         _, _, best, best_norm, found = state
         # re-check the kept point by a fresh forward pass
         ok = found & (dist(x1 + best) <= t)
-        return best, jnp.where(ok, norms(best), jnp.inf)
+        return jnp.where(ok, norms(best), jnp.inf)
 
     # Segment bound: the smallest accepted a on x1 + a (x2 - x1) found by bisection.
     lo = jnp.zeros(len(pairs))
@@ -220,7 +239,8 @@ def main():
     already = dist(x1) <= t
     hi = jnp.where(already, 0.0, hi)
     seg = view(hi) * (x2 - x1)
-    assert bool(jnp.all(dist(x1 + seg) <= t)), "segment bound not accepted"
+    if not bool(jnp.all(dist(x1 + seg) <= t)):
+        raise SystemExit("a segment bound is not accepted: the port disagrees with the audit's model")
     best_l2 = norms(seg)
     winner = np.array(["segment"] * len(pairs), dtype=object)
 
@@ -233,7 +253,7 @@ def main():
         u = u / view(norms(u)) * view(best_l2)
         starts.append((f"random{r}", jnp.clip(x1 + u, 0.0, 1.0) - x1))
     for name, d0 in starts:
-        _, l2 = fmn(d0)
+        l2 = fmn(d0)
         better = l2 < best_l2
         winner[np.asarray(better)] = f"fmn-{name}"
         best_l2 = jnp.minimum(best_l2, l2)
@@ -248,11 +268,11 @@ def main():
         return float(np.mean([np.mean(v) for v in cells.values()]))
 
     audit_l2 = np.array([p["l2"] for p in pairs], dtype=np.float64)
-    ratio = np.where(audit_l2 > 0, best_l2 / np.maximum(audit_l2, 1e-12), 1.0)
+    # a pair both leave at 0 counts as agreement, one only the audit leaves at 0 as inf
+    ratio = np.where(audit_l2 > 0, best_l2 / np.maximum(audit_l2, 1e-12), np.where(best_l2 > 0, np.inf, 1.0))
     audit_segment = np.array([p["members"]["segment"] for p in pairs], dtype=np.float64)
     seg_l2 = np.asarray(norms(seg), dtype=np.float64)
     moved = ~np.asarray(already)
-    card = json.load(open(os.path.join(args.model_dir, "model.json")))
     wins = {w: int(np.sum(winner == w)) for w in sorted(set(winner))}
     summary = {
         "model_dir": args.model_dir,
@@ -273,7 +293,7 @@ def main():
         "port_check": {
             # over the pairs x1 does not already satisfy (the audit bisects those too)
             "segment_bound_max_relative_difference": float(
-                np.max((np.abs(seg_l2 - audit_segment) / np.maximum(audit_segment, 1e-12))[moved])
+                np.max((np.abs(seg_l2 - audit_segment) / np.maximum(audit_segment, 1e-12))[moved], initial=0.0)
             ),
             "sampled_eer": sampled_eer(features, test, labels, args.eer_images, args.seed),
             "sampled_eer_images": args.eer_images,
@@ -283,7 +303,8 @@ def main():
     print(json.dumps(summary, indent=1))
     if args.out:
         summary["l2"] = best_l2.tolist()
-        json.dump(summary, open(args.out, "w"), indent=1)
+        with open(args.out, "w") as f:
+            json.dump(summary, f, indent=1)
 
 
 if __name__ == "__main__":
