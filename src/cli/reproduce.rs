@@ -389,9 +389,10 @@ pub fn run(a: Args) -> anyhow::Result<()> {
 
 fn markdown(rows: &[Row], a: &Args) -> String {
     let mut md = format!(
-        "Table 1 on MNIST: {} epochs, seeds 0..{}, hyperparameters {}; audit {} pairs per ordered class pair; mean +- std over seeds, [bootstrap 95% interval of seed 0's model, {} resamples: EER over test images, RI over class pairs then their attacked pairs].\n\n| |",
+        "Table 1 on MNIST: {} epochs, {} seeds (0 to {}), hyperparameters {}; audit {} pair(s) per ordered class pair; mean +- std over seeds, [bootstrap 95% interval of seed 0's model, {} resamples: EER over test images, RI over class pairs then their attacked pairs].\n\n| |",
         a.epochs,
         a.seeds,
+        a.seeds - 1,
         a.tuned
             .as_ref()
             .map_or("the train defaults (not tuned)".into(), |d| format!(
