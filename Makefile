@@ -62,7 +62,8 @@ table1: build
 
 # An independent check of Table 1's RI (issue 10): FMN-L2 in JAX, sharing no code with dvsp,
 # against the seed-0 weights and the very pairs of each audit (EER and FMR 1e-3 thresholds),
-# one core each; results in runs/independent/. JAX comes from PyPI into a venv in the cache.
+# one after the other on one thread each (about 1 h); results in runs/independent/. JAX comes
+# from PyPI into a venv in the cache.
 INDEP_VENV := $(HOME)/.cache/dvsp/indep-venv
 independent-check: setup
 	test -x $(INDEP_VENV)/bin/python || python3 -m venv $(INDEP_VENV)
