@@ -168,6 +168,8 @@ def main():
         test, labels = read_mnist_test(args.data)
     except OSError as e:
         raise SystemExit(f"MNIST in {args.data}: {e} (make setup fetches it)")
+    if not pairs or not all(0 <= p[k] < len(test) for p in pairs for k in ("source_index", "target_index")):
+        raise SystemExit(f"{args.audit_json}: no pairs, or an image index outside the {len(test)} test images")
     x1 = jnp.asarray(test[[p["source_index"] for p in pairs]])
     x2 = jnp.asarray(test[[p["target_index"] for p in pairs]])
     features = make_features(args.model_dir, card)
@@ -223,7 +225,7 @@ def main():
         state = (delta0, n0, delta0, jnp.where(adv0, n0, jnp.inf), adv0)
         for k in range(args.steps):
             state = fmn_step(state, float(k))
-        _, _, best, best_norm, found = state
+        _, _, best, _, found = state
         # re-check the kept point by a fresh forward pass
         ok = found & (dist(x1 + best) <= t)
         return jnp.where(ok, norms(best), jnp.inf)
@@ -242,6 +244,7 @@ def main():
     if not bool(jnp.all(dist(x1 + seg) <= t)):
         raise SystemExit("a segment bound is not accepted: the port disagrees with the audit's model")
     best_l2 = norms(seg)
+    seg_l2 = np.asarray(best_l2, dtype=np.float64)
     winner = np.array(["segment"] * len(pairs), dtype=object)
 
     started = time.time()
@@ -271,7 +274,6 @@ def main():
     # a pair both leave at 0 counts as agreement, one only the audit leaves at 0 as inf
     ratio = np.where(audit_l2 > 0, best_l2 / np.maximum(audit_l2, 1e-12), np.where(best_l2 > 0, np.inf, 1.0))
     audit_segment = np.array([p["members"]["segment"] for p in pairs], dtype=np.float64)
-    seg_l2 = np.asarray(norms(seg), dtype=np.float64)
     moved = ~np.asarray(already)
     wins = {w: int(np.sum(winner == w)) for w in sorted(set(winner))}
     summary = {
