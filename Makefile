@@ -99,6 +99,6 @@ image: setup
 	bash scripts/image.sh
 
 # deploy/: Kubernetes manifests (strict schemas), compose.yaml (Compose Spec), prometheus.yml
-# and the dashboard's PromQL (promtool), dashboard metric names against src/server/metrics.rs.
+# and the dashboard's PromQL (promtool), dashboard metric names against crates/dvsp-server/src/metrics.rs.
 validate-deploy:
 	bash scripts/validate_deploy.sh

@@ -15,7 +15,7 @@
 #    so each PromQL expression is parsed;
 #  - Python (PyYAML, jsonschema): Grafana provisioning + dashboard structure, cross-references
 #    between the manifests (names, labels, ports, probes), and every metric name of the
-#    dashboard's PromQL must be one src/server/metrics.rs registers.
+#    dashboard's PromQL must be one crates/dvsp-server/src/metrics.rs registers.
 # The schema checks run with no network (`unshare --net` when available), to prove they are
 # offline.
 set -euo pipefail
@@ -117,7 +117,7 @@ check "promtool check config prometheus.yml" offline "$PROMTOOL" check config "$
 say "structure, cross-references, dashboard metrics"
 RULES=$(mktemp /tmp/dvsp-dashboard-rules.XXXXXX.yml)
 trap 'rm -f "$RULES"' EXIT
-check "deploy checks (python)" "$PY" - "$DEPLOY" "$ROOT/src/server/metrics.rs" "$RULES" <<'PY'
+check "deploy checks (python)" "$PY" - "$DEPLOY" "$ROOT/crates/dvsp-server/src/metrics.rs" "$RULES" <<'PY'
 import json, re, sys
 from pathlib import Path
 import yaml

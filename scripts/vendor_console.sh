@@ -16,6 +16,6 @@ if [ "$got" != "$integrity" ]; then
   exit 1
 fi
 tar -xzf "$tmp/htm-$version.tgz" -C "$tmp"
-cp "$tmp/package/preact/standalone.module.js" console/vendor/htm-preact.mjs
-cp "$tmp/package/LICENSE" console/vendor/LICENSE-htm
-echo "vendor_console: console/vendor/htm-preact.mjs from htm@$version ($integrity)"
+cp "$tmp/package/preact/standalone.module.js" crates/dvsp-server/console/vendor/htm-preact.mjs
+cp "$tmp/package/LICENSE" crates/dvsp-server/console/vendor/LICENSE-htm
+echo "vendor_console: crates/dvsp-server/console/vendor/htm-preact.mjs from htm@$version ($integrity)"

@@ -1,9 +1,9 @@
 //! The feature-space attacks against models whose minimal perturbation is known in closed
 //! form, and the robustness index over hand-made results.
-use dvsp::attack::ensemble::{self, Attack, EnsembleConfig};
-use dvsp::attack::pgd::{Aim, Norm};
-use dvsp::attack::{self, pgd, round8, FeatureMap, Goal};
-use dvsp::metrics::robustness::summarize;
+use dvsp_core::attack::ensemble::{self, Attack, EnsembleConfig};
+use dvsp_core::attack::pgd::{Aim, Norm};
+use dvsp_core::attack::{self, pgd, round8, FeatureMap, Goal};
+use dvsp_core::metrics::robustness::summarize;
 use std::f64::consts::PI;
 use tch::{nn, Device, Kind, Tensor};
 
@@ -188,7 +188,7 @@ fn saturated_pixels_move_and_the_minimum_is_found_within_five_percent() {
         })
         .collect();
     let x2 = Tensor::from_slice(&x2).view([3, 1, 1, 4]);
-    let target = tch::no_grad(|| dvsp::model::unit(&Saturated.features(&x2)));
+    let target = tch::no_grad(|| dvsp_core::model::unit(&Saturated.features(&x2)));
     let truth: Vec<f64> = cases
         .iter()
         .map(|&(p, b)| {
@@ -255,18 +255,18 @@ fn a_pair_no_attack_reaches_is_bounded_by_the_segment_never_dropped() {
     assert!(e.unwrap_err().to_string().contains("not even x2"));
 }
 
-fn random_net(seed: i64) -> (nn::VarStore, dvsp::model::Net) {
+fn random_net(seed: i64) -> (nn::VarStore, dvsp_core::model::Net) {
     tch::manual_seed(seed);
     let vs = nn::VarStore::new(Device::Cpu);
-    let spec = dvsp::model::NetSpec {
-        method: dvsp::config::Method::Dvib,
-        backbone: dvsp::config::Backbone::Small,
-        input: dvsp::model::InputSpec::for_shape([1, 28, 28]),
+    let spec = dvsp_core::model::NetSpec {
+        method: dvsp_core::config::Method::Dvib,
+        backbone: dvsp_core::config::Backbone::Small,
+        input: dvsp_core::model::InputSpec::for_shape([1, 28, 28]),
         feature_dim: 8,
         classes: 10,
         radius: 1.0,
     };
-    let net = dvsp::model::Net::new(&vs.root(), spec);
+    let net = dvsp_core::model::Net::new(&vs.root(), spec);
     (vs, net)
 }
 
@@ -275,7 +275,7 @@ fn on_a_cnn_the_ensemble_is_never_above_a_member_and_its_8_bit_points_are_accept
     let (_vs, net) = random_net(5);
     let x1 = round8(Tensor::rand([6, 1, 28, 28], (Kind::Float, Device::Cpu)));
     let x2 = x1.roll([1], [0]);
-    let target = tch::no_grad(|| dvsp::model::unit(&net.features(&x2)));
+    let target = tch::no_grad(|| dvsp_core::model::unit(&net.features(&x2)));
     let t_net = 0.02;
     let mut cfg = EnsembleConfig::default();
     cfg.cw.steps = 60;
@@ -415,31 +415,31 @@ fn robustness_index_over_hand_made_results() {
     );
     assert_eq!((r.ri, r.median_l2), (Some(2.0), Some(1.5)));
     assert!(
-        "fmr=1e-3".parse::<dvsp::audit::ThresholdAt>().is_ok()
-            && "fmr=2".parse::<dvsp::audit::ThresholdAt>().is_err()
+        "fmr=1e-3".parse::<dvsp_core::audit::ThresholdAt>().is_ok()
+            && "fmr=2".parse::<dvsp_core::audit::ThresholdAt>().is_err()
     );
 }
 
 #[test]
 fn an_audit_of_a_single_class_set_is_an_error_not_a_panic() {
-    let test = dvsp::data::Dataset {
+    let test = dvsp_core::data::Dataset {
         images: Tensor::zeros([4, 1, 28, 28], (Kind::Uint8, Device::Cpu)),
         labels: Tensor::zeros([4], (Kind::Int64, Device::Cpu)),
         classes: 1,
     };
     let vs = nn::VarStore::new(Device::Cpu);
-    let spec = dvsp::model::NetSpec {
-        method: dvsp::config::Method::Center,
-        backbone: dvsp::config::Backbone::Small,
-        input: dvsp::model::InputSpec::for_shape([1, 28, 28]),
+    let spec = dvsp_core::model::NetSpec {
+        method: dvsp_core::config::Method::Center,
+        backbone: dvsp_core::config::Backbone::Small,
+        input: dvsp_core::model::InputSpec::for_shape([1, 28, 28]),
         feature_dim: 4,
         classes: 2,
         radius: 1.0,
     };
-    let net = dvsp::model::Net::new(&vs.root(), spec);
-    let cfg = dvsp::audit::AuditConfig {
+    let net = dvsp_core::model::Net::new(&vs.root(), spec);
+    let cfg = dvsp_core::audit::AuditConfig {
         pairs: 2,
-        threshold_at: dvsp::audit::ThresholdAt::Eer,
+        threshold_at: dvsp_core::audit::ThresholdAt::Eer,
         attack: EnsembleConfig::default(),
         budgets: vec![1.0],
         pgd_steps: 2,
@@ -448,7 +448,7 @@ fn an_audit_of_a_single_class_set_is_an_error_not_a_panic() {
         convergence_pairs: 2,
         convergence_budgets: vec![3],
     };
-    let e = dvsp::audit::run(&net, "m", 0.5, &test, &cfg).unwrap_err();
+    let e = dvsp_core::audit::run(&net, "m", 0.5, &test, &cfg).unwrap_err();
     assert!(
         e.to_string().contains("no pairs of different classes"),
         "{e}"
@@ -459,12 +459,12 @@ fn an_audit_of_a_single_class_set_is_an_error_not_a_panic() {
         (2, vec![3, 1], "1x is no evidence"),
         (2, vec![0], "0x is no evidence"),
     ] {
-        let bad = dvsp::audit::AuditConfig {
+        let bad = dvsp_core::audit::AuditConfig {
             convergence_pairs: pairs,
             convergence_budgets: budgets,
             ..cfg.clone()
         };
-        let e = dvsp::audit::run(&net, "m", 0.5, &test, &bad).unwrap_err();
+        let e = dvsp_core::audit::run(&net, "m", 0.5, &test, &bad).unwrap_err();
         assert!(e.to_string().contains(says), "{e}");
     }
 }
@@ -472,7 +472,7 @@ fn an_audit_of_a_single_class_set_is_an_error_not_a_panic() {
 #[test]
 fn an_audit_bounds_every_pair_and_re_attacks_a_subset_at_larger_budgets() {
     tch::manual_seed(3);
-    let test = dvsp::data::Dataset {
+    let test = dvsp_core::data::Dataset {
         images: Tensor::randint(256, [30, 1, 28, 28], (Kind::Uint8, Device::Cpu)),
         labels: Tensor::arange(30, (Kind::Int64, Device::Cpu)).remainder(3),
         classes: 3,
@@ -483,9 +483,9 @@ fn an_audit_bounds_every_pair_and_re_attacks_a_subset_at_larger_budgets() {
     attack.cw.search = 2;
     attack.ddn.steps = 20;
     attack.pgd_steps = 5;
-    let cfg = dvsp::audit::AuditConfig {
+    let cfg = dvsp_core::audit::AuditConfig {
         pairs: 3,
-        threshold_at: dvsp::audit::ThresholdAt::Eer,
+        threshold_at: dvsp_core::audit::ThresholdAt::Eer,
         attack,
         budgets: vec![0.5, 2.0],
         pgd_steps: 5,
@@ -494,7 +494,7 @@ fn an_audit_bounds_every_pair_and_re_attacks_a_subset_at_larger_budgets() {
         convergence_pairs: 6,
         convergence_budgets: vec![3],
     };
-    let (r, adv) = dvsp::audit::run(&net, "m", 0.01, &test, &cfg).unwrap();
+    let (r, adv) = dvsp_core::audit::run(&net, "m", 0.01, &test, &cfg).unwrap();
     assert_eq!(r.pairs.len(), 18);
     assert_eq!(adv.size()[0], 18);
     assert!(r.robustness.failures.iter().flatten().all(|&f| f == 0));
@@ -518,11 +518,11 @@ fn an_audit_bounds_every_pair_and_re_attacks_a_subset_at_larger_budgets() {
             < 1e-12
     );
     // Without a larger multiple there is no evidence, so the audit does not claim convergence.
-    let unchecked = dvsp::audit::AuditConfig {
+    let unchecked = dvsp_core::audit::AuditConfig {
         convergence_budgets: vec![],
         ..cfg.clone()
     };
-    let (u, _) = dvsp::audit::run(&net, "m", 0.01, &test, &unchecked).unwrap();
+    let (u, _) = dvsp_core::audit::run(&net, "m", 0.01, &test, &unchecked).unwrap();
     assert_eq!(
         (u.convergence.points.len(), u.convergence.converged),
         (1, false)
@@ -544,7 +544,7 @@ fn an_audit_bounds_every_pair_and_re_attacks_a_subset_at_larger_budgets() {
     assert!(c > 0.0 && c <= a, "certified RI {c}, attacked {a}");
     // Transfer from the model itself: its own points, so every pair is found at the white-box
     // size; from another model: every accepted point is still above the certified radius.
-    let t = dvsp::audit::transfer(&net, &net, "m", 0.01, &test, &r).unwrap();
+    let t = dvsp_core::audit::transfer(&net, &net, "m", 0.01, &test, &r).unwrap();
     assert_eq!(
         (t.success_unscaled, t.found, t.below_white_box),
         (1.0, 18, 0)
@@ -554,7 +554,7 @@ fn an_audit_bounds_every_pair_and_re_attacks_a_subset_at_larger_budgets() {
         "{t:?}"
     );
     let (_vs2, other) = random_net(8);
-    let t = dvsp::audit::transfer(&net, &other, "o", 0.01, &test, &r).unwrap();
+    let t = dvsp_core::audit::transfer(&net, &other, "o", 0.01, &test, &r).unwrap();
     assert_eq!(t.l2.len(), 18);
     for (v, p) in t.l2.iter().zip(&r.pairs) {
         if let Some(v) = v {
@@ -575,8 +575,8 @@ fn the_certified_radius_of_an_isometry_is_the_closed_form_minimum() {
     let all = cases();
     let (x1, target, truth) = inputs(&all);
     let g1 = Shifted.features(&x1);
-    let r = attack::to_f64(&dvsp::certify::radius(&g1, &target, t(), 1.0));
-    let half = attack::to_f64(&dvsp::certify::radius(&g1, &target, t(), 2.0));
+    let r = attack::to_f64(&dvsp_core::certify::radius(&g1, &target, t(), 1.0));
+    let half = attack::to_f64(&dvsp_core::certify::radius(&g1, &target, t(), 2.0));
     for i in 0..truth.len() {
         assert!(
             (r[i] - truth[i]).abs() < 1e-6,
@@ -588,10 +588,10 @@ fn the_certified_radius_of_an_isometry_is_the_closed_form_minimum() {
     }
     // x1 already accepted (its own target): radius 0; a target opposite x1: ||g1|| (the
     // apex of the cone is the nearest accepted feature).
-    let own = dvsp::model::unit(&g1);
-    let zero = attack::to_f64(&dvsp::certify::radius(&g1, &own, t(), 1.0));
+    let own = dvsp_core::model::unit(&g1);
+    let zero = attack::to_f64(&dvsp_core::certify::radius(&g1, &own, t(), 1.0));
     assert!(zero.iter().all(|&v| v.abs() < 1e-9), "{zero:?}");
-    let apex = attack::to_f64(&dvsp::certify::radius(&g1, &(-own), t(), 1.0));
+    let apex = attack::to_f64(&dvsp_core::certify::radius(&g1, &(-own), t(), 1.0));
     for (i, &(rho, _, _)) in all.iter().enumerate() {
         assert!((apex[i] - rho).abs() < 1e-6);
     }
@@ -599,7 +599,7 @@ fn the_certified_radius_of_an_isometry_is_the_closed_form_minimum() {
 
 #[test]
 fn operator_norms_of_known_maps() {
-    use dvsp::certify::operator_norm;
+    use dvsp_core::certify::operator_norm;
     let d = Tensor::from_slice(&[2.0f64, 5.0, 1.0]).diag(0);
     let n = operator_norm(&|x: &Tensor| x.matmul(&d), &[3]).unwrap();
     assert!((n - 5.0).abs() < 1e-9, "{n}");
@@ -633,7 +633,7 @@ fn the_lipschitz_constant_of_a_cnn_bounds_its_differences_and_its_gradients() {
     // ||J^T u|| for unit u at random points: a lower estimate of the local constant.
     let xg = x.copy().set_requires_grad(true);
     let f = net.unprojected(&xg);
-    let u = dvsp::model::unit(&Tensor::randn_like(&f));
+    let u = dvsp_core::model::unit(&Tensor::randn_like(&f));
     let grad = Tensor::run_backward(&[&(f * u).sum(Kind::Float)], &[&xg], false, false).remove(0);
     let max = attack::l2(&grad).max().double_value(&[]);
     assert!(max > 0.0 && max <= l * (1.0 + 1e-5), "{max} > {l}");
@@ -672,7 +672,7 @@ fn the_convergence_budgets_default_to_3x_and_10x_and_can_be_switched_off() {
     #[derive(clap::Parser)]
     struct AuditCli {
         #[command(flatten)]
-        args: dvsp::cli::audit::AuditArgs,
+        args: dvsp_core::audit::outputs::AuditArgs,
     }
     let parse = |argv: &[&str]| {
         <AuditCli as clap::Parser>::parse_from(argv)

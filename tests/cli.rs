@@ -25,12 +25,6 @@ fn one_line_error(args: &[&str], needle: &str) {
 }
 
 #[test]
-fn clap_definition_is_consistent() {
-    use clap::CommandFactory;
-    dvsp::cli::Cli::command().debug_assert();
-}
-
-#[test]
 fn bad_input_gives_a_clear_error() {
     one_line_error(
         &["eval", "--model", "/nonexistent/model"],
@@ -128,7 +122,7 @@ fn training_is_deterministic_with_a_seed() {
         ];
         let (code, _, err) = dvsp(&args);
         assert_eq!(code, 0, "{err}");
-        dvsp::artifact::read_card(&out).unwrap().model_id
+        dvsp_core::artifact::read_card(&out).unwrap().model_id
     };
     let (a, b, c) = (id("a", "7"), id("b", "7"), id("c", "8"));
     assert_eq!(a, b, "same seed, different weights");
@@ -159,7 +153,7 @@ fn the_device_flag_is_honoured_and_cuda_without_a_gpu_is_a_clear_error() {
     ]);
     assert_eq!(code, 0, "{err}");
     // The card records the device the model was trained on.
-    let card = dvsp::artifact::read_card(&out).unwrap();
+    let card = dvsp_core::artifact::read_card(&out).unwrap();
     assert_eq!(card.training.device, "Cpu");
     one_line_error(&["--device", "tpu", "eval", "--model", "x"], "tpu");
 }

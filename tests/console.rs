@@ -9,7 +9,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use common::{assert_error, digits, key_with, keys, send, PgDb, Server};
-use dvsp::server::auth::{Role, ScorePolicy};
+use dvsp_server::auth::{Role, ScorePolicy};
 use fantoccini::{Client as Browser, ClientBuilder, Locator};
 use reqwest::{Client, StatusCode};
 use serde_json::{json, Value};
@@ -31,7 +31,7 @@ async fn the_console_is_embedded_with_a_strict_policy() {
     let h = r.headers().clone();
     assert_eq!(h["content-type"], "text/html; charset=utf-8");
     let csp = h["content-security-policy"].to_str().unwrap();
-    assert_eq!(csp, dvsp::server::console::CSP);
+    assert_eq!(csp, dvsp_server::console::CSP);
     for needed in [
         "default-src 'none'",
         "script-src 'self'",

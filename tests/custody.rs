@@ -7,7 +7,7 @@
 mod common;
 
 use common::*;
-use dvsp::store::Store;
+use dvsp_custody::store::Store;
 use reqwest::{Client, StatusCode};
 use serde_json::{json, Value};
 
@@ -306,7 +306,7 @@ async fn galleries_roles_scores_limits_and_the_trail(db: &str) {
 
     // gRPC: the same scope and policy.
     {
-        use dvsp::server::grpc::proto;
+        use dvsp_server::grpc::proto;
         let mut g = proto::verification_client::VerificationClient::connect(s.grpc.clone())
             .await
             .unwrap();
@@ -732,7 +732,7 @@ async fn a_sealed_row_copied_onto_another_subject_does_not_open() {
 
 #[test]
 fn seals_bind_their_row_and_rotation_keeps_the_feature() {
-    use dvsp::seal::{Keyring, Row};
+    use dvsp_custody::seal::{Keyring, Row};
     let one = Keyring::new_key_line("one").unwrap();
     let two = Keyring::new_key_line("two").unwrap();
     let old = Keyring::parse(&one).unwrap();
@@ -796,16 +796,18 @@ fn seals_bind_their_row_and_rotation_keeps_the_feature() {
     }
 }
 
-/// Runs `dvsp <argv>` in-process on a thread of its own (the command builds its runtime).
+/// Runs the `dvsp` binary with `argv`; an error carries its stderr.
 async fn dvsp(argv: &[&str]) -> anyhow::Result<()> {
-    use clap::Parser;
-    let argv: Vec<String> = std::iter::once("dvsp")
-        .chain(argv.iter().copied())
-        .map(str::to_string)
-        .collect();
-    tokio::task::spawn_blocking(move || dvsp::cli::run(dvsp::cli::Cli::try_parse_from(argv)?))
-        .await
-        .unwrap()
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_dvsp"))
+        .args(argv)
+        .output()
+        .await?;
+    anyhow::ensure!(
+        out.status.success(),
+        "dvsp {argv:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -883,7 +885,7 @@ async fn rotate_key_moves_every_template_while_the_service_serves() {
     .await;
     assert_eq!(r.0, StatusCode::OK, "{:?}", r.1);
     let rows = store.subject_templates("default", "bob").await.unwrap();
-    let k2 = dvsp::seal::Keyring::load(Some(&only), None).unwrap();
+    let k2 = dvsp_custody::seal::Keyring::load(Some(&only), None).unwrap();
     let after: Vec<u8> = k2
         .open(&rows[0].row(), &rows[0].sealed)
         .unwrap()
@@ -901,12 +903,12 @@ async fn old_store(db: &str) -> (Vec<f32>, String, String) {
     let (dir, sql) = if db.starts_with("sqlite") {
         (
             "migrations/sqlite",
-            include_str!("../migrations/sqlite/0001_init.sql"),
+            include_str!("../crates/dvsp-custody/migrations/sqlite/0001_init.sql"),
         )
     } else {
         (
             "migrations/postgres",
-            include_str!("../migrations/postgres/0001_init.sql"),
+            include_str!("../crates/dvsp-custody/migrations/postgres/0001_init.sql"),
         )
     };
     let only_first = tempfile::tempdir().unwrap();
@@ -917,10 +919,7 @@ async fn old_store(db: &str) -> (Vec<f32>, String, String) {
         .unwrap();
     let feature: Vec<f32> = (0..32).map(|i| ((i as f32) - 15.5) / 52.0).collect();
     let bytes: Vec<u8> = feature.iter().flat_map(|v| v.to_le_bytes()).collect();
-    let (verify, admin) = (
-        dvsp::server::auth::generate(),
-        dvsp::server::auth::generate(),
-    );
+    let (verify, admin) = (dvsp_server::auth::generate(), dvsp_server::auth::generate());
     macro_rules! fill {
         ($pool:expr) => {{
             migrator.run($pool).await.unwrap();
@@ -1039,7 +1038,7 @@ async fn a_store_from_before_galleries_migrates_without_losing_a_template_on_pos
 
 #[test]
 fn a_gallery_transform_is_orthogonal_keeps_distances_and_is_fixed_by_its_secret() {
-    use dvsp::protect::Transform;
+    use dvsp_custody::protect::Transform;
     for d in [2, 32, 128] {
         let q = Transform::from_secret(b"a secret", d);
         // Q^T Q = I: the columns Q^T e_i are orthonormal.
@@ -1071,8 +1070,8 @@ fn a_gallery_transform_is_orthogonal_keeps_distances_and_is_fixed_by_its_secret(
         };
         for s in 0..20 {
             let (a, b) = (unit(s), unit(s + 100));
-            let before = dvsp::server::service::distance(&a, &b);
-            let after = dvsp::server::service::distance(&q.apply(&a), &q.apply(&b));
+            let before = dvsp_server::service::distance(&a, &b);
+            let after = dvsp_server::service::distance(&q.apply(&a), &q.apply(&b));
             assert!((before - after).abs() < 1e-6, "d {d}: {before} vs {after}");
             let back = q.invert(&q.apply(&a));
             assert!(a.iter().zip(&back).all(|(x, y)| (x - y).abs() < 1e-6));
@@ -1082,7 +1081,7 @@ fn a_gallery_transform_is_orthogonal_keeps_distances_and_is_fixed_by_its_secret(
         if d >= 32 {
             let other = Transform::from_secret(b"another", d);
             let a = unit(1);
-            let cos = 1.0 - dvsp::server::service::distance(&q.apply(&a), &other.apply(&a));
+            let cos = 1.0 - dvsp_server::service::distance(&q.apply(&a), &other.apply(&a));
             assert!(cos.abs() < 0.6, "d {d}: cos {cos}");
         }
     }
@@ -1148,15 +1147,16 @@ async fn galleries_store_unlinkable_templates_and_renewal_reissues_them_without_
             out
         }
     };
-    let cos = |a: &[f32], b: &[f32]| 1.0 - dvsp::server::service::distance(a, b);
+    let cos = |a: &[f32], b: &[f32]| 1.0 - dvsp_server::service::distance(a, b);
     let (mine, theirs) = (stored("default").await, stored("other").await);
     let secret = |g: &'static str| {
         let store = store.clone();
         async move { store.current_secret(g).await.unwrap().unwrap() }
     };
     let (q_mine, q_theirs) = (
-        dvsp::protect::transform_of(&kr, &secret("default").await, mine[0].1.len()).unwrap(),
-        dvsp::protect::transform_of(&kr, &secret("other").await, mine[0].1.len()).unwrap(),
+        dvsp_custody::protect::transform_of(&kr, &secret("default").await, mine[0].1.len())
+            .unwrap(),
+        dvsp_custody::protect::transform_of(&kr, &secret("other").await, mine[0].1.len()).unwrap(),
     );
     // The same faces, unrelated templates: |cos| around 1/sqrt(d) across galleries, while the
     // features under them are the same.

@@ -1,7 +1,7 @@
 //! The IDX reader and MNIST-family loading on good and broken files.
 use std::io::Write;
 
-use dvsp::data::{idx, load_idx_pair, DataSpec};
+use dvsp_core::data::{idx, load_idx_pair, DataSpec};
 
 fn write(dir: &std::path::Path, name: &str, bytes: &[u8]) {
     std::fs::write(dir.join(name), bytes).unwrap();
@@ -111,7 +111,7 @@ fn mislabelled_files_are_refused() {
 #[test]
 fn mnist_split_is_the_papers() {
     let split = DataSpec::Mnist
-        .load(&dvsp::data::default_root(), None)
+        .load(&dvsp_core::data::default_root(), None)
         .expect("MNIST from `make setup`");
     assert_eq!(split.train.len(), 50_000);
     assert_eq!(split.test.len(), 10_000);
@@ -124,7 +124,7 @@ fn mnist_split_is_the_papers() {
         .iter()
         .all(|&c| (850..1150).contains(&c)));
     let fashion = DataSpec::FashionMnist
-        .load(&dvsp::data::default_root(), None)
+        .load(&dvsp_core::data::default_root(), None)
         .expect("Fashion-MNIST from `make setup`");
     assert_eq!(fashion.train.len(), 50_000);
     assert!("folder:".parse::<DataSpec>().is_err() && "cifar".parse::<DataSpec>().is_err());

@@ -1,4 +1,4 @@
-//! The face-api port (`dvsp::face`) against face-api 1.7.15 itself, with its real weights and
+//! The face-api port (`dvsp_core::face`) against face-api 1.7.15 itself, with its real weights and
 //! photos from `scripts/setup.sh` (`$DVSP_CACHE/faces`).
 //!
 //! Golden values in `tests/fixtures/face/reference.json` come from running the JS package
@@ -11,12 +11,12 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
-use dvsp::face::align::{self, SPHEREFACE_112X96};
-use dvsp::face::landmarks::{eye_centres, five_points};
-use dvsp::face::recognition::{self, DIM, INPUT};
-use dvsp::face::resize::{pad_to_square, resize_bilinear};
-use dvsp::face::weights::{manifest_path, Weights};
-use dvsp::face::{
+use dvsp_core::face::align::{self, SPHEREFACE_112X96};
+use dvsp_core::face::landmarks::{eye_centres, five_points};
+use dvsp_core::face::recognition::{self, DIM, INPUT};
+use dvsp_core::face::resize::{pad_to_square, resize_bilinear};
+use dvsp_core::face::weights::{manifest_path, Weights};
+use dvsp_core::face::{
     load_rgb, model_dir, to_unit, Face, FaceApi, FaceLandmark68Net, FaceRecognitionNet,
     TinyFaceDetector,
 };
@@ -86,7 +86,7 @@ fn portraits() -> &'static [Portrait] {
         let dir = setup_hint();
         let api = FaceApi::load(&dir).unwrap();
         let (_vs, rec) = FaceRecognitionNet::load(&dir, Device::Cpu).unwrap();
-        let photos = dvsp::face::faces_root().join("face_recognition");
+        let photos = dvsp_core::face::faces_root().join("face_recognition");
         reference()["images"]
             .as_array()
             .unwrap()
@@ -265,7 +265,7 @@ fn legacy_bilinear_resize_matches_tensorflow() {
         for centered in [false, true] {
             let want =
                 resize_bilinear(&pad_to_square(&img, centered).unwrap(), size, size).unwrap();
-            let got = dvsp::face::resize::square(&img, size, centered).unwrap();
+            let got = dvsp_core::face::resize::square(&img, size, centered).unwrap();
             assert!(got.equal(&want), "{h}x{w} -> {size}, centered {centered}");
         }
     }
@@ -425,7 +425,7 @@ fn bad_inputs_are_errors() {
     // A black image has no faces; a box outside the image has no landmarks.
     assert!(det.detect(&img, 128, 0.5).unwrap().is_empty());
     let lm = FaceLandmark68Net::load(&dir).unwrap();
-    let outside = dvsp::face::Detection {
+    let outside = dvsp_core::face::Detection {
         x: 100.0,
         y: 10.0,
         width: 20.0,
@@ -451,7 +451,7 @@ fn descriptor_box_is_face_apis() {
                 *p = (v[0].as_f64().unwrap(), v[1].as_f64().unwrap());
             }
             let c = &f["landmark_crop"];
-            let crop = dvsp::face::CropBox {
+            let crop = dvsp_core::face::CropBox {
                 x: c["x"].as_i64().unwrap(),
                 y: c["y"].as_i64().unwrap(),
                 width: c["width"].as_i64().unwrap(),
@@ -531,7 +531,7 @@ fn five_points_align_onto_the_sphereface_template() {
         assert!(rms <= 5.0, "{}: residual {rms}", p.file);
     }
     // The warped crop of obama.jpg is a face-sized image, not black.
-    let img = load_rgb(&dvsp::face::faces_root().join("face_recognition/obama.jpg")).unwrap();
+    let img = load_rgb(&dvsp_core::face::faces_root().join("face_recognition/obama.jpg")).unwrap();
     let lm = &portraits()[0].faces[0].0.landmarks;
     let m = align::similarity(&five_points(lm), &SPHEREFACE_112X96).unwrap();
     let crop = align::warp(&img, &m, 112, 96).unwrap();

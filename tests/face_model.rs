@@ -6,13 +6,15 @@ use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 use clap::Parser;
-use dvsp::audit::ThresholdAt;
-use dvsp::cli::serve;
-use dvsp::server::auth;
-use dvsp::store::Store;
+use dvsp_core::audit::ThresholdAt;
+use dvsp_custody::store::Store;
+use dvsp_server::auth;
+use dvsp_server::config::ServeArgs;
 
 fn photo(name: &str) -> PathBuf {
-    dvsp::data::faces_root().join("face_recognition").join(name)
+    dvsp_core::data::faces_root()
+        .join("face_recognition")
+        .join(name)
 }
 
 /// `dvsp import face-api` once per test run.
@@ -20,7 +22,7 @@ fn model() -> PathBuf {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
         let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("faceapi-model");
-        dvsp::cli::faces::import_face_api(&dvsp::face::model_dir(), &dir).unwrap();
+        dvsp_core::face::import::import_face_api(&dvsp_core::face::model_dir(), &dir).unwrap();
         dir
     })
     .clone()
@@ -29,20 +31,20 @@ fn model() -> PathBuf {
 #[test]
 fn imported_model_loads_like_a_trained_one_and_separates_obama_from_biden() {
     let dir = model();
-    let m = dvsp::artifact::load(&dir, tch::Device::Cpu).unwrap();
+    let m = dvsp_core::artifact::load(&dir, tch::Device::Cpu).unwrap();
     assert_eq!(m.card.net.method.name(), "pretrained");
     assert_eq!(m.card.net.input.shape(), [3, 150, 150]);
     // Evaluated on face-samples at import: the card has thresholds.
     let t = ThresholdAt::Eer.from_card(&m.card).unwrap();
     assert!(t > 0.0 && t < 0.5, "{t}");
-    let faces = dvsp::face::photo::load_for(&dir).unwrap();
+    let faces = dvsp_core::face::photo::load_for(&dir).unwrap();
     let how = m.card.net.input.face.unwrap();
     let x = tch::Tensor::stack(
         &["obama.jpg", "obama2.jpg", "obama3.jpg", "biden.jpg"]
-            .map(|f| dvsp::face::photo::crop_file(&faces, &photo(f), how).unwrap()),
+            .map(|f| dvsp_core::face::photo::crop_file(&faces, &photo(f), how).unwrap()),
         0,
     );
-    let f = tch::no_grad(|| dvsp::model::unit(&m.net.features(&x)));
+    let f = tch::no_grad(|| dvsp_core::model::unit(&m.net.features(&x)));
     let d = |i: i64, j: i64| 1.0 - f.get(i).dot(&f.get(j)).double_value(&[]);
     for (i, j) in [(0, 1), (0, 2), (1, 2)] {
         assert!(d(i, j) < t, "obama {i}-{j}: {} >= {t}", d(i, j));
@@ -51,15 +53,15 @@ fn imported_model_loads_like_a_trained_one_and_separates_obama_from_biden() {
         assert!(d(i, 3) > t, "obama {i}-biden: {} <= {t}", d(i, 3));
     }
     // A saved model's weights are the imported ones: the same features after reloading.
-    let again = dvsp::artifact::load(&dir, tch::Device::Cpu).unwrap();
-    let g = tch::no_grad(|| dvsp::model::unit(&again.net.features(&x)));
+    let again = dvsp_core::artifact::load(&dir, tch::Device::Cpu).unwrap();
+    let g = tch::no_grad(|| dvsp_core::model::unit(&again.net.features(&x)));
     assert!(f.allclose(&g, 0.0, 0.0, false));
 }
 
 #[derive(Parser)]
 struct ServeCli {
     #[command(flatten)]
-    args: serve::Args,
+    args: ServeArgs,
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -69,16 +71,20 @@ async fn the_service_takes_ordinary_photos_for_a_face_model() {
     let key = {
         let store = Store::connect(&db).await.unwrap();
         let k = auth::generate();
-        let full = dvsp::server::auth::ScorePolicy::Full;
+        let full = dvsp_server::auth::ScorePolicy::Full;
         store
-            .insert_key(&k.row(&[dvsp::server::auth::Role::Admin], None, full))
+            .insert_key(&k.row(&[dvsp_server::auth::Role::Admin], None, full))
             .await
             .unwrap();
         k.key
     };
     let m = model();
     let keys = dir.path().join("f.keys");
-    std::fs::write(&keys, dvsp::seal::Keyring::new_key_line("f").unwrap()).unwrap();
+    std::fs::write(
+        &keys,
+        dvsp_custody::seal::Keyring::new_key_line("f").unwrap(),
+    )
+    .unwrap();
     let args = ServeCli::parse_from([
         "serve",
         "--model",
@@ -95,7 +101,7 @@ async fn the_service_takes_ordinary_photos_for_a_face_model() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
     let (stop, rx) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(dvsp::server::serve(listener, state, async {
+    let server = tokio::spawn(dvsp_server::serve(listener, state, async {
         let _ = rx.await;
     }));
     let c = reqwest::Client::new();
@@ -226,7 +232,7 @@ fn pair_audit_crosses_the_threshold_with_the_perturbation_it_reports() {
     #[derive(Parser)]
     struct AuditCli {
         #[command(flatten)]
-        args: dvsp::cli::audit::AuditArgs,
+        args: dvsp_core::audit::outputs::AuditArgs,
     }
     let dir = model();
     let args = AuditCli::parse_from([
@@ -245,8 +251,14 @@ fn pair_audit_crosses_the_threshold_with_the_perturbation_it_reports() {
         "fmr=1e-2",
     ])
     .args;
-    let r = dvsp::cli::audit::audit_pair(&dir, &photo("biden.jpg"), &photo("obama.jpg"), 0, &args)
-        .unwrap();
+    let r = dvsp_core::audit::outputs::audit_pair(
+        &dir,
+        &photo("biden.jpg"),
+        &photo("obama.jpg"),
+        0,
+        &args,
+    )
+    .unwrap();
     assert_eq!(r.len(), 2);
     for p in &r {
         assert!(p.distance_before > p.threshold, "{p:?}");

@@ -1,9 +1,9 @@
 //! The face training path on a generated image-folder data set (CASIA/LFW layout): sphere20
-//! learns (its loss falls), `dvsp::train` runs on the folder, random mirroring is a mirror,
+//! learns (its loss falls), `dvsp_core::train` runs on the folder, random mirroring is a mirror,
 //! and LFW's pairs.txt protocol evaluates the result.
-use dvsp::config::{Backbone, Method, TrainConfig};
-use dvsp::data::DataSpec;
-use dvsp::model::{InputSpec, Net, NetSpec};
+use dvsp_core::config::{Backbone, Method, TrainConfig};
+use dvsp_core::data::DataSpec;
+use dvsp_core::model::{InputSpec, Net, NetSpec};
 use tch::nn::{self, OptimizerConfig};
 use tch::{Device, Kind, Tensor};
 
@@ -33,7 +33,7 @@ fn faces(root: &std::path::Path, ids: usize, per: usize) {
 fn random_mirror_flips_some_images_left_right_and_keeps_the_rest() {
     tch::manual_seed(1);
     let x = Tensor::rand([64, 3, 4, 5], (Kind::Float, Device::Cpu));
-    let y = dvsp::train::random_mirror(&x);
+    let y = dvsp_core::train::random_mirror(&x);
     let mut flipped = 0;
     for i in 0..64 {
         let (a, b) = (x.get(i), y.get(i));
@@ -70,7 +70,7 @@ fn sphere20_learns_on_a_face_folder_and_lfw_protocol_evaluates_it() {
     let mut net = Net::new(&vs.root(), spec);
     let mut opt = nn::Adam::default().build(&vs, 1e-4).unwrap();
     let cfg = TrainConfig::default();
-    let x = dvsp::data::to_input(&split.train.images.narrow(0, 0, 16), Device::Cpu);
+    let x = dvsp_core::data::to_input(&split.train.images.narrow(0, 0, 16), Device::Cpu);
     let y = split.train.labels.narrow(0, 0, 16);
     let mut losses = Vec::new();
     for it in 0..6 {
@@ -94,7 +94,7 @@ fn sphere20_learns_on_a_face_folder_and_lfw_protocol_evaluates_it() {
         align_faces: true,
         ..TrainConfig::default()
     };
-    let card = dvsp::train::train(
+    let card = dvsp_core::train::train(
         &cfg,
         &DataSpec::Folder(root.clone()),
         &split,
@@ -106,7 +106,7 @@ fn sphere20_learns_on_a_face_folder_and_lfw_protocol_evaluates_it() {
     // --align-faces: the served model aligns probe photos, with its own detector files.
     assert_eq!(
         card.net.input.face,
-        Some(dvsp::model::FaceCrop::Sphereface112x96)
+        Some(dvsp_core::model::FaceCrop::Sphereface112x96)
     );
     assert!(model
         .join("face-api/tiny_face_detector_model-weights_manifest.json")
@@ -121,14 +121,14 @@ fn sphere20_learns_on_a_face_folder_and_lfw_protocol_evaluates_it() {
          Person_2 1 4\nPerson_4 2 5\nPerson_3 1 Person_4 1\nPerson_0 3 Person_2 3\n",
     )
     .unwrap();
-    let r = dvsp::cli::eval::evaluate_lfw(&model, &root, &pairs).unwrap();
+    let r = dvsp_core::eval::evaluate_lfw(&model, &root, &pairs).unwrap();
     assert_eq!((r.pairs, r.folds.len()), (8, 2));
     // Four pairs per fold: accuracies are whole quarters.
     for f in &r.folds {
         let quarters = f.accuracy * 4.0;
         assert!((quarters - quarters.round()).abs() < 1e-12, "{f:?}");
     }
-    let written: dvsp::metrics::lfw::LfwReport =
+    let written: dvsp_core::metrics::lfw::LfwReport =
         serde_json::from_slice(&std::fs::read(model.join("lfw.json")).unwrap()).unwrap();
     assert_eq!(written, r);
     // A pairs.txt naming a missing image is an error, not a panic.
@@ -137,6 +137,6 @@ fn sphere20_learns_on_a_face_folder_and_lfw_protocol_evaluates_it() {
         "2 1\nNobody 1 2\nPerson_0 1 Person_1 1\nPerson_2 1 2\nPerson_3 1 Person_4 1\n",
     )
     .unwrap();
-    let e = dvsp::cli::eval::evaluate_lfw(&model, &root, &pairs).unwrap_err();
+    let e = dvsp_core::eval::evaluate_lfw(&model, &root, &pairs).unwrap_err();
     assert!(format!("{e:#}").contains("Nobody"), "{e:#}");
 }

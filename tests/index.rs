@@ -178,9 +178,9 @@ async fn a_replica_reloads_when_the_changes_it_missed_were_pruned() {
     let count = |r: (StatusCode, Value)| r.1["gallery_templates"].as_u64();
     assert_eq!(count(identify(&c, &a, &k.verify, &three[1]).await), Some(1));
     // Another writer adds a template and the feed loses its record before A reads it.
-    let store = dvsp::store::Store::connect(&db).await.unwrap();
+    let store = dvsp_custody::store::Store::connect(&db).await.unwrap();
     store.create_subject("default", "zed", None).await.unwrap();
-    let row = dvsp::store::SealedRow::new(
+    let row = dvsp_custody::store::SealedRow::new(
         &keyring(),
         "zed-t".into(),
         "default".into(),
@@ -189,7 +189,7 @@ async fn a_replica_reloads_when_the_changes_it_missed_were_pruned() {
         0,
         &[0.5; 32],
     );
-    let dvsp::store::Store::Sqlite(pool) = &store else {
+    let dvsp_custody::store::Store::Sqlite(pool) = &store else {
         unreachable!()
     };
     let mut tx = pool.begin().await.unwrap();

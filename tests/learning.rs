@@ -1,13 +1,13 @@
 //! A real learning test: two epochs on a small MNIST subset bring the EER far below chance.
-use dvsp::config::{Method, TrainConfig};
-use dvsp::data::DataSpec;
-use dvsp::eval::score_set;
+use dvsp_core::config::{Method, TrainConfig};
+use dvsp_core::data::DataSpec;
+use dvsp_core::eval::score_set;
 use tch::Device;
 
 #[test]
 fn two_epochs_on_an_mnist_subset_learn_verification() {
     let split = DataSpec::Mnist
-        .load(&dvsp::data::default_root(), None)
+        .load(&dvsp_core::data::default_root(), None)
         .expect("MNIST from `make setup`");
     let test = split.test.head(2_000);
     let dir = tempfile::tempdir().unwrap();
@@ -19,7 +19,7 @@ fn two_epochs_on_an_mnist_subset_learn_verification() {
             batch_size: 64,
             ..TrainConfig::default()
         };
-        let card = dvsp::train::train(
+        let card = dvsp_core::train::train(
             &cfg,
             &DataSpec::Mnist,
             &split,
@@ -27,7 +27,8 @@ fn two_epochs_on_an_mnist_subset_learn_verification() {
             Device::Cpu,
         )
         .unwrap();
-        let model = dvsp::artifact::load(&dir.path().join(method.name()), Device::Cpu).unwrap();
+        let model =
+            dvsp_core::artifact::load(&dir.path().join(method.name()), Device::Cpu).unwrap();
         let untrained_eer = {
             let cfg0 = TrainConfig {
                 epochs: 1,
@@ -36,7 +37,7 @@ fn two_epochs_on_an_mnist_subset_learn_verification() {
                 lr: 0.0,
                 ..cfg.clone()
             };
-            dvsp::train::train(
+            dvsp_core::train::train(
                 &cfg0,
                 &DataSpec::Mnist,
                 &split,
@@ -44,7 +45,7 @@ fn two_epochs_on_an_mnist_subset_learn_verification() {
                 Device::Cpu,
             )
             .unwrap();
-            let m0 = dvsp::artifact::load(&dir.path().join("untrained"), Device::Cpu).unwrap();
+            let m0 = dvsp_core::artifact::load(&dir.path().join("untrained"), Device::Cpu).unwrap();
             score_set(&m0.net, &test, Device::Cpu).unwrap().eer().target
         };
         let eer = score_set(&model.net, &test, Device::Cpu)

@@ -1,6 +1,6 @@
 //! LFW's pairs.txt protocol: the parser's errors carry line numbers, and the 10-fold
 //! cross-validation on hand-made scores gives the accuracies worked out by hand.
-use dvsp::metrics::lfw::{cross_validate, parse_pairs, Image};
+use dvsp_core::metrics::lfw::{cross_validate, parse_pairs, Image};
 
 fn err(text: &str) -> String {
     parse_pairs(text).unwrap_err().to_string()

@@ -1,7 +1,7 @@
 //! Known-value tests for the paper's math: eq. 16 error rates, the Gaussian KL of eq. 6/13,
 //! sphere sampling and projection (eq. 11, 14), A-Softmax psi, the eq. 15 step, center update.
-use dvsp::loss::{center, dvib, dvsp as dv, sphereface};
-use dvsp::metrics::eer::Scores;
+use dvsp_core::loss::{center, dvib, dvsp as dv, sphereface};
+use dvsp_core::metrics::eer::Scores;
 use std::f64::consts::PI;
 use tch::{Kind, Tensor};
 

@@ -1,8 +1,8 @@
 //! Backbones, heads and the model directory (weights + card) round trip.
-use dvsp::artifact;
-use dvsp::config::{Backbone, Method, TrainConfig};
-use dvsp::data::{DataSpec, Dataset, Split};
-use dvsp::model::{InputSpec, Net, NetSpec};
+use dvsp_core::artifact;
+use dvsp_core::config::{Backbone, Method, TrainConfig};
+use dvsp_core::data::{DataSpec, Dataset, Split};
+use dvsp_core::model::{InputSpec, Net, NetSpec};
 use tch::{nn, Device, Kind, Tensor};
 
 fn spec(method: Method, backbone: Backbone, shape: [i64; 3]) -> NetSpec {
@@ -98,7 +98,7 @@ fn every_method_trains_saves_and_loads_back_identically() {
             feature_dim: 8,
             ..TrainConfig::default()
         };
-        let card = dvsp::train::train(
+        let card = dvsp_core::train::train(
             &cfg,
             &DataSpec::Mnist,
             &tiny_split(),
@@ -132,7 +132,7 @@ fn a_card_that_does_not_match_its_weights_is_refused() {
         feature_dim: 8,
         ..TrainConfig::default()
     };
-    let mut card = dvsp::train::train(
+    let mut card = dvsp_core::train::train(
         &cfg,
         &DataSpec::Mnist,
         &tiny_split(),
@@ -182,7 +182,7 @@ fn a_card_that_does_not_match_its_weights_is_refused() {
 
 #[test]
 fn bf16_inference_gives_f32_features_close_to_fp32() {
-    use dvsp::model::Precision;
+    use dvsp_core::model::Precision;
     let vs = nn::VarStore::new(Device::Cpu);
     let fp32 = Net::new(&vs.root(), spec(Method::Dvsp, Backbone::Small, [1, 28, 28]));
     let mut vs16 = nn::VarStore::new(Device::Cpu);
@@ -204,7 +204,8 @@ fn bf16_inference_gives_f32_features_close_to_fp32() {
         (Kind::Float, Kind::Float)
     );
     // bf16 keeps 8 bits of mantissa: the features agree to cosine > 0.999, not exactly.
-    let cos = (dvsp::model::unit(&a) * dvsp::model::unit(&b)).sum_dim_intlist(-1, false, None);
+    let cos =
+        (dvsp_core::model::unit(&a) * dvsp_core::model::unit(&b)).sum_dim_intlist(-1, false, None);
     assert!(cos.min().double_value(&[]) > 0.999, "{cos}");
     assert!((&a - &b).abs().max().double_value(&[]) > 0.0);
     let (ra, rb) = (ra.unwrap(), rb.unwrap());

@@ -8,8 +8,8 @@ use std::process::Command;
 use std::sync::OnceLock;
 
 use clap::Parser;
-use dvsp::artifact::{ModelCard, RobustnessSummary};
-use dvsp::registry::{gate, GatePolicy};
+use dvsp_core::artifact::{ModelCard, RobustnessSummary};
+use dvsp_core::registry::{gate, GatePolicy};
 
 fn policy() -> GatePolicy {
     GatePolicy {
@@ -21,7 +21,7 @@ fn policy() -> GatePolicy {
 }
 
 fn card() -> ModelCard {
-    dvsp::artifact::read_card(&common::model()).unwrap()
+    dvsp_core::artifact::read_card(&common::model()).unwrap()
 }
 
 /// `card` with its FNMR at FMR 1e-3 on the test set moved by `by`.
@@ -36,7 +36,7 @@ fn fnmr_moved(mut card: ModelCard, by: f64) -> ModelCard {
 #[derive(Parser)]
 struct AuditCli {
     #[command(flatten)]
-    audit: dvsp::cli::audit::AuditArgs,
+    audit: dvsp_core::audit::outputs::AuditArgs,
 }
 
 fn audited(mut card: ModelCard, ri: f64, seed: &str, converged: bool) -> ModelCard {
@@ -57,7 +57,7 @@ fn audited(mut card: ModelCard, ri: f64, seed: &str, converged: bool) -> ModelCa
     card
 }
 
-fn failed(r: &dvsp::registry::GateReport) -> Vec<String> {
+fn failed(r: &dvsp_core::registry::GateReport) -> Vec<String> {
     r.checks
         .iter()
         .filter(|c| !c.passed)
@@ -156,7 +156,7 @@ fn bad_model() -> PathBuf {
     DIR.get_or_init(|| {
         common::trained(
             "bad-model",
-            &dvsp::config::TrainConfig {
+            &dvsp_core::config::TrainConfig {
                 epochs: 1,
                 limit: 384,
                 ..Default::default()
@@ -212,7 +212,7 @@ async fn registry_lifecycle(db: &str) {
     let root = dir.path().join("models");
     let (good, bad) = (common::model(), bad_model());
     let good_id = card().model_id;
-    let bad_id = dvsp::artifact::read_card(&bad).unwrap().model_id;
+    let bad_id = dvsp_core::artifact::read_card(&bad).unwrap().model_id;
     let arg = |p: &Path| p.to_str().unwrap().to_string();
 
     let (ok, out) = models(db, &root, "alice", &["register", "--model", &arg(&good)]);
@@ -390,14 +390,14 @@ async fn registry_lifecycle(db: &str) {
 
     // Racing promotions against the same serving model: exactly one commits, the other is
     // told the serving model changed; a stale expectation is refused; NUL is refused.
-    let store = dvsp::store::Store::connect(db).await.unwrap();
+    let store = dvsp_custody::store::Store::connect(db).await.unwrap();
     let report = serde_json::json!({ "test": true });
     let (a, b) = tokio::join!(
         store.promote_model(&bad_id, Some(&good_id), "race-a", &report),
         store.promote_model(&bad_id, Some(&good_id), "race-b", &report),
     );
-    let conflict = |r: &Result<(), dvsp::store::StoreError>| {
-        matches!(r, Err(dvsp::store::StoreError::Conflict))
+    let conflict = |r: &Result<(), dvsp_custody::store::StoreError>| {
+        matches!(r, Err(dvsp_custody::store::StoreError::Conflict))
     };
     assert!(
         (a.is_ok() && conflict(&b)) || (conflict(&a) && b.is_ok()),
@@ -409,14 +409,14 @@ async fn registry_lifecycle(db: &str) {
     assert!(conflict(&stale), "{stale:?}");
     let nul = store.promote_model("a\0b", None, "x", &report).await;
     assert!(
-        matches!(nul, Err(dvsp::store::StoreError::Nul(_))),
+        matches!(nul, Err(dvsp_custody::store::StoreError::Nul(_))),
         "{nul:?}"
     );
     let missing = store
         .promote_model("nope", Some(&bad_id), "x", &report)
         .await;
     assert!(
-        matches!(missing, Err(dvsp::store::StoreError::Missing)),
+        matches!(missing, Err(dvsp_custody::store::StoreError::Missing)),
         "{missing:?}"
     );
     let serving = store.serving_model().await.unwrap().unwrap();
@@ -500,7 +500,7 @@ fn retrain_trains_evaluates_registers_and_the_gate_refuses_a_bad_candidate() {
     let text =
         String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{text}");
-    let id = dvsp::artifact::read_card(&work).unwrap().model_id;
+    let id = dvsp_core::artifact::read_card(&work).unwrap().model_id;
     for expected in [
         format!("registered {id} as a candidate"),
         "[FAIL] FNMR at the serving FMR".to_string(),
@@ -521,7 +521,7 @@ fn retrain_trains_evaluates_registers_and_the_gate_refuses_a_bad_candidate() {
     let fnmr = shown["model"]["gate"]["candidate"]["fnmr"]
         .as_f64()
         .unwrap();
-    let card = dvsp::artifact::read_card(&work).unwrap();
+    let card = dvsp_core::artifact::read_card(&work).unwrap();
     let at = card.metrics["test"]
         .at_fmr
         .iter()

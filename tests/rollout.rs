@@ -21,7 +21,7 @@ use serde_json::{json, Value};
 fn model_b() -> std::path::PathBuf {
     common::trained(
         "rollout-b",
-        &dvsp::config::TrainConfig {
+        &dvsp_core::config::TrainConfig {
             epochs: 1,
             limit: 10_000,
             seed: 7,
@@ -65,11 +65,11 @@ async fn rollout(db: &str) {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().join("models");
     let (a, b) = (common::model(), model_b());
-    let store = dvsp::store::Store::connect(db).await.unwrap();
-    let id_a = dvsp::cli::models::register(&store, &a, &root, "ops")
+    let store = dvsp_custody::store::Store::connect(db).await.unwrap();
+    let id_a = dvsp_ops::registry::register(&store, &a, &root, "ops")
         .await
         .unwrap();
-    let id_b = dvsp::cli::models::register(&store, &b, &root, "ops")
+    let id_b = dvsp_ops::registry::register(&store, &b, &root, "ops")
         .await
         .unwrap();
     assert_ne!(id_a, id_b);
@@ -80,8 +80,8 @@ async fn rollout(db: &str) {
         .unwrap();
     let (t_a, t_b) = {
         let at = |p: &Path| {
-            dvsp::audit::ThresholdAt::Fmr(1e-2)
-                .from_card(&dvsp::artifact::read_card(p).unwrap())
+            dvsp_core::audit::ThresholdAt::Fmr(1e-2)
+                .from_card(&dvsp_core::artifact::read_card(p).unwrap())
                 .unwrap()
         };
         (at(&a), at(&b))
@@ -161,7 +161,7 @@ async fn rollout(db: &str) {
         .create_subject("default", "legacy", None)
         .await
         .unwrap();
-    let row = dvsp::store::SealedRow::new(
+    let row = dvsp_custody::store::SealedRow::new(
         &common::keyring(),
         uuid::Uuid::new_v4().to_string(),
         "default".into(),
@@ -414,14 +414,14 @@ async fn rollout_and_migration_on_postgres() {
 /// stored, that one is skipped (the bulk insert's foreign key fails, the row-by-row path
 /// skips it).
 async fn deleted_subjects_are_skipped(db: &str) {
-    let store = dvsp::store::Store::connect(db).await.unwrap();
+    let store = dvsp_custody::store::Store::connect(db).await.unwrap();
     let keyring = common::keyring();
     let mut rows = Vec::new();
     for s in ["keep", "gone"] {
         store.create_subject("default", s, None).await.unwrap();
-        let image = dvsp::store::SealedImage::new(&keyring, "default", s, b"an image");
+        let image = dvsp_custody::store::SealedImage::new(&keyring, "default", s, b"an image");
         let row = |model: &str| {
-            dvsp::store::SealedRow::new(
+            dvsp_custody::store::SealedRow::new(
                 &keyring,
                 uuid::Uuid::new_v4().to_string(),
                 "default".into(),
@@ -449,7 +449,7 @@ async fn deleted_subjects_are_skipped(db: &str) {
     bad.2 = "a\0b".into();
     assert!(matches!(
         store.add_reembedded(&[bad]).await,
-        Err(dvsp::store::StoreError::Nul(_))
+        Err(dvsp_custody::store::StoreError::Nul(_))
     ));
 }
 
@@ -510,8 +510,8 @@ fn a_killed_training_resumes_from_its_checkpoint() {
             && text.contains(&format!("epochs_done={done}")),
         "{text}"
     );
-    let card = dvsp::artifact::read_card(&out).unwrap();
+    let card = dvsp_core::artifact::read_card(&out).unwrap();
     assert!(card.training.seconds >= saved["seconds"].as_f64().unwrap());
     assert!(!state.exists() && !out.join("checkpoint.safetensors").exists());
-    dvsp::artifact::load(&out, tch::Device::Cpu).unwrap();
+    dvsp_core::artifact::load(&out, tch::Device::Cpu).unwrap();
 }

@@ -6,8 +6,8 @@ mod common;
 use std::time::Instant;
 
 use common::*;
-use dvsp::server::auth;
-use dvsp::store::Store;
+use dvsp_custody::store::Store;
+use dvsp_server::auth;
 use reqwest::{multipart, Client, StatusCode};
 use serde_json::{json, Value};
 
@@ -310,7 +310,7 @@ async fn flows(db: &str) {
         .create_subject("default", "legacy", None)
         .await
         .unwrap();
-    let row = dvsp::store::SealedRow::new(
+    let row = dvsp_custody::store::SealedRow::new(
         &keyring(),
         "legacy-t".into(),
         "default".into(),
@@ -501,7 +501,7 @@ fn authed<T>(msg: T, key: &str, bearer: bool) -> tonic::Request<T> {
 
 /// The gRPC API against the same server, store and keys as the REST flows above.
 async fn grpc_flows(s: &Server, k: &Keys, c: &Client) {
-    use dvsp::server::grpc::proto;
+    use dvsp_server::grpc::proto;
     use tonic::Code;
     let mut g = proto::verification_client::VerificationClient::connect(s.grpc.clone())
         .await
@@ -898,8 +898,8 @@ async fn a_request_over_the_timeout_gets_a_json_408() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_panicking_batch_fails_its_jobs_and_the_worker_goes_on() {
-    use dvsp::server::{error::ApiError, metrics::Metrics, worker::Worker};
-    let model = dvsp::artifact::load(&model(), tch::Device::Cpu).unwrap();
+    use dvsp_server::{error::ApiError, metrics::Metrics, worker::Worker};
+    let model = dvsp_core::artifact::load(&model(), tch::Device::Cpu).unwrap();
     let w = Worker::start(
         model,
         1,
@@ -975,7 +975,7 @@ async fn raw(base: &str, request: &str) -> String {
 /// NUL and other control characters, over-long names, `.`/`..` ids and invalid UTF-8 in a
 /// path: JSON 422 (gRPC INVALID_ARGUMENT) from the store in `db`, never a 5xx.
 async fn hostile_strings(db: &str) {
-    use dvsp::server::grpc::proto;
+    use dvsp_server::grpc::proto;
     use tonic::Code;
     let k = keys(db).await;
     let s = Server::start(db, &[]).await;
@@ -1456,7 +1456,7 @@ async fn made_up_methods_are_one_label_and_metrics_live_on_their_own_port() {
 /// Every connection of the store's pool held: requests needing the store are 503 with
 /// Retry-After (gRPC UNAVAILABLE), not 500.
 async fn pool_timeouts_are_503(db: &str) {
-    use dvsp::server::grpc::proto;
+    use dvsp_server::grpc::proto;
     let k = keys(db).await;
     let s = Server::start(
         db,
@@ -1560,7 +1560,7 @@ async fn decoding_is_bounded_in_bytes_and_real_photos_fit() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn grpc_connections_are_limited_and_must_send_the_preface_in_time() {
-    use dvsp::server::grpc::proto;
+    use dvsp_server::grpc::proto;
     let dir = tempfile::tempdir().unwrap();
     let db = format!("sqlite://{}", dir.path().join("gc.db").display());
     let k = keys(&db).await;

@@ -11,9 +11,9 @@ use std::time::{Duration, Instant};
 
 use clap::Parser;
 use common::{keyring_file, model, ServeCli};
-use dvsp::server::tls::Listener;
-use dvsp::store::schema::SchemaError;
-use dvsp::store::{PoolConfig, Store};
+use dvsp_custody::store::schema::SchemaError;
+use dvsp_custody::store::{PoolConfig, Store};
+use dvsp_server::tls::Listener;
 use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};
 use tonic::transport::{Certificate, Channel, ClientTlsConfig};
 use tonic_health::pb::health_client::HealthClient;
@@ -123,11 +123,11 @@ impl Server {
         let (grpc_state, grpc_rx) = (state.clone(), rx.clone());
         let handles = vec![
             tokio::spawn(async move {
-                dvsp::server::grpc::serve(grpc, grpc_state, until(grpc_rx))
+                dvsp_server::grpc::serve(grpc, grpc_state, until(grpc_rx))
                     .await
                     .unwrap()
             }),
-            tokio::spawn(async move { dvsp::server::serve(rest, state, until(rx)).await.unwrap() }),
+            tokio::spawn(async move { dvsp_server::serve(rest, state, until(rx)).await.unwrap() }),
         ];
         Server {
             rest: format!("https://{rest_addr}"),

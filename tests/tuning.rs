@@ -1,9 +1,9 @@
 //! Model selection on training data only, and the bootstrap intervals of Table 1.
-use dvsp::config::{Method, TrainConfig};
-use dvsp::data::{DataSpec, Dataset};
-use dvsp::metrics::bootstrap::{ri_interval, PairTable};
-use dvsp::metrics::eer::Scores;
-use dvsp::tune::{choose, grid, holdout, Candidate, VALIDATION};
+use dvsp_core::config::{Method, TrainConfig};
+use dvsp_core::data::{DataSpec, Dataset};
+use dvsp_core::metrics::bootstrap::{ri_interval, PairTable};
+use dvsp_core::metrics::eer::Scores;
+use dvsp_core::tune::{choose, grid, holdout, Candidate, VALIDATION};
 use tch::{Device, Kind, Tensor};
 
 #[test]
@@ -22,11 +22,12 @@ fn the_validation_split_comes_from_the_training_images_never_the_test_split() {
     // On MNIST: fit and validation together are exactly the paper's training split (training
     // file 0..50,000); the test split is the file's 50,000..60,000.
     let split = DataSpec::Mnist
-        .load(&dvsp::data::default_root(), None)
+        .load(&dvsp_core::data::default_root(), None)
         .unwrap();
     let (fit, val) = holdout(&split.train, VALIDATION).unwrap();
     let file =
-        dvsp::data::load_idx_pair(&dvsp::data::default_root().join("mnist"), "train").unwrap();
+        dvsp_core::data::load_idx_pair(&dvsp_core::data::default_root().join("mnist"), "train")
+            .unwrap();
     assert!(Tensor::cat(&[&fit.images, &val.images], 0).equal(&file.images.narrow(0, 0, 50_000)));
     assert!(split
         .test
@@ -63,9 +64,12 @@ fn the_weighted_eer_with_unit_weights_is_the_plain_eer() {
     let lab = Tensor::from_slice(&labels);
     let emb =
         centres.index_select(0, &lab) + Tensor::randn([n, 4], (Kind::Float, Device::Cpu)) * 0.8;
-    let emb = dvsp::model::unit(&emb);
+    let emb = dvsp_core::model::unit(&emb);
     let table = PairTable::new(&emb, &labels).unwrap();
-    let plain = dvsp::eval::pair_scores(&emb, &lab).unwrap().eer().target;
+    let plain = dvsp_core::eval::pair_scores(&emb, &lab)
+        .unwrap()
+        .eer()
+        .target;
     let weighted = table.weighted_eer(&vec![1.0; n as usize]);
     assert!((plain - weighted).abs() < 1e-9, "{plain} vs {weighted}");
     assert!(plain > 0.01 && plain < 0.5, "{plain}");

@@ -4,12 +4,9 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::Context;
-use tch::nn;
-
-use crate::artifact::{self, ModelCard, Training};
-use crate::config::{Backbone, Method, TrainConfig};
-use crate::face::{photo, FaceApi, FaceRecognitionNet};
-use crate::model::{FaceCrop, InputSpec, Net, NetSpec};
+use dvsp_core::face::import::import_face_api;
+use dvsp_core::face::{photo, FaceApi};
+use dvsp_core::model::FaceCrop;
 
 #[derive(Debug, clap::Args)]
 pub struct ImportArgs {
@@ -31,85 +28,10 @@ pub enum Import {
     },
 }
 
-/// Writes the imported model to `out` and evaluates it on face-samples (thresholds in its
-/// card). Every weight is checked by name and shape.
-pub fn import_face_api(from: &Path, out: &Path) -> anyhow::Result<ModelCard> {
-    let start = Instant::now();
-    let (src_vs, _) = FaceRecognitionNet::load(from, tch::Device::Cpu).with_context(|| {
-        format!(
-            "reading face-api's recognition weights in {}",
-            from.display()
-        )
-    })?;
-    let spec = NetSpec {
-        method: Method::Pretrained,
-        backbone: Backbone::FaceapiResnet,
-        input: InputSpec {
-            channels: 3,
-            height: crate::face::recognition::INPUT,
-            width: crate::face::recognition::INPUT,
-            // The net subtracts face-api's per-channel means itself.
-            mean: 0.0,
-            std: 1.0,
-            face: Some(FaceCrop::Dlib150),
-        },
-        feature_dim: crate::face::recognition::DIM,
-        classes: 0,
-        radius: 1.0,
-    };
-    let vs = nn::VarStore::new(tch::Device::Cpu);
-    Net::new(&vs.root(), spec.clone());
-    let src = src_vs.variables();
-    let dst = vs.variables();
-    anyhow::ensure!(
-        src.len() == dst.len(),
-        "{} face-api tensors for {} variables",
-        src.len(),
-        dst.len()
-    );
-    for (name, t) in &src {
-        let key = format!("backbone.{name}");
-        let mut d = dst
-            .get(&key)
-            .with_context(|| format!("no variable {key} in the model"))?
-            .shallow_clone();
-        tch::no_grad(|| d.copy_(t));
-    }
-    photo::copy_detector(from, out)?;
-    let cfg = TrainConfig {
-        method: Method::Pretrained,
-        backbone: Some(Backbone::FaceapiResnet),
-        feature_dim: crate::face::recognition::DIM,
-        epochs: 0,
-        ..TrainConfig::default()
-    };
-    let training = Training {
-        config: cfg,
-        dataset: crate::data::DataSpec::FaceSamples.to_string(),
-        split: "imported from @vladmandic/face-api@1.7.15 (dlib face recognition ResNet, trained by its authors); not trained here".into(),
-        train_images: 0,
-        seconds: start.elapsed().as_secs_f64(),
-        images_per_second: 0.0,
-        final_loss: 0.0,
-        final_accuracy: 0.0,
-        device: "Cpu".into(),
-        threads: tch::get_num_threads(),
-    };
-    artifact::save_new(out, spec, training, &vs)?;
-    super::eval::evaluate(
-        out,
-        &super::DataArgs {
-            data: None,
-            data_dir: None,
-        },
-        crate::model::Precision::Fp32,
-    )
-}
-
 pub fn import(a: ImportArgs) -> anyhow::Result<()> {
     match a.what {
         Import::FaceApi { from, out } => {
-            let from = from.unwrap_or_else(crate::face::model_dir);
+            let from = from.unwrap_or_else(dvsp_core::face::model_dir);
             let card = import_face_api(&from, &out)?;
             println!("wrote model {} to {}", card.model_id, out.display());
         }
@@ -189,17 +111,18 @@ pub fn align(a: AlignArgs) -> anyhow::Result<()> {
         CropArg::Sphereface => FaceCrop::Sphereface112x96,
         CropArg::Dlib => FaceCrop::Dlib150,
     };
-    let faces = FaceApi::load(&crate::face::model_dir())
+    let faces = FaceApi::load(&dvsp_core::face::model_dir())
         .context("loading face-api's detector (run `make setup`)")?;
     let files = images_under(&a.input)?;
     anyhow::ensure!(!files.is_empty(), "no images in {}", a.input.display());
-    let pb = crate::train::progress_bar(files.len() as u64, "align");
+    let pb = dvsp_core::progress::progress_bar(files.len() as u64, "align");
     let (mut done, mut missed) = (0usize, Vec::new());
     let start = Instant::now();
     for f in &files {
         let rel = f.strip_prefix(&a.input).unwrap_or(f);
         let out = a.out.join(rel).with_extension("png");
-        let found = crate::face::load_rgb(f).and_then(|img| photo::best_face(&faces, &img, how));
+        let found =
+            dvsp_core::face::load_rgb(f).and_then(|img| photo::best_face(&faces, &img, how));
         match found {
             Ok(Some((_, crop))) => {
                 if let Some(dir) = out.parent() {
@@ -215,7 +138,7 @@ pub fn align(a: AlignArgs) -> anyhow::Result<()> {
     }
     pb.finish_and_clear();
     std::fs::create_dir_all(&a.out)?;
-    artifact::write_atomic(&a.out.join("no_face.txt"), missed.join("\n").as_bytes())?;
+    dvsp_core::artifact::write_atomic(&a.out.join("no_face.txt"), missed.join("\n").as_bytes())?;
     println!(
         "aligned {done} of {} photos into {} ({:.0} ms per photo)",
         files.len(),

@@ -7,9 +7,9 @@ use std::path::PathBuf;
 use std::sync::OnceLock;
 
 use clap::Parser;
-use dvsp::cli::serve;
-use dvsp::server::auth;
-use dvsp::store::Store;
+use dvsp_custody::store::Store;
+use dvsp_server::auth;
+use dvsp_server::config::ServeArgs;
 use reqwest::{Client, StatusCode};
 use serde_json::Value;
 
@@ -20,7 +20,7 @@ pub fn model() -> PathBuf {
     DIR.get_or_init(|| {
         trained(
             "server-model",
-            &dvsp::config::TrainConfig {
+            &dvsp_core::config::TrainConfig {
                 epochs: 3,
                 limit: 20_000,
                 ..Default::default()
@@ -33,31 +33,31 @@ pub fn model() -> PathBuf {
 /// A model trained on MNIST with `cfg` and evaluated, in cargo's test tmpdir under `name`;
 /// reused while its card says it was trained with `cfg` and evaluated. One at a time: two
 /// tests of one binary asking for the same model must not train it into one folder together.
-pub fn trained(name: &str, cfg: &dvsp::config::TrainConfig) -> PathBuf {
+pub fn trained(name: &str, cfg: &dvsp_core::config::TrainConfig) -> PathBuf {
     static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
     let _held = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(name);
-    let cached = dvsp::artifact::load(&dir, tch::Device::Cpu)
+    let cached = dvsp_core::artifact::load(&dir, tch::Device::Cpu)
         .is_ok_and(|m| m.card.training.config == *cfg && m.card.metrics.contains_key("test"));
     if !cached {
-        let split = dvsp::data::DataSpec::Mnist
-            .load(&dvsp::data::default_root(), None)
+        let split = dvsp_core::data::DataSpec::Mnist
+            .load(&dvsp_core::data::default_root(), None)
             .expect("MNIST from `make setup`");
-        dvsp::train::train(
+        dvsp_core::train::train(
             cfg,
-            &dvsp::data::DataSpec::Mnist,
+            &dvsp_core::data::DataSpec::Mnist,
             &split,
             &dir,
             tch::Device::Cpu,
         )
         .unwrap();
-        dvsp::cli::eval::evaluate(
+        dvsp_core::eval::evaluate(
             &dir,
-            &dvsp::cli::DataArgs {
+            &dvsp_core::data::DataArgs {
                 data: None,
                 data_dir: None,
             },
-            dvsp::model::Precision::Fp32,
+            dvsp_core::model::Precision::Fp32,
         )
         .unwrap();
     }
@@ -68,8 +68,8 @@ pub fn trained(name: &str, cfg: &dvsp::config::TrainConfig) -> PathBuf {
 pub fn digits(d: i64, n: usize) -> Vec<Vec<u8>> {
     static TEST: OnceLock<(Vec<u8>, Vec<i64>)> = OnceLock::new();
     let (px, labels) = TEST.get_or_init(|| {
-        let split = dvsp::data::DataSpec::Mnist
-            .load(&dvsp::data::default_root(), None)
+        let split = dvsp_core::data::DataSpec::Mnist
+            .load(&dvsp_core::data::default_root(), None)
             .unwrap();
         (
             Vec::<u8>::try_from(split.test.images.flatten(0, -1)).unwrap(),
@@ -95,7 +95,7 @@ pub fn digits(d: i64, n: usize) -> Vec<Vec<u8>> {
 #[derive(Parser)]
 pub struct ServeCli {
     #[command(flatten)]
-    pub args: serve::Args,
+    pub args: ServeArgs,
 }
 
 /// A real server: HTTP, gRPC and metrics on loopback ports, sharing one state.
@@ -103,7 +103,7 @@ pub struct Server {
     pub base: String,
     pub grpc: String,
     pub metrics: String,
-    pub state: dvsp::server::AppState,
+    pub state: dvsp_server::AppState,
     pub stop: Option<tokio::sync::watch::Sender<bool>>,
     pub handles: Vec<tokio::task::JoinHandle<()>>,
 }
@@ -113,14 +113,14 @@ pub fn keyring_file() -> &'static str {
     static FILE: OnceLock<String> = OnceLock::new();
     FILE.get_or_init(|| {
         let path = std::env::temp_dir().join(format!("dvsp-test-{}.keys", std::process::id()));
-        let line = dvsp::seal::Keyring::new_key_line("test").unwrap();
+        let line = dvsp_custody::seal::Keyring::new_key_line("test").unwrap();
         std::fs::write(&path, line + "\n").unwrap();
         path.to_str().unwrap().to_string()
     })
 }
 
-pub fn keyring() -> dvsp::seal::Keyring {
-    dvsp::seal::Keyring::load(Some(std::path::Path::new(keyring_file())), None).unwrap()
+pub fn keyring() -> dvsp_custody::seal::Keyring {
+    dvsp_custody::seal::Keyring::load(Some(std::path::Path::new(keyring_file())), None).unwrap()
 }
 
 impl Server {
@@ -159,17 +159,17 @@ impl Server {
         let http_state = state.clone();
         let handles = vec![
             tokio::spawn(async move {
-                dvsp::server::serve_metrics(metrics_listener, metrics_state, until(metrics_rx))
+                dvsp_server::serve_metrics(metrics_listener, metrics_state, until(metrics_rx))
                     .await
                     .unwrap()
             }),
             tokio::spawn(async move {
-                dvsp::server::grpc::serve(grpc_listener, grpc_state, until(grpc_rx))
+                dvsp_server::grpc::serve(grpc_listener, grpc_state, until(grpc_rx))
                     .await
                     .unwrap()
             }),
             tokio::spawn(async move {
-                dvsp::server::serve(listener, http_state, until(rx))
+                dvsp_server::serve(listener, http_state, until(rx))
                     .await
                     .unwrap()
             }),

@@ -1,0 +1,21 @@
+//! Records the git commit for model cards (`DVSP_GIT_COMMIT`).
+fn main() {
+    // An rpath to libtorch's `lib` folder for this crate's test binaries (LIBTORCH comes from
+    // .cargo/config.toml), as the root build script does for `dvsp` and its tests.
+    println!("cargo:rerun-if-env-changed=LIBTORCH");
+    if let Ok(dir) = std::env::var("LIBTORCH") {
+        let lib = std::path::Path::new(&dir).join("lib");
+        let lib = lib.canonicalize().unwrap_or(lib);
+        println!("cargo:rustc-link-arg=-Wl,-rpath,{}", lib.display());
+    }
+    println!("cargo:rerun-if-changed=../../.git/HEAD");
+    println!("cargo:rerun-if-changed=../../.git/refs/heads");
+    let commit = std::process::Command::new("git")
+        .args(["rev-parse", "HEAD"])
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_else(|| "unknown".into());
+    println!("cargo:rustc-env=DVSP_GIT_COMMIT={commit}");
+}
