@@ -35,7 +35,7 @@ serve: build
 test: setup
 	bash scripts/postgres.sh
 	bash scripts/chromium.sh
-	cargo test -- --test-threads 2
+	cargo test --workspace -- --test-threads 2
 	bash scripts/validate_deploy.sh
 
 # The console's pages in headless Chromium, one PNG each, into docs/screenshots/ (the browser

@@ -1,8 +1,9 @@
 //! The feature-space attacks against models whose minimal perturbation is known in closed
 //! form, and the robustness index over hand-made results.
-use dvsp_core::attack::ensemble::{self, Attack, EnsembleConfig};
+use dvsp_core::attack::ensemble::{self, Attack};
 use dvsp_core::attack::pgd::{Aim, Norm};
 use dvsp_core::attack::{self, pgd, round8, FeatureMap, Goal};
+use dvsp_core::config::EnsembleConfig;
 use dvsp_core::metrics::robustness::summarize;
 use std::f64::consts::PI;
 use tch::{nn, Device, Kind, Tensor};
@@ -97,7 +98,7 @@ fn within_five_percent(name: &str, got: &[Option<f64>], truth: &[f64]) {
 /// The audit's ensemble with CW switched on as well (it is off by default).
 fn every_member() -> EnsembleConfig {
     EnsembleConfig {
-        cw: attack::cw::CwConfig::default(),
+        cw: dvsp_core::config::CwConfig::default(),
         ..EnsembleConfig::default()
     }
 }
@@ -261,7 +262,7 @@ fn random_net(seed: i64) -> (nn::VarStore, dvsp_core::model::Net) {
     let spec = dvsp_core::model::NetSpec {
         method: dvsp_core::config::Method::Dvib,
         backbone: dvsp_core::config::Backbone::Small,
-        input: dvsp_core::model::InputSpec::for_shape([1, 28, 28]),
+        input: dvsp_core::spec::InputSpec::for_shape([1, 28, 28]),
         feature_dim: 8,
         classes: 10,
         radius: 1.0,
@@ -415,8 +416,8 @@ fn robustness_index_over_hand_made_results() {
     );
     assert_eq!((r.ri, r.median_l2), (Some(2.0), Some(1.5)));
     assert!(
-        "fmr=1e-3".parse::<dvsp_core::audit::ThresholdAt>().is_ok()
-            && "fmr=2".parse::<dvsp_core::audit::ThresholdAt>().is_err()
+        "fmr=1e-3".parse::<dvsp_core::config::ThresholdAt>().is_ok()
+            && "fmr=2".parse::<dvsp_core::config::ThresholdAt>().is_err()
     );
 }
 
@@ -431,15 +432,15 @@ fn an_audit_of_a_single_class_set_is_an_error_not_a_panic() {
     let spec = dvsp_core::model::NetSpec {
         method: dvsp_core::config::Method::Center,
         backbone: dvsp_core::config::Backbone::Small,
-        input: dvsp_core::model::InputSpec::for_shape([1, 28, 28]),
+        input: dvsp_core::spec::InputSpec::for_shape([1, 28, 28]),
         feature_dim: 4,
         classes: 2,
         radius: 1.0,
     };
     let net = dvsp_core::model::Net::new(&vs.root(), spec);
-    let cfg = dvsp_core::audit::AuditConfig {
+    let cfg = dvsp_core::config::AuditConfig {
         pairs: 2,
-        threshold_at: dvsp_core::audit::ThresholdAt::Eer,
+        threshold_at: dvsp_core::config::ThresholdAt::Eer,
         attack: EnsembleConfig::default(),
         budgets: vec![1.0],
         pgd_steps: 2,
@@ -459,7 +460,7 @@ fn an_audit_of_a_single_class_set_is_an_error_not_a_panic() {
         (2, vec![3, 1], "1x is no evidence"),
         (2, vec![0], "0x is no evidence"),
     ] {
-        let bad = dvsp_core::audit::AuditConfig {
+        let bad = dvsp_core::config::AuditConfig {
             convergence_pairs: pairs,
             convergence_budgets: budgets,
             ..cfg.clone()
@@ -483,9 +484,9 @@ fn an_audit_bounds_every_pair_and_re_attacks_a_subset_at_larger_budgets() {
     attack.cw.search = 2;
     attack.ddn.steps = 20;
     attack.pgd_steps = 5;
-    let cfg = dvsp_core::audit::AuditConfig {
+    let cfg = dvsp_core::config::AuditConfig {
         pairs: 3,
-        threshold_at: dvsp_core::audit::ThresholdAt::Eer,
+        threshold_at: dvsp_core::config::ThresholdAt::Eer,
         attack,
         budgets: vec![0.5, 2.0],
         pgd_steps: 5,
@@ -518,7 +519,7 @@ fn an_audit_bounds_every_pair_and_re_attacks_a_subset_at_larger_budgets() {
             < 1e-12
     );
     // Without a larger multiple there is no evidence, so the audit does not claim convergence.
-    let unchecked = dvsp_core::audit::AuditConfig {
+    let unchecked = dvsp_core::config::AuditConfig {
         convergence_budgets: vec![],
         ..cfg.clone()
     };

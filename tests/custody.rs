@@ -1070,8 +1070,8 @@ fn a_gallery_transform_is_orthogonal_keeps_distances_and_is_fixed_by_its_secret(
         };
         for s in 0..20 {
             let (a, b) = (unit(s), unit(s + 100));
-            let before = dvsp_server::service::distance(&a, &b);
-            let after = dvsp_server::service::distance(&q.apply(&a), &q.apply(&b));
+            let before = dvsp_core::metrics::distance(&a, &b);
+            let after = dvsp_core::metrics::distance(&q.apply(&a), &q.apply(&b));
             assert!((before - after).abs() < 1e-6, "d {d}: {before} vs {after}");
             let back = q.invert(&q.apply(&a));
             assert!(a.iter().zip(&back).all(|(x, y)| (x - y).abs() < 1e-6));
@@ -1081,7 +1081,7 @@ fn a_gallery_transform_is_orthogonal_keeps_distances_and_is_fixed_by_its_secret(
         if d >= 32 {
             let other = Transform::from_secret(b"another", d);
             let a = unit(1);
-            let cos = 1.0 - dvsp_server::service::distance(&q.apply(&a), &other.apply(&a));
+            let cos = 1.0 - dvsp_core::metrics::distance(&q.apply(&a), &other.apply(&a));
             assert!(cos.abs() < 0.6, "d {d}: cos {cos}");
         }
     }
@@ -1147,7 +1147,7 @@ async fn galleries_store_unlinkable_templates_and_renewal_reissues_them_without_
             out
         }
     };
-    let cos = |a: &[f32], b: &[f32]| 1.0 - dvsp_server::service::distance(a, b);
+    let cos = |a: &[f32], b: &[f32]| 1.0 - dvsp_core::metrics::distance(a, b);
     let (mine, theirs) = (stored("default").await, stored("other").await);
     let secret = |g: &'static str| {
         let store = store.clone();

@@ -6,13 +6,13 @@ use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 use clap::Parser;
-use dvsp_core::audit::ThresholdAt;
+use dvsp_core::config::ThresholdAt;
 use dvsp_custody::store::Store;
 use dvsp_server::auth;
 use dvsp_server::config::ServeArgs;
 
 fn photo(name: &str) -> PathBuf {
-    dvsp_core::data::faces_root()
+    dvsp_core::face::faces_root()
         .join("face_recognition")
         .join(name)
 }

@@ -3,7 +3,8 @@
 //! and LFW's pairs.txt protocol evaluates the result.
 use dvsp_core::config::{Backbone, Method, TrainConfig};
 use dvsp_core::data::DataSpec;
-use dvsp_core::model::{InputSpec, Net, NetSpec};
+use dvsp_core::model::{Net, NetSpec};
+use dvsp_core::spec::InputSpec;
 use tch::nn::{self, OptimizerConfig};
 use tch::{Device, Kind, Tensor};
 
@@ -106,7 +107,7 @@ fn sphere20_learns_on_a_face_folder_and_lfw_protocol_evaluates_it() {
     // --align-faces: the served model aligns probe photos, with its own detector files.
     assert_eq!(
         card.net.input.face,
-        Some(dvsp_core::model::FaceCrop::Sphereface112x96)
+        Some(dvsp_core::spec::FaceCrop::Sphereface112x96)
     );
     assert!(model
         .join("face-api/tiny_face_detector_model-weights_manifest.json")

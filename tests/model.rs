@@ -2,7 +2,8 @@
 use dvsp_core::artifact;
 use dvsp_core::config::{Backbone, Method, TrainConfig};
 use dvsp_core::data::{DataSpec, Dataset, Split};
-use dvsp_core::model::{InputSpec, Net, NetSpec};
+use dvsp_core::model::{Net, NetSpec};
+use dvsp_core::spec::InputSpec;
 use tch::{nn, Device, Kind, Tensor};
 
 fn spec(method: Method, backbone: Backbone, shape: [i64; 3]) -> NetSpec {

@@ -80,7 +80,7 @@ async fn rollout(db: &str) {
         .unwrap();
     let (t_a, t_b) = {
         let at = |p: &Path| {
-            dvsp_core::audit::ThresholdAt::Fmr(1e-2)
+            dvsp_core::config::ThresholdAt::Fmr(1e-2)
                 .from_card(&dvsp_core::artifact::read_card(p).unwrap())
                 .unwrap()
         };

@@ -6,7 +6,7 @@ use std::time::Instant;
 use anyhow::Context;
 use dvsp_core::face::import::import_face_api;
 use dvsp_core::face::{photo, FaceApi};
-use dvsp_core::model::FaceCrop;
+use dvsp_core::spec::FaceCrop;
 
 #[derive(Debug, clap::Args)]
 pub struct ImportArgs {

@@ -9,7 +9,8 @@ use sha2::{Digest, Sha256};
 use tch::nn::VarStore;
 use tch::Tensor;
 
-use crate::config::TrainConfig;
+use crate::config::{ThresholdAt, TrainConfig};
+use crate::data::{DataSpec, Split};
 use crate::metrics::eer::VerificationReport;
 use crate::model::{Net, NetSpec};
 use crate::{Error, Result};
@@ -75,7 +76,7 @@ pub struct RobustnessSummary {
     /// with equal settings attacked the same pairs the same way (the promotion gate compares
     /// only such). Absent on cards audited before it was recorded.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub config: Option<crate::audit::AuditConfig>,
+    pub config: Option<crate::config::AuditConfig>,
 }
 
 /// A loaded model: card, weights and the net built from them.
@@ -225,4 +226,53 @@ pub fn load(dir: &Path, device: tch::Device) -> Result<Model> {
         vs,
         net,
     })
+}
+
+impl ThresholdAt {
+    /// The threshold from the card's test-set metrics (written by `dvsp eval`).
+    pub fn from_card(self, card: &ModelCard) -> Result<f64> {
+        let m = card.metrics.get("test").ok_or_else(|| {
+            Error::Invalid(
+                "the model card has no test metrics: run `dvsp eval --model DIR` first".into(),
+            )
+        })?;
+        match self {
+            ThresholdAt::Eer => Ok(m.eer_threshold),
+            ThresholdAt::Fmr(f) => m
+                .at_fmr
+                .iter()
+                .find(|p| (p.target - f).abs() <= 1e-12 * f)
+                .map(|p| p.threshold)
+                .ok_or_else(|| {
+                    let have: Vec<String> =
+                        m.at_fmr.iter().map(|p| format!("{:e}", p.target)).collect();
+                    Error::Invalid(format!(
+                        "no threshold at FMR {f:e} in the card (it has {})",
+                        have.join(", ")
+                    ))
+                }),
+        }
+    }
+}
+
+impl crate::data::DataArgs {
+    /// Loads the data a model is evaluated on (`--data`, else the card's data set) at the
+    /// model's input size, refusing data whose images do not fit the model.
+    pub fn load_for(&self, card: &ModelCard) -> Result<(DataSpec, Split)> {
+        let spec: DataSpec = match &self.data {
+            Some(d) => d.clone(),
+            None => card.training.dataset.parse()?,
+        };
+        let input = &card.net.input;
+        let size = Some((input.height as u32, input.width as u32));
+        let split = spec.load(&self.root(), size)?;
+        if split.test.shape() != input.shape() {
+            return Err(Error::Invalid(format!(
+                "{spec} has images of shape {:?} but the model takes {:?}",
+                split.test.shape(),
+                input.shape()
+            )));
+        }
+        Ok((spec, split))
+    }
 }

@@ -22,6 +22,7 @@ pub mod model;
 pub mod plot;
 pub mod progress;
 pub mod registry;
+pub mod spec;
 pub mod train;
 pub mod tune;
 

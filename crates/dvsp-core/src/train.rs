@@ -9,7 +9,8 @@ use crate::artifact::{self, ModelCard, Training};
 use crate::config::TrainConfig;
 use crate::data::{to_input, DataSpec, Split};
 use crate::loss;
-use crate::model::{InputSpec, Net, NetSpec, StepOut};
+use crate::model::{Net, NetSpec, StepOut};
+use crate::spec::InputSpec;
 use crate::{Error, Result};
 
 /// Steps between reads of the running loss and accuracy from the device (each read is a
@@ -141,7 +142,7 @@ pub fn train(
                 "--align-faces needs 3x112x96 faces (dvsp align), the data are {shape:?}"
             )));
         }
-        input.face = Some(crate::model::FaceCrop::Sphereface112x96);
+        input.face = Some(crate::spec::FaceCrop::Sphereface112x96);
         crate::face::photo::copy_detector(&crate::face::model_dir(), out)?;
     }
     let spec = NetSpec {

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::audit::{AuditConfig, ThresholdAt};
+use crate::config::{AuditConfig, ThresholdAt};
 use crate::config::{Method, TrainConfig};
 use crate::data::{DataSpec, Dataset, Split};
 use crate::{Error, Result};

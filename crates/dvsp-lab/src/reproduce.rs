@@ -8,7 +8,8 @@ use serde::Serialize;
 
 use dvsp_core::artifact;
 use dvsp_core::audit::outputs::{output_name, AuditArgs};
-use dvsp_core::audit::{AuditReport, ThresholdAt};
+use dvsp_core::audit::AuditReport;
+use dvsp_core::config::ThresholdAt;
 use dvsp_core::config::{Method, TrainConfig};
 use dvsp_core::data::DataArgs;
 use dvsp_core::data::DataSpec;

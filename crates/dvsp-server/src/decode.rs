@@ -10,7 +10,7 @@ use tch::Tensor;
 use crate::error::ApiError;
 use crate::service::FaceBox;
 use dvsp_core::face::FaceApi;
-use dvsp_core::model::InputSpec;
+use dvsp_core::spec::InputSpec;
 
 /// The service's default --max-pixels.
 pub const MAX_PIXELS: u64 = 24_000_000;

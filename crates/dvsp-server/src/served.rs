@@ -20,7 +20,7 @@ use super::metrics::Metrics;
 use super::worker::Worker;
 use super::{App, Batching};
 use dvsp_core::artifact::ModelCard;
-use dvsp_core::audit::ThresholdAt;
+use dvsp_core::config::ThresholdAt;
 use dvsp_core::model::Precision;
 use dvsp_custody::store::{ModelRow, SealedRow, Store};
 

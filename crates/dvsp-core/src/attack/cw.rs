@@ -13,42 +13,10 @@
 //! - the learning rate decays over a round by a cosine from `lr` to `lr / 100`;
 //! - a round stops early only on measured convergence: no pair's objective improved by more
 //!   than `tol` (relative) for `patience` steps.
-use serde::{Deserialize, Serialize};
 use tch::{Kind, Tensor};
 
 use super::{per_pair, FeatureMap, Goal};
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct CwConfig {
-    /// Most Adam steps per binary-search round.
-    pub steps: usize,
-    /// Binary-search rounds over c.
-    pub search: usize,
-    /// Adam learning rate on delta at the start of a round (pixel values).
-    pub lr: f64,
-    /// Initial c.
-    pub c0: f64,
-    /// Confidence margin kappa of the hinge.
-    pub kappa: f64,
-    /// A round ends when no pair's objective improved by more than `tol` (relative) in this
-    /// many steps.
-    pub patience: usize,
-    pub tol: f64,
-}
-
-impl Default for CwConfig {
-    fn default() -> Self {
-        CwConfig {
-            steps: 100,
-            search: 6,
-            lr: 0.01,
-            c0: 10.0,
-            kappa: 0.0,
-            patience: 20,
-            tol: 1e-4,
-        }
-    }
-}
+use crate::config::CwConfig;
 
 /// Per-pair outcome: the smallest success of every pair (x1 where there was none).
 #[derive(Debug)]

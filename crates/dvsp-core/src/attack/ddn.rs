@@ -7,35 +7,10 @@
 //! the last steps resolve the boundary finely; the smallest success seen is kept. The attack
 //! may start from any point: x1 itself, an accepted point (the segment bound) or a random one;
 //! eps_0 is the start's distance from x1 (`init_norm` when it starts at x1).
-use serde::{Deserialize, Serialize};
 use tch::{Kind, Tensor};
 
 use super::{l2, per_pair, FeatureMap, Goal};
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct DdnConfig {
-    pub steps: usize,
-    /// The first radius eps_0.
-    pub init_norm: f64,
-    /// Step size alpha (L2 length of the direction step) at the start.
-    pub alpha: f64,
-    /// Radius factor gamma at the start.
-    pub gamma: f64,
-    /// Runs from random starts (each on the sphere around x1 through the segment bound).
-    pub restarts: usize,
-}
-
-impl Default for DdnConfig {
-    fn default() -> Self {
-        DdnConfig {
-            steps: 200,
-            init_norm: 1.0,
-            alpha: 1.0,
-            gamma: 0.05,
-            restarts: 1,
-        }
-    }
-}
+use crate::config::DdnConfig;
 
 /// The smallest success of every pair `[P, ...]` (x1 where there was none) and `[P]` bool,
 /// starting from `x1 + start` (`start` `[P, ...]`, zero to start at x1).

@@ -14,56 +14,8 @@ use serde::{Deserialize, Serialize};
 use tch::{Kind, Tensor};
 
 use super::{bisect, cw, ddn, l2, pgd, round8, to_f64, FeatureMap, Goal};
+use crate::config::EnsembleConfig;
 use crate::{Error, Result};
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct EnsembleConfig {
-    pub cw: cw::CwConfig,
-    pub ddn: ddn::DdnConfig,
-    /// PGD-L2 steps of the check at each pair's ensemble budget.
-    pub pgd_steps: usize,
-    /// Bisection steps (shrinking a success towards x1, the segment, the 8-bit search).
-    pub bisect: usize,
-}
-
-/// The audit's ensemble: DDN from x1, from the segment bound and from two random starts, 150
-/// steps each, and CW switched off (`cw.search` 0). On the seed-0 Table 1 models (90 pairs)
-/// CW won 6-10 pairs, by margins so small that the ensemble without it was 0.02-0.1% above
-/// the ensemble with it, for half the gradient steps; 4 DDN starts of 150 steps found as small
-/// a minimum as CW and 3 DDN starts of 200 (README, "Attack speed").
-impl Default for EnsembleConfig {
-    fn default() -> Self {
-        EnsembleConfig {
-            cw: cw::CwConfig {
-                search: 0,
-                ..cw::CwConfig::default()
-            },
-            ddn: ddn::DdnConfig {
-                steps: 150,
-                restarts: 2,
-                ..ddn::DdnConfig::default()
-            },
-            pgd_steps: 50,
-            bisect: 14,
-        }
-    }
-}
-
-impl EnsembleConfig {
-    /// The same ensemble with `m` times the iterations: CW steps and patience, DDN and PGD
-    /// steps times m, and 2 log2(m) more CW search rounds (CW stays off when it is off).
-    pub fn scaled(&self, m: usize) -> Self {
-        let mut s = self.clone();
-        s.cw.steps = s.cw.steps.saturating_mul(m);
-        s.cw.patience = s.cw.patience.saturating_mul(m);
-        if s.cw.search > 0 {
-            s.cw.search += 2 * m.max(1).ilog2() as usize;
-        }
-        s.ddn.steps = s.ddn.steps.saturating_mul(m);
-        s.pgd_steps = s.pgd_steps.saturating_mul(m);
-        s
-    }
-}
 
 /// The attacks of the ensemble, in the order ties are broken.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]

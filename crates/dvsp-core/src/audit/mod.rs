@@ -10,104 +10,19 @@ use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
 use tch::{Device, Kind, Tensor};
 
-use crate::artifact::ModelCard;
-use crate::attack::ensemble::{self, Attack, EnsembleConfig};
+use crate::attack::ensemble::{self, Attack};
 use crate::attack::{self, bisect, pgd, FeatureMap, Goal};
 use crate::certify;
+use crate::config::{AuditConfig, EnsembleConfig, ThresholdAt};
 use crate::data::{to_input, Dataset};
 use crate::metrics::robustness::{self, Robustness};
 use crate::model::unit;
 use crate::{Error, Result};
 
-/// Which threshold T of the model card the attack must cross: the EER one or FMR = x.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-#[serde(into = "String", try_from = "String")]
-pub enum ThresholdAt {
-    Eer,
-    Fmr(f64),
-}
-
-impl std::str::FromStr for ThresholdAt {
-    type Err = Error;
-    fn from_str(s: &str) -> Result<Self> {
-        if s == "eer" {
-            return Ok(ThresholdAt::Eer);
-        }
-        match s.strip_prefix("fmr=").map(str::parse::<f64>) {
-            Some(Ok(f)) if f > 0.0 && f < 1.0 => Ok(ThresholdAt::Fmr(f)),
-            _ => Err(Error::Invalid(format!(
-                "threshold {s:?}: use eer or fmr=X with 0 < X < 1"
-            ))),
-        }
-    }
-}
-
-impl std::fmt::Display for ThresholdAt {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            ThresholdAt::Eer => write!(f, "eer"),
-            ThresholdAt::Fmr(x) => write!(f, "fmr={x:e}"),
-        }
-    }
-}
-
 impl From<ThresholdAt> for String {
     fn from(t: ThresholdAt) -> String {
         t.to_string()
     }
-}
-
-impl TryFrom<String> for ThresholdAt {
-    type Error = Error;
-    fn try_from(s: String) -> Result<Self> {
-        s.parse()
-    }
-}
-
-impl ThresholdAt {
-    /// The threshold from the card's test-set metrics (written by `dvsp eval`).
-    pub fn from_card(self, card: &ModelCard) -> Result<f64> {
-        let m = card.metrics.get("test").ok_or_else(|| {
-            Error::Invalid(
-                "the model card has no test metrics: run `dvsp eval --model DIR` first".into(),
-            )
-        })?;
-        match self {
-            ThresholdAt::Eer => Ok(m.eer_threshold),
-            ThresholdAt::Fmr(f) => m
-                .at_fmr
-                .iter()
-                .find(|p| (p.target - f).abs() <= 1e-12 * f)
-                .map(|p| p.threshold)
-                .ok_or_else(|| {
-                    let have: Vec<String> =
-                        m.at_fmr.iter().map(|p| format!("{:e}", p.target)).collect();
-                    Error::Invalid(format!(
-                        "no threshold at FMR {f:e} in the card (it has {})",
-                        have.join(", ")
-                    ))
-                }),
-        }
-    }
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct AuditConfig {
-    /// Sampled (x1, x2) pairs per ordered class pair.
-    pub pairs: usize,
-    pub threshold_at: ThresholdAt,
-    pub attack: EnsembleConfig,
-    /// L2 budgets of the fixed-budget FGSM and PGD-L2 success rates.
-    pub budgets: Vec<f64>,
-    /// PGD steps of those success rates.
-    pub pgd_steps: usize,
-    /// Pairs optimised together.
-    pub batch: usize,
-    pub seed: u64,
-    /// About this many pairs (the same number from every class pair) are attacked again at
-    /// each budget multiple in `convergence_budgets`.
-    pub convergence_pairs: usize,
-    pub convergence_budgets: Vec<usize>,
 }
 
 /// Each attack's verified L2 on a pair (`None`: it found no success).

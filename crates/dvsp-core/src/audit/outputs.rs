@@ -5,11 +5,13 @@
 use std::path::{Path, PathBuf};
 
 use crate::artifact::{self, RobustnessSummary};
-use crate::attack::cw::CwConfig;
-use crate::attack::ddn::DdnConfig;
-use crate::attack::ensemble::{self, EnsembleConfig};
+use crate::attack::ensemble;
 use crate::attack::Goal;
-use crate::audit::{AuditConfig, AuditReport, ThresholdAt};
+use crate::audit::AuditReport;
+use crate::config::CwConfig;
+use crate::config::DdnConfig;
+use crate::config::EnsembleConfig;
+use crate::config::{AuditConfig, ThresholdAt};
 use crate::data::DataArgs;
 use crate::{Error, Result};
 
@@ -195,11 +197,8 @@ pub fn audit_pair(
             return Err(Error::Invalid("--impostors needs a face model".into()));
         }
         let input = &model.card.net.input;
-        let pool = crate::face::samples::lfw_inputs(
-            &crate::data::faces_root(),
-            input.height,
-            input.width,
-        )?;
+        let pool =
+            crate::data::faces::lfw_inputs(&crate::face::faces_root(), input.height, input.width)?;
         for i in 0..impostors.min(pool.size()[0]) {
             x1.push(a.shallow_clone());
             x2.push(pool.get(i));

@@ -1,6 +1,7 @@
 //! Data sets: the MNIST family from IDX files, and image folders (one folder per identity,
 //! the CASIA-WebFace / LFW layout). Images stay as `u8` tensors `[N, C, H, W]` until a batch
 //! is taken; [`to_input`] maps them to the model's pixel range [0, 1].
+pub mod faces;
 pub mod folder;
 pub mod idx;
 
@@ -121,20 +122,6 @@ pub fn default_root() -> PathBuf {
     home.join(".cache/dvsp/data")
 }
 
-/// Where `scripts/setup.sh` puts the face models and photos: `$DVSP_CACHE/faces`, else
-/// `~/.cache/dvsp/faces` (the script's own cache logic).
-pub fn faces_root() -> PathBuf {
-    let cache = std::env::var_os("DVSP_CACHE")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            std::env::var_os("HOME")
-                .map(PathBuf::from)
-                .unwrap_or_else(|| PathBuf::from("."))
-                .join(".cache/dvsp")
-        });
-    cache.join("faces")
-}
-
 /// Number of training images in the paper's MNIST split: the first 50,000 of the 60,000
 /// training images train, the remaining 10,000 test (section 4.2).
 pub const MNIST_TRAIN: usize = 50_000;
@@ -170,7 +157,7 @@ impl DataSpec {
             }
             DataSpec::FaceSamples => {
                 let (h, w) = size.unwrap_or((150, 150));
-                crate::face::samples::load(&faces_root(), h, w)
+                faces::load(&crate::face::faces_root(), h, w)
             }
             DataSpec::Folder(path) => {
                 let (h, w) = size.unwrap_or((112, 96));
@@ -255,25 +242,5 @@ pub struct DataArgs {
 impl DataArgs {
     pub fn root(&self) -> PathBuf {
         self.data_dir.clone().unwrap_or_else(default_root)
-    }
-
-    /// Loads the data a model is evaluated on (`--data`, else the card's data set) at the
-    /// model's input size, refusing data whose images do not fit the model.
-    pub fn load_for(&self, card: &crate::artifact::ModelCard) -> Result<(DataSpec, Split)> {
-        let spec: DataSpec = match &self.data {
-            Some(d) => d.clone(),
-            None => card.training.dataset.parse()?,
-        };
-        let input = &card.net.input;
-        let size = Some((input.height as u32, input.width as u32));
-        let split = spec.load(&self.root(), size)?;
-        if split.test.shape() != input.shape() {
-            return Err(Error::Invalid(format!(
-                "{spec} has images of shape {:?} but the model takes {:?}",
-                split.test.shape(),
-                input.shape()
-            )));
-        }
-        Ok((spec, split))
     }
 }

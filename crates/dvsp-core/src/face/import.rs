@@ -8,7 +8,8 @@ use tch::nn;
 use crate::artifact::{self, ModelCard, Training};
 use crate::config::{Backbone, Method, TrainConfig};
 use crate::face::FaceRecognitionNet;
-use crate::model::{FaceCrop, InputSpec, Net, NetSpec};
+use crate::model::{Net, NetSpec};
+use crate::spec::{FaceCrop, InputSpec};
 use crate::{Error, Result};
 
 /// Writes the imported model to `out` and evaluates it on face-samples (thresholds in its

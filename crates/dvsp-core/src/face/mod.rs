@@ -19,20 +19,32 @@ pub mod landmarks;
 pub mod photo;
 pub mod recognition;
 pub mod resize;
-pub mod samples;
 pub mod weights;
 
 use std::path::{Path, PathBuf};
 
 use tch::{Kind, Tensor};
 
-pub use crate::data::faces_root;
 pub use detector::{Detection, TinyFaceDetector};
 pub use landmarks::FaceLandmark68Net;
 pub use recognition::FaceRecognitionNet;
 
 use crate::{Error, Result};
 use weights::Weights;
+
+/// Where `scripts/setup.sh` puts the face models and photos: `$DVSP_CACHE/faces`, else
+/// `~/.cache/dvsp/faces` (the script's own cache logic).
+pub fn faces_root() -> PathBuf {
+    let cache = std::env::var_os("DVSP_CACHE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            std::env::var_os("HOME")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| PathBuf::from("."))
+                .join(".cache/dvsp")
+        });
+    cache.join("faces")
+}
 
 /// Where `scripts/setup.sh` puts face-api's weight files: `faces_root()/face-api/model`.
 pub fn model_dir() -> PathBuf {

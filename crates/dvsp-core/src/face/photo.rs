@@ -8,7 +8,7 @@ use tch::Tensor;
 use super::align::{descriptor_crop, similarity, warp, SPHEREFACE_112X96};
 use super::landmarks::five_points;
 use super::{to_unit, Face, FaceApi};
-use crate::model::FaceCrop;
+use crate::spec::FaceCrop;
 use crate::{Error, Result};
 
 /// The crop of `face` in a `[3, H, W]` 0..255 image, `[3, h, w]` in [0, 1].

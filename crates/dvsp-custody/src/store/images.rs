@@ -4,7 +4,7 @@
 //! model yet, a page at a time, so an interrupted run resumes where it stopped.
 use sqlx::Row;
 
-use super::templates::bind_template;
+use super::bind::bind_template;
 use super::{now_ms, text, SealedRow, Store, StoreResult};
 use crate::seal::{ImageRow, Keyring, Sealed};
 
@@ -71,26 +71,6 @@ macro_rules! sealed_image {
         }
     };
 }
-
-/// Inserts `image` within transaction `tx` (the statement is the same on both stores).
-macro_rules! insert_image {
-    ($tx:expr, $image:expr) => {
-        sqlx::query(
-            "INSERT INTO enrollment_images (id, gallery_id, subject_id, key_id, data_key, image, \
-             created_at) VALUES ($1, $2, $3, $4, $5, $6, $7)",
-        )
-        .bind(&$image.id)
-        .bind(&$image.gallery_id)
-        .bind(&$image.subject_id)
-        .bind(&$image.sealed.key_id)
-        .bind(&$image.sealed.data_key)
-        .bind(&$image.sealed.ciphertext)
-        .bind(now_ms())
-        .execute(&mut *$tx)
-        .await
-    };
-}
-pub(super) use insert_image;
 
 /// Subjects with templates but none of model `$1`.
 const WITHOUT_MODEL: &str = "EXISTS (SELECT 1 FROM templates t WHERE t.gallery_id = s.gallery_id \

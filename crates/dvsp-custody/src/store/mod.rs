@@ -87,6 +87,7 @@ macro_rules! on_pool {
 // After the macro: the statements, by table.
 mod attempts;
 mod audit_log;
+mod bind;
 mod changes;
 mod galleries;
 mod images;

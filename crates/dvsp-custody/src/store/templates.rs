@@ -3,7 +3,7 @@
 use serde::Serialize;
 use sqlx::Row;
 
-use super::images::insert_image;
+use super::bind::{bind_template, insert_image};
 use super::{foreign_key_violation, now_ms, text, SealedImage, Store, StoreError, StoreResult};
 use crate::seal::Sealed;
 
@@ -70,26 +70,6 @@ impl SealedRow {
         }
     }
 }
-
-/// Binds a template's 11 columns, in the order `INSERT INTO templates (id, gallery_id,
-/// subject_id, model_id, key_id, data_key, feature, quality, created_at, epoch, image_id)`
-/// takes them, to query `$q`.
-macro_rules! bind_template {
-    ($q:expr, $row:expr, $quality:expr, $at:expr, $image:expr) => {
-        $q.bind(&$row.id)
-            .bind(&$row.gallery_id)
-            .bind(&$row.subject_id)
-            .bind(&$row.model_id)
-            .bind(&$row.sealed.key_id)
-            .bind(&$row.sealed.data_key)
-            .bind(&$row.sealed.ciphertext)
-            .bind($quality)
-            .bind($at)
-            .bind($row.epoch)
-            .bind($image)
-    };
-}
-pub(super) use bind_template;
 
 const SEALED_COLUMNS: &str =
     "id, gallery_id, subject_id, model_id, key_id, data_key, feature, epoch";

@@ -95,7 +95,7 @@ async fn exhaustive(
     let mut best: HashMap<&str, f64> = HashMap::new();
     for r in &rows {
         let f = keyring.open(&r.row(), &r.sealed)?;
-        let d = dvsp_server::service::distance(probe, &f);
+        let d = dvsp_core::metrics::distance(probe, &f);
         let e = best.entry(r.subject_id.as_str()).or_insert(f64::INFINITY);
         *e = e.min(d);
     }

@@ -19,7 +19,8 @@ use tch::nn::{self, OptimizerConfig};
 use tch::{Kind, Tensor};
 
 use dvsp_core::config::{Backbone, Method, TrainConfig};
-use dvsp_core::model::{InputSpec, Net, NetSpec};
+use dvsp_core::model::{Net, NetSpec};
+use dvsp_core::spec::InputSpec;
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
 pub enum What {
@@ -91,7 +92,7 @@ pub struct Args {
 /// PNG bytes of the first `n` test-split images of `data`.
 fn test_pngs(
     spec: &dvsp_core::data::DataSpec,
-    input: &dvsp_core::model::InputSpec,
+    input: &dvsp_core::spec::InputSpec,
     n: usize,
 ) -> anyhow::Result<Vec<Vec<u8>>> {
     let split = spec.load(
@@ -516,7 +517,7 @@ fn attack(a: &Args) -> anyhow::Result<()> {
         .div_ceil(split.test.classes * (split.test.classes - 1));
     let pairs = dvsp_core::audit::sample_pairs(&labels, split.test.classes, per_class_pair, 0);
     // Early stopping off: every pair takes exactly `steps` steps.
-    let cfg = dvsp_core::attack::cw::CwConfig {
+    let cfg = dvsp_core::config::CwConfig {
         steps: a.steps,
         search: 1,
         patience: usize::MAX,
@@ -541,7 +542,7 @@ fn attack(a: &Args) -> anyhow::Result<()> {
             tch::no_grad(|| dvsp_core::model::unit(&model.net.features(&x2))),
         )
     };
-    let t = dvsp_core::audit::ThresholdAt::Eer.from_card(&model.card)?;
+    let t = dvsp_core::config::ThresholdAt::Eer.from_card(&model.card)?;
     let single = (a.pairs / 16).max(1);
     let (x1, target) = take(single);
     let t0 = Instant::now();
@@ -592,11 +593,11 @@ fn per_photo(
 
 fn faces(a: &Args) -> anyhow::Result<()> {
     use dvsp_core::face::{photo, FaceApi, FaceRecognitionNet};
-    use dvsp_core::model::FaceCrop;
+    use dvsp_core::spec::FaceCrop;
     let _guard = tch::no_grad_guard();
-    let root = dvsp_core::data::faces_root();
+    let root = dvsp_core::face::faces_root();
     let dir = dvsp_core::face::model_dir();
-    let paths: Vec<PathBuf> = dvsp_core::face::samples::photos(&root)?
+    let paths: Vec<PathBuf> = dvsp_core::data::faces::photos(&root)?
         .into_iter()
         .flat_map(|(_, v)| v)
         .collect();

@@ -7,7 +7,7 @@
 //! Layout: templates in blocks of `LANES`, each block column-major (`LANES` values of
 //! dimension 0, then of dimension 1, ...), so the scan multiplies `LANES` templates at once
 //! by one probe value. Each dot product is summed in f64 in dimension order, the products of
-//! two f32 being exact in f64: the distances are bit for bit those of `service::distance`
+//! two f32 being exact in f64: the distances are bit for bit those of `dvsp_core::metrics::distance`
 //! (eq. 1), and so is the ranking.
 mod sync;
 
@@ -401,7 +401,7 @@ mod tests {
     ) -> Vec<(String, f64)> {
         let mut best: HashMap<&str, f64> = HashMap::new();
         for (subject, epoch, f) in templates.values() {
-            let d = crate::service::distance(&probes[epoch], f);
+            let d = dvsp_core::metrics::distance(&probes[epoch], f);
             let e = best.entry(subject).or_insert(f64::INFINITY);
             *e = e.min(d);
         }

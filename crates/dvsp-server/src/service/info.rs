@@ -156,7 +156,7 @@ mod tests {
             "adversarial",
             "attack_pair",
         ] {
-            for at in [dvsp_core::audit::ThresholdAt::Eer, fmr] {
+            for at in [dvsp_core::config::ThresholdAt::Eer, fmr] {
                 let name = dvsp_core::audit::outputs::output_name(stem, "png", at);
                 assert!(plot_name(&name), "{name}");
             }

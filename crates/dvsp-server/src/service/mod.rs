@@ -24,18 +24,10 @@ use super::auth::{Caller, Role};
 use super::error::ApiError;
 use super::served::{Lineup, Served};
 use super::App;
+use dvsp_core::metrics::distance;
 use dvsp_custody::store::{SealedImage, StoreError, Subject};
 pub use types::*;
 use validate::{valid_after, valid_id, valid_name, valid_prefix};
-
-/// Cosine distance D = 1 - a.b between unit-norm features (eq. 1).
-pub fn distance(a: &[f32], b: &[f32]) -> f64 {
-    1.0 - a
-        .iter()
-        .zip(b)
-        .map(|(x, y)| (*x as f64) * (*y as f64))
-        .sum::<f64>()
-}
 
 /// An image from a request, or why the request has none; operations check the caller's role
 /// before looking at it (403 comes before 422).

@@ -3,16 +3,16 @@
 //! which is obama2 re-encoded) and Biden (biden.jpg); every face in face-api's six sample
 //! photos is taken as its own identity (they are not labelled; faces in one photo are
 //! different people, across photos this is assumed). All are found and cropped by
-//! [`super::photo`]. scikit-image's `lfw_subset.npy` (100 faces, 25x25 grey, already cropped,
+//! [`crate::face::photo`]. scikit-image's `lfw_subset.npy` (100 faces, 25x25 grey, already cropped,
 //! no identities) is the face audit's impostor pool ([`lfw_subset`]); it is not in this set,
 //! since its blurry upscaled faces resemble each other more than real photos do.
 use std::path::{Path, PathBuf};
 
 use tch::{Kind, Tensor};
 
-use super::photo;
 use crate::data::{Dataset, Split};
-use crate::model::FaceCrop;
+use crate::face::photo;
+use crate::spec::FaceCrop;
 use crate::{Error, Result};
 
 /// LFW faces in `lfw_subset.npy` (the next 100 are non-faces).
@@ -128,7 +128,7 @@ pub fn lfw_inputs(root: &Path, h: i64, w: i64) -> Result<Tensor> {
 /// same set (it is for evaluation and audits, far too small to train on).
 pub fn load(root: &Path, h: u32, w: u32) -> Result<Split> {
     let how = crop_for(h, w)?;
-    let faces = super::FaceApi::load(&super::model_dir())?;
+    let faces = crate::face::FaceApi::load(&crate::face::model_dir())?;
     let mut images = Vec::new();
     let mut labels = Vec::new();
     let ids = photos(root)?;
@@ -142,7 +142,7 @@ pub fn load(root: &Path, h: u32, w: u32) -> Result<Split> {
     let mut others = 0;
     for f in sample_photos(root)? {
         let _guard = tch::no_grad_guard();
-        let img = super::load_rgb(&f)?;
+        let img = crate::face::load_rgb(&f)?;
         for face in faces.faces(&img)? {
             images.push(photo::crop(&img, &face, how)?);
             labels.push(classes as i64);
