@@ -44,9 +44,13 @@ screenshots: setup
 	bash scripts/chromium.sh
 	DVSP_SCREENSHOTS=$(CURDIR)/docs/screenshots cargo test --test console -- --test-threads 1
 
+# Formatting, clippy on every crate and target, no import circle inside a crate (the crates'
+# own graph is acyclic by construction), and one dependency graph for build and test.
 lint: setup
-	cargo fmt --check
-	cargo clippy --all-targets -- -D warnings
+	cargo fmt --all --check
+	cargo clippy --workspace --all-targets -- -D warnings
+	python3 scripts/import_cycles.py
+	bash scripts/one_graph.sh
 
 # Table 1 of the paper (issue 10): every method tuned on a validation split of the training
 # images (1 epoch per candidate), then the four methods and the two eq. 15 ablations, 3 seeds,

@@ -10,6 +10,8 @@ mkdir -p "$work"; rm -f "$work"/dvsp.db* "$work"/template.keys
 db="sqlite://$work/dvsp.db"; port="${DVSP_DEMO_PORT:-8089}"; url="http://127.0.0.1:$port"
 # Templates are sealed at rest under a master key of this keyring (`dvsp db new-key`).
 "$bin" db new-key --template-keys "$work/template.keys" >/dev/null
+# The store: created and migrated here (administration commands never create one).
+"$bin" db migrate --db "$db" >/dev/null
 # A key of the `default` gallery that may do everything there, scores rounded to 2 decimals.
 key=$("$bin" keys create --role admin --scores rounded --db "$db")
 "$bin" serve --model "$model" --db "$db" --template-keys "$work/template.keys" --bind "127.0.0.1:$port" --fmr 1e-2 > "$work/serve.log" 2>&1 &

@@ -11,6 +11,8 @@ mport="${DVSP_DEMO_METRICS_PORT:-9488}"; metrics="http://127.0.0.1:$mport/metric
 python3 "$(dirname "$0")/digits.py" "$work/digits" 3 >/dev/null
 # Templates are sealed at rest under a master key of this keyring (`dvsp db new-key`).
 "$bin" db new-key --template-keys "$work/template.keys" >/dev/null
+# The store: created and migrated here (administration commands never create one).
+"$bin" db migrate --db "$db" >/dev/null
 # A key of the `default` gallery that may do everything there, scores rounded to 2 decimals.
 key=$("$bin" keys create --role admin --scores rounded --db "$db")
 "$bin" serve --model "$model" --db "$db" --template-keys "$work/template.keys" --bind "127.0.0.1:$port" --metrics-bind "127.0.0.1:$mport" --fmr 1e-2 > "$work/serve.log" 2>&1 &

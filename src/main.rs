@@ -5,23 +5,66 @@ use std::io::IsTerminal;
 use clap::Parser;
 
 fn main() -> std::process::ExitCode {
-    // Colour only on a terminal, and never with NO_COLOR set (https://no-color.org): a log
-    // file, CI or `kubectl logs` gets plain text.
-    let colour = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
-    tracing_subscriber::fmt()
-        .with_ansi(colour)
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "warn,dvsp=info".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
     let cli = cli::Cli::parse();
+    init_logs(cli.log_format);
     match cli::run(cli) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", cause_chain(&e));
             std::process::ExitCode::FAILURE
         }
+    }
+}
+
+/// Logs on stderr: text, in colour only on a terminal and never with NO_COLOR set
+/// (https://no-color.org), so a file, CI or `kubectl logs` gets plain text; or one JSON object
+/// per line for log shippers. `RUST_LOG` filters (default: warnings, and dvsp's info).
+fn init_logs(format: cli::LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| "warn,dvsp=info".into());
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        cli::LogFormat::Json => logs.json().init(),
+        cli::LogFormat::Text => {
+            let colour = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
+            logs.with_ansi(colour).init()
+        }
+    }
+}
+
+/// The error and its causes, each said once: a cause whose text the message before it already
+/// ends with (an error that prints its source) is not repeated.
+fn cause_chain(e: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if !out.ends_with(&text) {
+            if !out.is_empty() {
+                out.push_str(": ");
+            }
+            out.push_str(&text);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::cause_chain;
+
+    #[test]
+    fn a_cause_the_message_already_says_is_not_repeated() {
+        let io = std::io::Error::new(std::io::ErrorKind::NotFound, "No such file");
+        // An error that prints its source and also returns it from `source()`.
+        #[derive(Debug, thiserror::Error)]
+        #[error("model.json: {0}")]
+        struct Read(#[source] std::io::Error);
+        let e = anyhow::Error::new(Read(io)).context("loading the model");
+        assert_eq!(
+            cause_chain(&e),
+            "loading the model: model.json: No such file"
+        );
     }
 }

@@ -157,3 +157,46 @@ fn the_device_flag_is_honoured_and_cuda_without_a_gpu_is_a_clear_error() {
     assert_eq!(card.training.device, "Cpu");
     one_line_error(&["--device", "tpu", "eval", "--model", "x"], "tpu");
 }
+
+#[test]
+fn a_missing_store_is_named_and_not_created_by_administration_commands() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("typo.db");
+    let db = format!("sqlite://{}", file.display());
+    for args in [
+        &["keys", "create", "--role", "admin", "--db", &db][..],
+        &["galleries", "list", "--db", &db],
+        &["models", "list", "--db", &db],
+        &["audit-log", "--db", &db],
+    ] {
+        let (code, out, err) = dvsp(args);
+        assert_ne!(code, 0, "{args:?} succeeded: {out}");
+        assert!(err.contains(&format!("store: {db}")), "{args:?}: {err}");
+        assert!(
+            err.contains("no database at") && err.contains("dvsp db migrate"),
+            "{args:?}: {err}"
+        );
+        assert!(!file.exists(), "{args:?} created {}", file.display());
+    }
+    // `db migrate` creates it; then the same command works and names it.
+    let (code, out, _) = dvsp(&["db", "migrate", "--db", &db]);
+    assert_eq!(code, 0);
+    assert!(out.contains("migrations applied"), "{out}");
+    let (code, out, err) = dvsp(&["keys", "create", "--role", "admin", "--db", &db]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.trim().starts_with("dvsp_"), "{out}");
+    assert!(err.contains(&format!("store: {db}")), "{err}");
+}
+
+#[test]
+fn an_error_says_its_cause_once_and_logs_carry_no_colour_off_a_terminal() {
+    let (code, _, err) = dvsp(&["eval", "--model", "/nonexistent"]);
+    assert_ne!(code, 0);
+    let line = err.lines().find(|l| l.starts_with("error")).unwrap();
+    assert_eq!(
+        line.matches("No such file or directory").count(),
+        1,
+        "{line}"
+    );
+    assert!(!err.contains('\u{1b}'), "ANSI escape in {err:?}");
+}

@@ -902,12 +902,12 @@ async fn rotate_key_moves_every_template_while_the_service_serves() {
 async fn old_store(db: &str) -> (Vec<f32>, String, String) {
     let (dir, sql) = if db.starts_with("sqlite") {
         (
-            "migrations/sqlite",
+            "crates/dvsp-custody/migrations/sqlite",
             include_str!("../crates/dvsp-custody/migrations/sqlite/0001_init.sql"),
         )
     } else {
         (
-            "migrations/postgres",
+            "crates/dvsp-custody/migrations/postgres",
             include_str!("../crates/dvsp-custody/migrations/postgres/0001_init.sql"),
         )
     };

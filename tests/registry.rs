@@ -166,7 +166,18 @@ fn bad_model() -> PathBuf {
     .clone()
 }
 
-/// `dvsp models ...` against `db` and `models_dir`; (success, stdout + stderr).
+/// `dvsp db migrate --db db`: the administration commands work on a store that exists.
+fn migrated(db: &str) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_dvsp"))
+        .args(["db", "migrate", "--db", db])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    db.to_string()
+}
+
+/// `dvsp models ...` against `db` and `models_dir`; (success, stdout + stderr). Every one names
+/// the store it used first on stderr (that line is checked, then left out).
 fn models(db: &str, models_dir: &Path, by: &str, args: &[&str]) -> (bool, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_dvsp"))
         .arg("models")
@@ -181,9 +192,12 @@ fn models(db: &str, models_dir: &Path, by: &str, args: &[&str]) -> (bool, String
         ])
         .output()
         .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let store = format!("store: {}\n", dvsp_custody::store::redact(db));
+    assert!(stderr.starts_with(&store), "{args:?}: {stderr}");
     (
         out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr),
+        String::from_utf8_lossy(&out.stdout).into_owned() + &stderr[store.len()..],
     )
 }
 
@@ -429,7 +443,11 @@ async fn registry_lifecycle(db: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_registry_on_sqlite() {
     let dir = tempfile::tempdir().unwrap();
-    registry_lifecycle(&format!("sqlite://{}", dir.path().join("r.db").display())).await;
+    registry_lifecycle(&migrated(&format!(
+        "sqlite://{}",
+        dir.path().join("r.db").display()
+    )))
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -460,7 +478,7 @@ async fn serve_from_an_empty_registry_says_what_to_do() {
 #[test]
 fn retrain_trains_evaluates_registers_and_the_gate_refuses_a_bad_candidate() {
     let dir = tempfile::tempdir().unwrap();
-    let db = format!("sqlite://{}", dir.path().join("j.db").display());
+    let db = migrated(&format!("sqlite://{}", dir.path().join("j.db").display()));
     let root = dir.path().join("models");
     let good = common::model();
     let (ok, out) = models(

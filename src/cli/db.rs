@@ -53,6 +53,7 @@ pub fn db(a: DbArgs) -> anyhow::Result<()> {
         }),
         DbAction::NewKey { template_keys, id } => new_key(&template_keys, id),
         DbAction::RotateKey { db, keys, batch } => {
+            eprintln!("store: {}", dvsp_custody::store::redact(&db));
             let keyring = keys.load()?;
             tokio::runtime::Runtime::new()?.block_on(rotate(&db, &keyring, batch))
         }
@@ -96,7 +97,7 @@ pub fn audit_log(a: AuditLogArgs) -> anyhow::Result<()> {
     anyhow::ensure!(a.limit >= 1, "--limit must be at least 1");
     let since = since_ms(&a.since)?;
     tokio::runtime::Runtime::new()?.block_on(async {
-        let store = Store::connect(&a.db).await?;
+        let store = super::open_store(&a.db).await?;
         let mut after = 0;
         let mut left = a.limit;
         let out = std::io::stdout();

@@ -1,6 +1,5 @@
 //! `dvsp keys create|revoke` and `dvsp galleries create|list`: API keys and galleries,
 //! administered against the store directly (the bootstrap: the first global admin key).
-use dvsp_custody::store::Store;
 use dvsp_ops::keys::{record, renew};
 use dvsp_server::auth::{self, Role, ScorePolicy};
 
@@ -87,7 +86,7 @@ pub fn keys(a: KeysArgs) -> anyhow::Result<()> {
                     !global || roles == [Role::Admin],
                     "a global key is an admin key: --global takes only --role admin"
                 );
-                let store = Store::connect(&db).await?;
+                let store = super::open_store(&db).await?;
                 let gallery = (!global).then_some(gallery);
                 if let Some(g) = &gallery {
                     dvsp_server::service::validate::valid_id("gallery", g)
@@ -112,7 +111,7 @@ pub fn keys(a: KeysArgs) -> anyhow::Result<()> {
                 println!("{}", k.key);
             }
             KeysAction::Revoke { id, db } => {
-                let store = Store::connect(&db).await?;
+                let store = super::open_store(&db).await?;
                 anyhow::ensure!(
                     store.revoke_key(&id, None).await?,
                     "no active key with id {id:?}"
@@ -135,7 +134,7 @@ pub fn galleries(a: GalleriesArgs) -> anyhow::Result<()> {
                     dvsp_server::service::validate::valid_name(n)
                         .map_err(|e| anyhow::anyhow!("{e}"))?;
                 }
-                let store = Store::connect(&db).await?;
+                let store = super::open_store(&db).await?;
                 store
                     .create_gallery(&id, name.as_deref())
                     .await
@@ -155,7 +154,7 @@ pub fn galleries(a: GalleriesArgs) -> anyhow::Result<()> {
                 batch,
             } => {
                 let keyring = keys.load()?;
-                let store = Store::connect(&db).await?;
+                let store = super::open_store(&db).await?;
                 anyhow::ensure!(
                     store.get_gallery(&id).await?.is_some(),
                     "no gallery {id:?}"
@@ -167,7 +166,7 @@ pub fn galleries(a: GalleriesArgs) -> anyhow::Result<()> {
                 );
             }
             GalleriesAction::List { db } => {
-                let store = Store::connect(&db).await?;
+                let store = super::open_store(&db).await?;
                 for g in store.list_galleries().await? {
                     println!("{}\t{}", g.id, g.name.unwrap_or_default());
                 }

@@ -24,8 +24,19 @@ pub struct Cli {
     /// Where models run and train: cpu, cuda (an error without a GPU) or auto.
     #[arg(long, global = true, env = "DVSP_DEVICE", value_enum, default_value_t = dvsp_core::DeviceChoice::Auto)]
     pub device: dvsp_core::DeviceChoice,
+    /// Log lines on stderr: text (colour only on a terminal, never with NO_COLOR), or json
+    /// (one object per line, for log shippers).
+    #[arg(long, global = true, env = "DVSP_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
     #[command(subcommand)]
     pub command: Command,
+}
+
+/// How log lines are written (`--log-format`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Debug, Subcommand)]
@@ -64,6 +75,13 @@ pub enum Command {
     Align(faces::AlignArgs),
 }
 
+/// Opens the store an administration command works on, saying which on stderr; a SQLite
+/// file that is not there is an error, not a new empty store.
+pub async fn open_store(url: &str) -> anyhow::Result<dvsp_custody::store::Store> {
+    eprintln!("store: {}", dvsp_custody::store::redact(url));
+    Ok(dvsp_custody::store::Store::connect_existing(url).await?)
+}
+
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     if let Some(t) = cli.threads {
         anyhow::ensure!(t >= 1, "--threads must be at least 1");
@@ -93,8 +111,14 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Keys(a) => keys::keys(a),
         Command::Galleries(a) => keys::galleries(a),
         Command::Models(a) => tokio::runtime::Runtime::new()?.block_on(models::run(a)),
-        Command::Retrain(a) => tokio::runtime::Runtime::new()?.block_on(dvsp_ops::retrain::run(a)),
-        Command::Reembed(a) => dvsp_ops::reembed::run(a),
+        Command::Retrain(a) => {
+            eprintln!("store: {}", dvsp_custody::store::redact(&a.db));
+            tokio::runtime::Runtime::new()?.block_on(dvsp_ops::retrain::run(a))
+        }
+        Command::Reembed(a) => {
+            eprintln!("store: {}", dvsp_custody::store::redact(&a.db));
+            dvsp_ops::reembed::run(a)
+        }
         Command::Db(a) => db::db(a),
         Command::AuditLog(a) => db::audit_log(a),
         Command::Import(a) => faces::import(a),

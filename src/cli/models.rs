@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use dvsp_core::registry::{measured, GatePolicy};
-use dvsp_custody::store::{Store, StoreError};
+use dvsp_custody::store::StoreError;
 use dvsp_ops::registry::{actor, card_of, decide, num, pct, register, GateArgs};
 
 #[derive(Debug, clap::Args)]
@@ -63,7 +63,7 @@ pub enum Action {
 }
 
 pub async fn run(a: Args) -> anyhow::Result<()> {
-    let store = Store::connect(&a.db).await?;
+    let store = super::open_store(&a.db).await?;
     match a.action {
         Action::Register { model } => {
             register(&store, &model, &a.models_dir, &actor(&a.by)?).await?;

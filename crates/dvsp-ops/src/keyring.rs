@@ -37,7 +37,7 @@ pub fn new_key(path: &std::path::Path, id: Option<String>) -> anyhow::Result<()>
 }
 
 pub async fn rotate(db: &str, keyring: &Keyring, batch: i64) -> anyhow::Result<()> {
-    let store = Store::connect(db).await?;
+    let store = Store::connect_existing(db).await?;
     let active = keyring.active().to_string();
     let total = store.count_not_under(&active).await?;
     let bar = dvsp_core::progress::counter(total as u64, "templates onto key {msg}");

@@ -49,7 +49,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
 /// The run `a` describes (also the last stage of `dvsp retrain --reembed`).
 pub async fn reembed(a: Args) -> anyhow::Result<()> {
     let actor = crate::registry::actor(&a.by)?;
-    let store = Store::connect(&a.db)
+    let store = Store::connect_existing(&a.db)
         .await
         .with_context(|| format!("opening the store {}", dvsp_custody::store::redact(&a.db)))?;
     let row = store
@@ -118,9 +118,6 @@ pub async fn reembed(a: Args) -> anyhow::Result<()> {
         bar.inc(images.len() as u64);
         let rate = stored as f64 / started.elapsed().as_secs_f64().max(1e-9);
         bar.set_message(format!("{rate:.0} templates/s"));
-        if bar.is_hidden() {
-            tracing::info!(stored, undecodable, total, rate, "re-embedding");
-        }
         // The reference is measured at the run's batch size: the last full batch.
         if images.len() >= last.len() {
             last = images;

@@ -49,7 +49,7 @@ struct AuditDefaults {
 
 pub async fn run(a: Args) -> anyhow::Result<()> {
     let who = actor(&a.by)?;
-    let store = Store::connect(&a.db).await?;
+    let store = Store::connect_existing(&a.db).await?;
     let serving = serving_card(&store).await?;
     let dir = a.train.out.clone();
     // The models directory must take the candidate: find out before hours of training.

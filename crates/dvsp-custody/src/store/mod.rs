@@ -21,6 +21,9 @@ pub enum StoreError {
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("unsupported database URL {0:?}: use sqlite://PATH or postgres://...")]
     Url(String),
+    /// `connect_existing` on a SQLite file that is not there.
+    #[error("no database at {0}: create it with `dvsp db migrate --db {0}`, or give --db the one the service uses")]
+    NoDatabase(String),
     #[error("already exists")]
     Conflict,
     /// A row it refers to is gone (a foreign key failed).
@@ -126,6 +129,18 @@ impl Store {
         Store::connect_with(url, PoolConfig::default()).await
     }
 
+    /// Connects to a store that exists already and applies the migrations: a SQLite file that
+    /// is not there is an error, not a new empty store (the administration commands use it, so
+    /// a mistyped or missing `--db` does not silently make one).
+    pub async fn connect_existing(url: &str) -> StoreResult<Store> {
+        if let Some(path) = sqlite_path(url) {
+            if !path.exists() {
+                return Err(StoreError::NoDatabase(redact(url)));
+            }
+        }
+        Store::connect(url).await
+    }
+
     /// Connects with `pool` settings and applies the migrations.
     pub async fn connect_with(url: &str, pool: PoolConfig) -> StoreResult<Store> {
         let store = Store::open(url, pool).await?;
@@ -180,6 +195,16 @@ impl Store {
             .map(|_| ()))?;
         Ok(())
     }
+}
+
+/// The file of a `sqlite:` URL (None for another store, or an in-memory database).
+fn sqlite_path(url: &str) -> Option<std::path::PathBuf> {
+    let opts = SqliteConnectOptions::from_str(url).ok()?;
+    let path = opts.get_filename();
+    (url.starts_with("sqlite:")
+        && !url.contains(":memory:")
+        && path != std::path::Path::new(":memory:"))
+    .then(|| path.to_path_buf())
 }
 
 /// The URL without its password, for messages.
