@@ -7,7 +7,7 @@ export LIBTORCH ?= $(HOME)/.cache/dvsp/libtorch
 BIN := $(CARGO_TARGET_DIR)/debug/dvsp
 DEMO := runs/demo
 
-.PHONY: setup build demo demo-faces serve test lint table1 independent-check bench rollout image validate-deploy screenshots
+.PHONY: protogen setup build demo demo-faces serve test lint table1 independent-check bench rollout image validate-deploy screenshots
 setup:
 	@bash scripts/setup.sh
 
@@ -51,6 +51,14 @@ lint: setup
 	cargo clippy --workspace --all-targets -- -D warnings
 	python3 scripts/import_cycles.py
 	bash scripts/one_graph.sh
+	CARGO_TARGET_DIR=$(PROTOGEN_TARGET) cargo run -q --manifest-path tools/protogen/Cargo.toml -- --check
+
+# The gRPC code under crates/dvsp-server/src/grpc/generated/, regenerated from the .proto (run
+# it after changing proto/dvsp/v1/dvsp.proto; `make lint` checks it is current). The tool has
+# its own target dir: its crates stay out of the product's dependency graph.
+PROTOGEN_TARGET := $(HOME)/.cache/dvsp/protogen-target
+protogen:
+	CARGO_TARGET_DIR=$(PROTOGEN_TARGET) cargo run -q --manifest-path tools/protogen/Cargo.toml -- --write
 
 # Table 1 of the paper (issue 10): every method tuned on a validation split of the training
 # images (1 epoch per candidate), then the four methods and the two eq. 15 ablations, 3 seeds,

@@ -17,7 +17,7 @@ fn main() -> std::process::ExitCode {
 }
 
 /// Logs on stderr: text, in colour only on a terminal and never with NO_COLOR set
-/// (https://no-color.org), so a file, CI or `kubectl logs` gets plain text; or one JSON object
+/// (<https://no-color.org>), so a file, CI or `kubectl logs` gets plain text; or one JSON object
 /// per line for log shippers. `RUST_LOG` filters (default: warnings, and dvsp's info).
 fn init_logs(format: cli::LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()

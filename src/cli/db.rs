@@ -25,7 +25,7 @@ pub enum DbAction {
         /// The keyring file.
         #[arg(long = "template-keys", env = "DVSP_TEMPLATE_KEYS_FILE")]
         template_keys: PathBuf,
-        /// The new key's id (default: k<unix seconds>).
+        /// The new key's id (default: `k<unix seconds>`).
         #[arg(long)]
         id: Option<String>,
     },

@@ -1,11 +1,21 @@
-//! dvsp: biometric verification whose feature extractor is hard to fool.
+//! dvsp-core: the model side of dvsp, on tch (libtorch).
 //!
 //! Implements "A Deep, Information-theoretic Framework for Robust Biometric Recognition"
 //! (Xie, Chen, Wo, Wang): deep variational information bottleneck (DVIB, eq. 6-10) with sphere
 //! projection (eq. 11-14) and adversarial learning (eq. 15, Algorithm 1), the baselines
-//! center loss and SphereFace, the verification metrics of eq. 16, and the service around them.
+//! center loss and SphereFace, the verification metrics of eq. 16 and the robustness index of
+//! eq. 17.
 //!
-//! Errors: library code returns [`Error`]; the CLI wraps it with `anyhow` context.
+//! Owns every job's settings (`config`, `spec`), the data sets (`data`), the face pipeline
+//! (`face`), the networks and losses (`model`, `loss`), training, evaluation and tuning, the
+//! attacks and the robustness audit with its outputs (`attack`, `audit`, `certify`), the model
+//! card and directory (`artifact`), the promotion gate (`registry`) and plots.
+//!
+//! Must not import the store, the service or anything above them (`dvsp-custody`,
+//! `dvsp-server`, `dvsp-ops`, `dvsp-lab`): its `Cargo.toml` does not name them. Inside it,
+//! modules import downwards only (`scripts/import_cycles.py` checks it).
+//!
+//! Errors: it returns [`Error`]; the layers above wrap it with `anyhow` context.
 
 pub mod artifact;
 pub mod attack;

@@ -1,4 +1,12 @@
-//! The verification service: `fn app(state) -> Router` plus the pieces it is built from.
+//! dvsp-server: the verification service, `fn app(state) -> Router` plus the pieces it is
+//! built from.
+//!
+//! Owns the HTTP (axum) and gRPC (tonic) adapters, the service layer both call (`service`),
+//! request decoding (`input`, `decode`), authentication, the in-memory gallery index, the
+//! inference worker, the registry watch, metrics, TLS, the embedded console and the service's
+//! configuration (`config`). Builds on `dvsp-core` (models) and `dvsp-custody` (the store);
+//! must not import `dvsp-ops`, `dvsp-lab` or the binary. The service layer must not import
+//! the adapters (`routes`, `grpc`, `input`).
 //!
 //! Routes (all JSON; see `openapi.rs`, served at /openapi.json):
 //! subjects CRUD, enroll, verify 1:1 against a subject or between two images, identify 1:N,

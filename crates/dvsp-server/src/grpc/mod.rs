@@ -18,12 +18,15 @@ use super::auth::Caller;
 use super::error::ApiError;
 use super::{service, AppState};
 
-/// The generated messages, server and client.
+/// The messages, server and client generated from `proto/dvsp/v1/dvsp.proto` by
+/// tonic-prost-build, checked in under `generated/` so that no build runs protoc:
+/// `make lint` regenerates them (`tools/protogen`) and fails if they differ; `make protogen`
+/// rewrites them after a change to the .proto.
 pub mod proto {
-    tonic::include_proto!("dvsp.v1");
+    include!("generated/dvsp.v1.rs");
 
     /// The encoded descriptor set, for reflection.
-    pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("dvsp_descriptor");
+    pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!("generated/dvsp_descriptor.bin");
 }
 
 use proto::verification_server::{Verification, VerificationServer};
