@@ -58,7 +58,7 @@ fn bad_input_gives_a_clear_error() {
         ],
         "batch",
     );
-    one_line_error(&["--threads", "0", "bench", "train"], "--threads");
+    one_line_error(&["bench", "train", "--threads", "0"], "--threads");
     one_line_error(&["eval"], "--model");
 }
 
@@ -133,15 +133,15 @@ fn training_is_deterministic_with_a_seed() {
 fn the_device_flag_is_honoured_and_cuda_without_a_gpu_is_a_clear_error() {
     // This machine has no GPU (and a CPU libtorch): cuda is refused before any work.
     one_line_error(
-        &["--device", "cuda", "eval", "--model", "/nonexistent/model"],
+        &["eval", "--device", "cuda", "--model", "/nonexistent/model"],
         "--device cuda: libtorch sees no CUDA device",
     );
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("m");
     let (code, _, err) = dvsp(&[
+        "train",
         "--device",
         "cpu",
-        "train",
         "--epochs",
         "1",
         "--limit",
@@ -155,7 +155,11 @@ fn the_device_flag_is_honoured_and_cuda_without_a_gpu_is_a_clear_error() {
     // The card records the device the model was trained on.
     let card = dvsp_core::artifact::read_card(&out).unwrap();
     assert_eq!(card.training.device, "Cpu");
-    one_line_error(&["--device", "tpu", "eval", "--model", "x"], "tpu");
+    one_line_error(&["eval", "--device", "tpu", "--model", "x"], "tpu");
+    // Only the commands that run a model take it.
+    let (code, _, err) = dvsp(&["keys", "create", "--role", "admin", "--device", "cpu"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("unexpected argument '--device'"), "{err}");
 }
 
 #[test]

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use common::{assert_error, digits, key_with, keys, send, PgDb, Server};
+use common::{assert_error, digits, key_with, keys, send, Server};
 use dvsp_server::auth::{Role, ScorePolicy};
 use fantoccini::{Client as Browser, ClientBuilder, Locator};
 use reqwest::{Client, StatusCode};
@@ -110,8 +110,12 @@ async fn console_api(db: &str) {
         (who["global"].clone(), who["roles"].clone()),
         (json!(true), json!(["admin"]))
     );
-    assert_error(&send(c.get(s.url("/v1/whoami"))).await, 401);
-    assert_error(&send(get("/v1/whoami", "dvsp_x_y")).await, 401);
+    for (request, status) in [
+        (c.get(s.url("/v1/whoami")), 401),
+        (get("/v1/whoami", "dvsp_x_y"), 401),
+    ] {
+        assert_error(&send(request).await, status);
+    }
 
     let (st, status) = send(get("/v1/status", &k.admin)).await;
     assert_eq!(st, StatusCode::OK, "{status}");
@@ -238,18 +242,7 @@ async fn console_api(db: &str) {
     s.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_console_api_on_sqlite() {
-    let dir = tempfile::tempdir().unwrap();
-    console_api(&format!("sqlite://{}", dir.path().join("a.db").display())).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_console_api_on_postgres() {
-    let pg = PgDb::new().await;
-    console_api(&pg.url).await;
-    pg.drop_db().await;
-}
+on_both_stores!(console_api);
 
 /// chromedriver on a free loopback port, killed when dropped.
 struct Driver {

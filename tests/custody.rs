@@ -166,11 +166,12 @@ async fn galleries_roles_scores_limits_and_the_trail(db: &str) {
     let body: Value = res.json().await.unwrap();
     assert_eq!(body["request_id"], header.as_str());
     assert!(header.len() <= 64, "{header}");
-    assert_error(&send(enroll(&acme_enroll, "bob", &threes[2])).await, 404);
-    assert_error(
-        &send(image(&c, bob("/verify"), &acme_verify, &threes[2])).await,
-        404,
-    );
+    for (request, status) in [
+        (enroll(&acme_enroll, "bob", &threes[2]), 404),
+        (image(&c, bob("/verify"), &acme_verify, &threes[2]), 404),
+    ] {
+        assert_error(&send(request).await, status);
+    }
     // The subject is still there for its own gallery.
     assert_eq!(
         send(c.get(bob("")).bearer_auth(&k.verify)).await.0,
@@ -212,17 +213,18 @@ async fn galleries_roles_scores_limits_and_the_trail(db: &str) {
 
     let verify_alice = |key: &str| image(&c, s.url("/v1/subjects/alice/verify"), key, &sevens[2]);
     // Roles: each key does only what its roles allow.
-    assert_error(
-        &send(c.get(s.url("/v1/subjects")).bearer_auth(&acme_verify)).await,
-        403,
-    );
-    assert_error(
-        &send(image(&c, s.url("/v1/identify"), &acme_verify, &sevens[2])).await,
-        403,
-    );
-    assert_error(&send(verify_alice(&acme_identify)).await, 403);
-    assert_error(&send(verify_alice(&acme_read)).await, 403);
-    assert_error(&send(enroll(&acme_read, "alice", &sevens[2])).await, 403);
+    for (request, status) in [
+        (c.get(s.url("/v1/subjects")).bearer_auth(&acme_verify), 403),
+        (
+            image(&c, s.url("/v1/identify"), &acme_verify, &sevens[2]),
+            403,
+        ),
+        (verify_alice(&acme_identify), 403),
+        (verify_alice(&acme_read), 403),
+        (enroll(&acme_read, "alice", &sevens[2]), 403),
+    ] {
+        assert_error(&send(request).await, status);
+    }
 
     // Identify reaches only the key's gallery; scores rounded to 2 decimals.
     let r = send(image(
@@ -515,22 +517,7 @@ async fn galleries_roles_scores_limits_and_the_trail(db: &str) {
     s.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn galleries_roles_scores_limits_and_the_trail_on_sqlite() {
-    let dir = tempfile::tempdir().unwrap();
-    galleries_roles_scores_limits_and_the_trail(&format!(
-        "sqlite://{}",
-        dir.path().join("c.db").display()
-    ))
-    .await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn galleries_roles_scores_limits_and_the_trail_on_postgres() {
-    let pg = PgDb::new().await;
-    galleries_roles_scores_limits_and_the_trail(&pg.url).await;
-    pg.drop_db().await;
-}
+on_both_stores!(galleries_roles_scores_limits_and_the_trail);
 
 /// Whether `needle` occurs in `hay`.
 fn holds(hay: &[u8], needle: &[u8]) -> bool {
@@ -1019,22 +1006,7 @@ async fn migrates_without_losing_a_template(db: &str) {
     assert!(cli.args.state().await.is_ok());
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_store_from_before_galleries_migrates_without_losing_a_template_on_sqlite() {
-    let dir = tempfile::tempdir().unwrap();
-    migrates_without_losing_a_template(&format!(
-        "sqlite://{}",
-        dir.path().join("old.db").display()
-    ))
-    .await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_store_from_before_galleries_migrates_without_losing_a_template_on_postgres() {
-    let pg = PgDb::new().await;
-    migrates_without_losing_a_template(&pg.url).await;
-    pg.drop_db().await;
-}
+on_both_stores!(migrates_without_losing_a_template);
 
 #[test]
 fn a_gallery_transform_is_orthogonal_keeps_distances_and_is_fixed_by_its_secret() {

@@ -222,6 +222,7 @@ fn actions(shown: &serde_json::Value) -> Vec<(String, String)> {
 }
 
 async fn registry_lifecycle(db: &str) {
+    migrated(db);
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().join("models");
     let (good, bad) = (common::model(), bad_model());
@@ -440,22 +441,7 @@ async fn registry_lifecycle(db: &str) {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_registry_on_sqlite() {
-    let dir = tempfile::tempdir().unwrap();
-    registry_lifecycle(&migrated(&format!(
-        "sqlite://{}",
-        dir.path().join("r.db").display()
-    )))
-    .await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_registry_on_postgres() {
-    let pg = common::PgDb::new().await;
-    registry_lifecycle(&pg.url).await;
-    pg.drop_db().await;
-}
+on_both_stores!(registry_lifecycle);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serve_from_an_empty_registry_says_what_to_do() {

@@ -397,18 +397,7 @@ async fn rollout(db: &str) {
     server.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn rollout_and_migration_on_sqlite() {
-    let dir = tempfile::tempdir().unwrap();
-    rollout(&format!("sqlite://{}", dir.path().join("r.db").display())).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn rollout_and_migration_on_postgres() {
-    let pg = common::PgDb::new().await;
-    rollout(&pg.url).await;
-    pg.drop_db().await;
-}
+on_both_stores!(rollout);
 
 /// A batch of re-embedded templates whose subject was deleted meanwhile: the others are
 /// stored, that one is skipped (the bulk insert's foreign key fails, the row-by-row path

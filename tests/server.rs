@@ -18,28 +18,26 @@ async fn flows(db: &str) {
     let s = Server::start(db, &["--max-attempts", "6"]).await;
 
     // Authentication and roles.
-    assert_error(
-        &send(c.post(s.url("/v1/subjects")).json(&json!({"id": "three"}))).await,
-        401,
-    );
-    assert_error(
-        &send(
+    for (request, status) in [
+        (
+            c.post(s.url("/v1/subjects")).json(&json!({"id": "three"})),
+            401,
+        ),
+        (
             c.post(s.url("/v1/subjects"))
                 .bearer_auth("dvsp_000000000000_nope")
                 .json(&json!({"id": "three"})),
-        )
-        .await,
-        401,
-    );
-    assert_error(
-        &send(
+            401,
+        ),
+        (
             c.post(s.url("/v1/subjects"))
                 .bearer_auth(&k.verify)
                 .json(&json!({"id": "three"})),
-        )
-        .await,
-        403,
-    );
+            403,
+        ),
+    ] {
+        assert_error(&send(request).await, status);
+    }
     let r = send(
         c.post(s.url("/v1/subjects"))
             .header("x-api-key", &k.enroll)
@@ -200,69 +198,59 @@ async fn flows(db: &str) {
         "the bomb took {:?}",
         t.elapsed()
     );
-    assert_error(
-        &send(png_body(
-            &c,
-            &s.url("/v1/subjects/three/templates"),
-            &k.enroll,
-            &vec![0u8; 300_000],
-        ))
-        .await,
-        413,
-    );
-    assert_error(
-        &send(
+    for (request, status) in [
+        (
+            png_body(
+                &c,
+                &s.url("/v1/subjects/three/templates"),
+                &k.enroll,
+                &vec![0u8; 300_000],
+            ),
+            413,
+        ),
+        (
             c.post(s.url("/v1/subjects"))
                 .bearer_auth(&k.enroll)
                 .header("content-type", "application/json")
                 .body("{\"id\": "),
-        )
-        .await,
-        400,
-    );
-    assert_error(
-        &send(
+            400,
+        ),
+        (
             c.post(s.url("/v1/identify"))
                 .bearer_auth(&k.verify)
                 .header("content-type", "application/json")
                 .body("[1,"),
-        )
-        .await,
-        400,
-    );
-    assert_error(
-        &send(
+            400,
+        ),
+        (
             c.post(s.url("/v1/subjects"))
                 .bearer_auth(&k.enroll)
                 .json(&json!({"id": "bad id!"})),
-        )
-        .await,
-        422,
-    );
-    assert_error(
-        &send(
+            422,
+        ),
+        (
             c.post(s.url("/v1/identify"))
                 .bearer_auth(&k.verify)
                 .body("x"),
-        )
-        .await,
-        415,
-    );
-    assert_error(
-        &send(png_body(
-            &c,
-            &s.url("/v1/subjects/nobody/verify"),
-            &k.verify,
-            &threes[2],
-        ))
-        .await,
-        404,
-    );
-    assert_error(
-        &send(c.get(s.url("/v1/subjects/nobody")).bearer_auth(&k.verify)).await,
-        404,
-    );
-    assert_error(&send(c.get(s.url("/v1/no/such/route"))).await, 404);
+            415,
+        ),
+        (
+            png_body(
+                &c,
+                &s.url("/v1/subjects/nobody/verify"),
+                &k.verify,
+                &threes[2],
+            ),
+            404,
+        ),
+        (
+            c.get(s.url("/v1/subjects/nobody")).bearer_auth(&k.verify),
+            404,
+        ),
+        (c.get(s.url("/v1/no/such/route")), 404),
+    ] {
+        assert_error(&send(request).await, status);
+    }
 
     // Brute-force guard, per (key, subject): a fresh key's attempts 1..=6 pass, the 7th is
     // refused; the key that verified (and identified) "three" above is not locked out by it.
@@ -345,14 +333,18 @@ async fn flows(db: &str) {
             .0,
         StatusCode::NO_CONTENT
     );
-    assert_error(
-        &send(c.get(s.url("/v1/subjects/seven")).bearer_auth(&k.verify)).await,
-        404,
-    );
-    assert_error(
-        &send(c.delete(s.url("/v1/subjects/seven")).bearer_auth(&k.admin)).await,
-        404,
-    );
+    for (request, status) in [
+        (
+            c.get(s.url("/v1/subjects/seven")).bearer_auth(&k.verify),
+            404,
+        ),
+        (
+            c.delete(s.url("/v1/subjects/seven")).bearer_auth(&k.admin),
+            404,
+        ),
+    ] {
+        assert_error(&send(request).await, status);
+    }
 
     // Restart: the templates are still there and still match.
     s.stop().await;
@@ -800,22 +792,7 @@ fn png_header(w: u32, h: u32) -> Vec<u8> {
     out
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn every_flow_on_a_sqlite_file() {
-    let dir = tempfile::tempdir().unwrap();
-    flows(&format!(
-        "sqlite://{}",
-        dir.path().join("dvsp.db").display()
-    ))
-    .await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn every_flow_on_postgres() {
-    let db = PgDb::new().await;
-    flows(&db.url).await;
-    db.drop_db().await;
-}
+on_both_stores!(flows);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn openapi_documents_the_real_routes_and_metrics_are_exported() {
@@ -1093,18 +1070,7 @@ async fn hostile_strings(db: &str) {
     s.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn hostile_strings_are_422_on_sqlite() {
-    let dir = tempfile::tempdir().unwrap();
-    hostile_strings(&format!("sqlite://{}", dir.path().join("h.db").display())).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn hostile_strings_are_422_on_postgres() {
-    let db = PgDb::new().await;
-    hostile_strings(&db.url).await;
-    db.drop_db().await;
-}
+on_both_stores!(hostile_strings);
 
 /// A gRPC call sent as raw HTTP/2 (`body` is the whole request body, framing included):
 /// the grpc-status it ends with (in the headers of a trailers-only answer, else the trailers).
@@ -1497,18 +1463,7 @@ async fn pool_timeouts_are_503(db: &str) {
     s.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn pool_timeouts_are_503_on_sqlite() {
-    let dir = tempfile::tempdir().unwrap();
-    pool_timeouts_are_503(&format!("sqlite://{}", dir.path().join("p.db").display())).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn pool_timeouts_are_503_on_postgres() {
-    let db = PgDb::new().await;
-    pool_timeouts_are_503(&db.url).await;
-    db.drop_db().await;
-}
+on_both_stores!(pool_timeouts_are_503);
 
 /// A PNG of `w` x `h` pixels of `color` (zeros: a few KB whatever the size).
 fn blank_png(w: u32, h: u32, color: image::ExtendedColorType) -> Vec<u8> {

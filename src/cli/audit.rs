@@ -18,6 +18,7 @@ pub struct Args {
     /// (face models find and crop the face first).
     #[arg(long, requires = "target")]
     pub probe: Option<PathBuf>,
+    /// Pair mode: the photo `--probe` is attacked towards (and the other way round).
     #[arg(long, requires = "probe")]
     pub target: Option<PathBuf>,
     /// Pair mode on a face model: also attack the probe towards this many faces of the LFW

@@ -16,6 +16,7 @@ pub struct DbArgs {
 pub enum DbAction {
     /// Apply the migrations (also done by `serve` at start).
     Migrate {
+        /// The store: sqlite://PATH or postgres://... (the service's database).
         #[arg(long, env = "DVSP_DB", default_value = "sqlite://dvsp.db")]
         db: String,
     },
@@ -34,6 +35,7 @@ pub enum DbAction {
     /// encryption. In batches, each one
     /// transaction; resumable (run it again); the service keeps serving meanwhile.
     RotateKey {
+        /// The store: sqlite://PATH or postgres://... (the service's database).
         #[arg(long, env = "DVSP_DB", default_value = "sqlite://dvsp.db")]
         db: String,
         #[command(flatten)]
@@ -68,6 +70,7 @@ pub struct AuditLogArgs {
     /// Most entries printed.
     #[arg(long, default_value_t = 10_000)]
     pub limit: i64,
+    /// The store: sqlite://PATH or postgres://... (the service's database).
     #[arg(long, env = "DVSP_DB", default_value = "sqlite://dvsp.db")]
     pub db: String,
 }

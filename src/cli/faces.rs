@@ -23,6 +23,7 @@ pub enum Import {
         /// Where face-api's model files are (default: the cache `make setup` fills).
         #[arg(long)]
         from: Option<PathBuf>,
+        /// The model directory to write.
         #[arg(long)]
         out: PathBuf,
     },

@@ -25,12 +25,15 @@ pub enum KeysAction {
         /// How much of a score replies carry.
         #[arg(long, value_enum, default_value_t = ScorePolicy::Decision)]
         scores: ScorePolicy,
+        /// The store: sqlite://PATH or postgres://... (the service's database).
         #[arg(long, env = "DVSP_DB", default_value = "sqlite://dvsp.db")]
         db: String,
     },
     /// Revoke a key by its id (the part after `dvsp_`, before the second `_`).
     Revoke {
+        /// The key's id.
         id: String,
+        /// The store: sqlite://PATH or postgres://... (the service's database).
         #[arg(long, env = "DVSP_DB", default_value = "sqlite://dvsp.db")]
         db: String,
     },
@@ -46,14 +49,18 @@ pub struct GalleriesArgs {
 pub enum GalleriesAction {
     /// Create a gallery (a tenant: its keys see only its subjects).
     Create {
+        /// The gallery's id: 1-128 characters of A-Z a-z 0-9 - _ . @ (not `.` or `..`).
         id: String,
+        /// A display name (at most 256 characters, no control characters).
         #[arg(long)]
         name: Option<String>,
+        /// The store: sqlite://PATH or postgres://... (the service's database).
         #[arg(long, env = "DVSP_DB", default_value = "sqlite://dvsp.db")]
         db: String,
     },
     /// List the galleries.
     List {
+        /// The store: sqlite://PATH or postgres://... (the service's database).
         #[arg(long, env = "DVSP_DB", default_value = "sqlite://dvsp.db")]
         db: String,
     },
@@ -61,7 +68,9 @@ pub enum GalleriesAction {
     /// it without a photo (t' = Q' Q^T t), in batches, resumable, while serving; then the old
     /// secrets are destroyed, so old templates (a backup, a leak) match nothing.
     Renew {
+        /// The gallery's id.
         id: String,
+        /// The store: sqlite://PATH or postgres://... (the service's database).
         #[arg(long, env = "DVSP_DB", default_value = "sqlite://dvsp.db")]
         db: String,
         #[command(flatten)]

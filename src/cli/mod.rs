@@ -18,18 +18,36 @@ use clap::{Parser, Subcommand};
     about = "Biometric verification with adversarially robust features (DVSP)"
 )]
 pub struct Cli {
-    /// Intra-op threads for libtorch (default: all cores).
-    #[arg(long, global = true, env = "DVSP_THREADS")]
-    pub threads: Option<i32>,
-    /// Where models run and train: cpu, cuda (an error without a GPU) or auto.
-    #[arg(long, global = true, env = "DVSP_DEVICE", value_enum, default_value_t = dvsp_core::DeviceChoice::Auto)]
-    pub device: dvsp_core::DeviceChoice,
     /// Log lines on stderr: text (colour only on a terminal, never with NO_COLOR), or json
     /// (one object per line, for log shippers).
     #[arg(long, global = true, env = "DVSP_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
     #[command(subcommand)]
     pub command: Command,
+}
+
+/// Where and how a command that runs a model computes (only those commands take it).
+#[derive(Debug, clap::Args)]
+pub struct Compute {
+    /// Intra-op threads for libtorch (default: all cores).
+    #[arg(long, env = "DVSP_THREADS")]
+    pub threads: Option<i32>,
+    /// Where models run and train: cpu, cuda (an error without a GPU) or auto.
+    #[arg(long, env = "DVSP_DEVICE", value_enum, default_value_t = dvsp_core::DeviceChoice::Auto)]
+    pub device: dvsp_core::DeviceChoice,
+}
+
+impl Compute {
+    /// Sets libtorch's threads and the process's device.
+    fn apply(&self) -> anyhow::Result<()> {
+        if let Some(t) = self.threads {
+            anyhow::ensure!(t >= 1, "--threads must be at least 1");
+            tch::set_num_threads(t);
+        }
+        let device = dvsp_core::set_device(self.device)?;
+        tracing::info!(device = ?device, "device");
+        Ok(())
+    }
 }
 
 /// How log lines are written (`--log-format`).
@@ -42,19 +60,55 @@ pub enum LogFormat {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Train a feature extractor (dvsp, dvib, center, sphereface).
-    Train(dvsp_core::train::TrainArgs),
+    Train {
+        #[command(flatten)]
+        compute: Compute,
+        #[command(flatten)]
+        args: dvsp_core::train::TrainArgs,
+    },
     /// EER, FNMR at FMR targets and the DET curve of a trained model.
-    Eval(eval::Args),
-    /// Feature-space CW-L2 robustness audit: RI (eq. 17), heat map, adversarial samples.
-    Audit(audit::Args),
+    Eval {
+        #[command(flatten)]
+        compute: Compute,
+        #[command(flatten)]
+        args: eval::Args,
+    },
+    /// The robustness audit: RI (eq. 17) by a converged minimal-perturbation ensemble, the
+    /// certified bound, heat map, adversarial samples.
+    Audit {
+        #[command(flatten)]
+        compute: Compute,
+        #[command(flatten)]
+        args: audit::Args,
+    },
     /// Choose a method's hyperparameters on a validation split of the training images.
-    Tune(dvsp_core::tune::TuneArgs),
+    Tune {
+        #[command(flatten)]
+        compute: Compute,
+        #[command(flatten)]
+        args: dvsp_core::tune::TuneArgs,
+    },
     /// Reproduce the paper's tables end to end.
-    Reproduce(dvsp_lab::reproduce::Args),
+    Reproduce {
+        #[command(flatten)]
+        compute: Compute,
+        #[command(flatten)]
+        args: dvsp_lab::reproduce::Args,
+    },
     /// Benchmarks, reported as ratios against a reference run in the same command.
-    Bench(dvsp_lab::bench::Args),
-    /// The HTTP verification service (enroll, verify, identify).
-    Serve(dvsp_server::config::ServeArgs),
+    Bench {
+        #[command(flatten)]
+        compute: Compute,
+        #[command(flatten)]
+        args: dvsp_lab::bench::Args,
+    },
+    /// The verification service (enroll, verify, identify) on REST, gRPC and metrics ports.
+    Serve {
+        #[command(flatten)]
+        compute: Compute,
+        #[command(flatten)]
+        args: dvsp_server::config::ServeArgs,
+    },
     /// API keys for the service.
     Keys(keys::KeysArgs),
     /// Galleries (tenants) of the service.
@@ -62,17 +116,37 @@ pub enum Command {
     /// The model registry: register, list, show, promote (through the gate), retire.
     Models(models::Args),
     /// The admin retraining job: train, evaluate, audit, register, gate, promote.
-    Retrain(dvsp_ops::retrain::Args),
+    Retrain {
+        #[command(flatten)]
+        compute: Compute,
+        #[command(flatten)]
+        args: dvsp_ops::retrain::Args,
+    },
     /// Template migration: embed every retained enrollment image with a new model.
-    Reembed(dvsp_ops::reembed::Args),
+    Reembed {
+        #[command(flatten)]
+        compute: Compute,
+        #[command(flatten)]
+        args: dvsp_ops::reembed::Args,
+    },
     /// Database administration: migrations, template keys and their rotation.
     Db(db::DbArgs),
     /// The service's audit trail as JSON lines (who did what to whom, with what outcome).
     AuditLog(db::AuditLogArgs),
     /// Import a pretrained model (face-api's face recognition net).
-    Import(faces::ImportArgs),
+    Import {
+        #[command(flatten)]
+        compute: Compute,
+        #[command(flatten)]
+        args: faces::ImportArgs,
+    },
     /// Detect, landmark and align face photos into crops a face model takes.
-    Align(faces::AlignArgs),
+    Align {
+        #[command(flatten)]
+        compute: Compute,
+        #[command(flatten)]
+        args: faces::AlignArgs,
+    },
 }
 
 /// Opens the store an administration command works on, saying which on stderr; a SQLite
@@ -83,46 +157,37 @@ pub async fn open_store(url: &str) -> anyhow::Result<dvsp_custody::store::Store>
 }
 
 pub fn run(cli: Cli) -> anyhow::Result<()> {
-    if let Some(t) = cli.threads {
-        anyhow::ensure!(t >= 1, "--threads must be at least 1");
-        tch::set_num_threads(t);
-    }
-    // Only the commands that run a model choose a device (`dvsp keys` works anywhere).
-    let store_only = matches!(
-        cli.command,
-        Command::Keys(_)
-            | Command::Galleries(_)
-            | Command::Models(_)
-            | Command::Db(_)
-            | Command::AuditLog(_)
-    );
-    if !store_only {
-        let device = dvsp_core::set_device(cli.device)?;
-        tracing::info!(device = ?device, "device");
-    }
     match cli.command {
-        Command::Train(a) => train::run(a),
-        Command::Eval(a) => eval::run(a),
-        Command::Audit(a) => audit::run(a),
-        Command::Tune(a) => tune::run(a),
-        Command::Reproduce(a) => dvsp_lab::reproduce::run(a),
-        Command::Bench(a) => dvsp_lab::bench::run(a),
-        Command::Serve(a) => serve::run(a),
+        Command::Train { compute, args } => compute.apply().and_then(|()| train::run(args)),
+        Command::Eval { compute, args } => compute.apply().and_then(|()| eval::run(args)),
+        Command::Audit { compute, args } => compute.apply().and_then(|()| audit::run(args)),
+        Command::Tune { compute, args } => compute.apply().and_then(|()| tune::run(args)),
+        Command::Reproduce { compute, args } => {
+            compute.apply()?;
+            dvsp_lab::reproduce::run(args)
+        }
+        Command::Bench { compute, args } => {
+            compute.apply()?;
+            dvsp_lab::bench::run(args)
+        }
+        Command::Serve { compute, args } => compute.apply().and_then(|()| serve::run(args)),
         Command::Keys(a) => keys::keys(a),
         Command::Galleries(a) => keys::galleries(a),
         Command::Models(a) => tokio::runtime::Runtime::new()?.block_on(models::run(a)),
-        Command::Retrain(a) => {
-            eprintln!("store: {}", dvsp_custody::store::redact(&a.db));
-            tokio::runtime::Runtime::new()?.block_on(dvsp_ops::retrain::run(a))
+        Command::Retrain { compute, args } => {
+            compute.apply()?;
+            eprintln!("store: {}", dvsp_custody::store::redact(&args.db));
+            tokio::runtime::Runtime::new()?.block_on(dvsp_ops::retrain::run(args))
         }
-        Command::Reembed(a) => {
-            eprintln!("store: {}", dvsp_custody::store::redact(&a.db));
-            dvsp_ops::reembed::run(a)
+        Command::Reembed { compute, args } => {
+            compute.apply()?;
+            eprintln!("store: {}", dvsp_custody::store::redact(&args.db));
+            dvsp_ops::reembed::run(args)
         }
         Command::Db(a) => db::db(a),
         Command::AuditLog(a) => db::audit_log(a),
-        Command::Import(a) => faces::import(a),
-        Command::Align(a) => faces::align(a),
+        Command::Import { compute, args } => compute.apply().and_then(|()| faces::import(args)),
+        Command::Align { compute, args } => compute.apply().and_then(|()| faces::align(args)),
     }
 }
 
@@ -132,5 +197,28 @@ mod tests {
     fn clap_definition_is_consistent() {
         use clap::CommandFactory;
         super::Cli::command().debug_assert();
+    }
+
+    /// Every subcommand and every argument a person can pass says what it is in `--help`.
+    #[test]
+    fn every_command_and_argument_is_described() {
+        use clap::CommandFactory;
+        fn walk(cmd: &clap::Command, path: &str, missing: &mut Vec<String>) {
+            for arg in cmd.get_arguments() {
+                let id = arg.get_id().as_str();
+                if id != "help" && id != "version" && arg.get_help().is_none() {
+                    missing.push(format!("{path} {id}"));
+                }
+            }
+            for sub in cmd.get_subcommands() {
+                if sub.get_about().is_none() {
+                    missing.push(format!("{path} {}", sub.get_name()));
+                }
+                walk(sub, &format!("{path} {}", sub.get_name()), missing);
+            }
+        }
+        let mut missing = Vec::new();
+        walk(&super::Cli::command(), "dvsp", &mut missing);
+        assert!(missing.is_empty(), "no help text: {missing:#?}");
     }
 }

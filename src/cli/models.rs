@@ -9,6 +9,7 @@ use dvsp_ops::registry::{actor, card_of, decide, num, pct, register, GateArgs};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
+    /// The store: sqlite://PATH or postgres://... (the service's database).
     #[arg(
         long,
         env = "DVSP_DB",
@@ -31,16 +32,21 @@ pub enum Action {
     /// Copy a trained (and evaluated) model directory into the models directory and register
     /// it as a candidate.
     Register {
+        /// The model directory (weights and an evaluated card, as `dvsp eval` leaves it).
         #[arg(long)]
         model: PathBuf,
     },
     /// Every registered model with its state and figures.
     List,
     /// A model's card summary, last gate report and history, as JSON.
-    Show { id: String },
+    Show {
+        /// The model's id.
+        id: String,
+    },
     /// Apply the promotion gate against the serving model; promote when it passes (or with
     /// --force, recorded). Exits non-zero when refused.
     Promote {
+        /// The candidate's id.
         id: String,
         #[command(flatten)]
         gate: GateArgs,
@@ -49,7 +55,10 @@ pub enum Action {
         force: bool,
     },
     /// Retire a model that does not serve.
-    Retire { id: String },
+    Retire {
+        /// The model's id.
+        id: String,
+    },
     /// Template migration to a model (default: the serving one): how many subjects and
     /// retained images still lack a template of it (`dvsp reembed` does those), and the
     /// subjects that have no retained image, which must be enrolled again.

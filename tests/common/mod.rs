@@ -309,3 +309,27 @@ where
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
 }
+
+/// Two tests of the async fn `body(db_url)`, as `body::on_sqlite` (a fresh SQLite file) and
+/// `body::on_postgres` (a fresh PostgreSQL database, dropped afterwards): both stores must
+/// behave the same.
+#[macro_export]
+macro_rules! on_both_stores {
+    ($body:ident) => {
+        mod $body {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn on_sqlite() {
+                let dir = tempfile::tempdir().unwrap();
+                let db = format!("sqlite://{}", dir.path().join("test.db").display());
+                super::$body(&db).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn on_postgres() {
+                let pg = $crate::common::PgDb::new().await;
+                super::$body(&pg.url).await;
+                pg.drop_db().await;
+            }
+        }
+    };
+}

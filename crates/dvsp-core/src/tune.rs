@@ -131,6 +131,7 @@ pub struct TuneArgs {
     /// Training epochs of every candidate.
     #[arg(long, default_value_t = 2)]
     pub epochs: usize,
+    /// Seed of every candidate's training.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
     /// Fit on only the first N of the 40,000 fitting images (0 = all; for quick runs).

@@ -24,6 +24,7 @@ pub enum Table {
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
+    /// The table to reproduce.
     #[arg(value_enum)]
     pub table: Table,
     /// Folder for the model directories (OUT/ROW/seedS) and table1.{md,json}.

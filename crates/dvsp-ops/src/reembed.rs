@@ -19,6 +19,7 @@ pub struct Args {
     /// The registered model to embed with (`dvsp models list`), a candidate or the serving one.
     #[arg(long)]
     pub to: String,
+    /// The store: sqlite://PATH or postgres://... (the service's database).
     #[arg(long, env = "DVSP_DB", default_value = "sqlite://dvsp.db")]
     pub db: String,
     /// The models directory the model's files are in.

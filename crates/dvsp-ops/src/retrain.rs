@@ -25,8 +25,10 @@ pub struct Args {
     /// Skip the audit (the gate then refuses the candidate if the serving model has one).
     #[arg(long)]
     pub no_audit: bool,
+    /// The store: sqlite://PATH or postgres://... (the service's database).
     #[arg(long, env = "DVSP_DB", default_value = "sqlite://dvsp.db")]
     pub db: String,
+    /// Where registered models' files live, one directory per model id.
     #[arg(long, env = "DVSP_MODELS_DIR", default_value = "models")]
     pub models_dir: std::path::PathBuf,
     /// Who acts, recorded with the registration and the gate's decision (default: $USER).

@@ -47,6 +47,7 @@ pub struct ServeArgs {
     /// The master keys templates are sealed with (required: templates are encrypted at rest).
     #[command(flatten)]
     pub keys: KeyringArgs,
+    /// The REST API's address (and the console's).
     #[arg(long, env = "DVSP_BIND", default_value = "127.0.0.1:8080")]
     pub bind: String,
     /// Also serve the gRPC API (proto/dvsp/v1/dvsp.proto) here, e.g. 127.0.0.1:50051.
@@ -90,6 +91,7 @@ pub struct ServeArgs {
     /// Inference jobs allowed to wait; beyond it requests get 503 with Retry-After.
     #[arg(long, env = "DVSP_QUEUE", default_value_t = 256)]
     pub queue: usize,
+    /// Largest request body in bytes; beyond it 413 before the body is read.
     #[arg(long, env = "DVSP_MAX_BODY_BYTES", default_value_t = 8 * 1024 * 1024)]
     pub max_body_bytes: usize,
     /// Largest image accepted, in pixels (checked from the header before decoding; 24 MP =
@@ -106,8 +108,10 @@ pub struct ServeArgs {
     /// Probes (verify, pair verify, identify) per API key per window before 429.
     #[arg(long, env = "DVSP_MAX_KEY_PROBES", default_value_t = 1200)]
     pub max_key_probes: i64,
+    /// The window of the attempt and probe limits, in seconds.
     #[arg(long, env = "DVSP_ATTEMPT_WINDOW_SECS", default_value_t = 60)]
     pub attempt_window_secs: u64,
+    /// Longest time a request may take; then a JSON 408.
     #[arg(long, env = "DVSP_TIMEOUT_SECS", default_value_t = 30)]
     pub timeout_secs: u64,
     /// Close connections that have not sent a whole request head within this (slow-header

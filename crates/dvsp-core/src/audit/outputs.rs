@@ -42,6 +42,7 @@ pub struct AuditArgs {
     /// CW: a round ends after this many steps without a relative improvement of --cw-tol.
     #[arg(long, default_value_t = EnsembleConfig::default().cw.patience)]
     pub cw_patience: usize,
+    /// CW: the relative improvement a round must make within --cw-patience steps.
     #[arg(long, default_value_t = EnsembleConfig::default().cw.tol)]
     pub cw_tol: f64,
     /// DDN: steps.

@@ -50,6 +50,7 @@ pub enum What {
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
+    /// What to measure.
     #[arg(value_enum)]
     pub what: What,
     /// Timed optimiser steps per case (after one warm-up step).
