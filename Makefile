@@ -60,7 +60,7 @@ PROTOGEN_TARGET := $(HOME)/.cache/dvsp/protogen-target
 protogen:
 	CARGO_TARGET_DIR=$(PROTOGEN_TARGET) cargo run -q --manifest-path tools/protogen/Cargo.toml -- --write
 
-# Table 1 of the paper (issue 10): every method tuned on a validation split of the training
+# Table 1 of the paper: every method tuned on a validation split of the training
 # images (1 epoch per candidate), then the four methods and the two eq. 15 ablations, 3 seeds,
 # 2 epochs, audited at the EER threshold and at FMR 1e-3 on one pair per ordered class pair,
 # seed 0 re-attacked at 3x and 10x, with the ensemble Table 1 was measured with (CW on, DDN
@@ -72,7 +72,7 @@ table1: build
 	  --cw-search 6 --ddn-steps 200 --ddn-restarts 1 \
 	  --convergence-pairs 90 --convergence-budgets 3,10
 
-# An independent check of Table 1's RI (issue 10): FMN-L2 in JAX, sharing no code with dvsp,
+# An independent check of Table 1's RI: FMN-L2 in JAX, sharing no code with dvsp,
 # against the seed-0 weights and the very pairs of each audit (EER and FMR 1e-3 thresholds),
 # one after the other on one thread each (about 1 h); results in runs/independent/. JAX comes
 # from PyPI into a venv in the cache.
@@ -90,7 +90,7 @@ independent-check: setup
 bench: build
 	$(BIN) bench train
 
-# The retraining job's rollout under load (issue 12), on SQLite, then on a fresh PostgreSQL
+# The retraining job's rollout under load, on SQLite, then on a fresh PostgreSQL
 # database: model A (the demo model, trained if missing) serves 50 subjects, `dvsp retrain`
 # trains, gates and promotes B, the server switches, `dvsp reembed` migrates the templates,
 # a one-step candidate is refused; p99 per phase and the re-embedding rate are printed.

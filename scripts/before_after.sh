@@ -4,7 +4,7 @@
 # the same gallery (one subject with one template to verify against, SUBJECTS subjects for
 # identify), the same load from `NEW_BIN bench http`, interleaved round by round, at each
 # concurrency of CONCURRENCY (default "8"). Ratio = new / old. Used for what custody cost
-# (issue 11; OLD_BIN from before the keyring) and for fewer round trips (issue 13).
+# (OLD_BIN from before the keyring) and for fewer round trips.
 #
 #   [CONCURRENCY="1 32 128"] [REQUESTS=2000] bash scripts/before_after.sh OLD_BIN NEW_BIN MODEL_DIR [SUBJECTS=200]
 set -euo pipefail
@@ -19,6 +19,7 @@ start() { # start NAME BIN KEY_ARGS... : a server on a fresh store; sets URL_<NA
     local name=$1 bin=$2; shift 2
     local db="sqlite://$WORK/$name.db" port mport key
     port=$(free_port); mport=$(free_port)
+    "$bin" db migrate --db "$db" >/dev/null
     key=$("$bin" keys create "$@" --db "$db" 2>/dev/null)
     # A build from before encryption at rest has no keyring and no per-subject limit.
     local extra=()

@@ -47,6 +47,7 @@ echo "| image | concurrent identify calls | answers | peak RSS (idle) |"
 echo "|---|---|---|---|"
 for img in rgba16_4096x4096 rgba8_6000x4000 rgba16_3000x4000; do
     db="sqlite://$WORK/rss-$img.db"
+    "$BIN" db migrate --db "$db" >/dev/null
     key=$("$BIN" keys create --role admin --db "$db" 2>/dev/null)
     port=$(free_port); start_server "$port" "$db"
     idle=$(awk '/VmRSS/ {print int($2/1024)}' "/proc/$pid/status")

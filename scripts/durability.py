@@ -21,6 +21,7 @@ def free_port():
 
 port = free_port()
 base = f"http://127.0.0.1:{port}"
+subprocess.run([binary, "db", "migrate", "--db", db], check=True, capture_output=True)
 key = subprocess.run([binary, "keys", "create", "--role", "admin", "--db", db], check=True, capture_output=True, text=True).stdout.strip()
 
 def start():

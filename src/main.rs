@@ -34,17 +34,16 @@ fn init_logs(format: cli::LogFormat) {
     }
 }
 
-/// The error and its causes, each said once: a cause whose text the message before it already
-/// ends with (an error that prints its source) is not repeated.
+/// The error and its causes, each said once: a cause the message before it already ends with
+/// (`...: cause`, an error that prints its source) is not repeated.
 fn cause_chain(e: &anyhow::Error) -> String {
     let mut out = String::new();
     for cause in e.chain() {
         let text = cause.to_string();
-        if !out.ends_with(&text) {
-            if !out.is_empty() {
-                out.push_str(": ");
-            }
-            out.push_str(&text);
+        if out.is_empty() {
+            out = text;
+        } else if !out.ends_with(&format!(": {text}")) {
+            out = format!("{out}: {text}");
         }
     }
     out
@@ -66,5 +65,8 @@ mod tests {
             cause_chain(&e),
             "loading the model: model.json: No such file"
         );
+        // A cause that only happens to end the message is still said.
+        let e = anyhow::anyhow!("1").context("--threads must be at least 1");
+        assert_eq!(cause_chain(&e), "--threads must be at least 1: 1");
     }
 }

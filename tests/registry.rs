@@ -1,4 +1,4 @@
-//! The model registry (issue 12): the promotion gate on hand-changed cards of a real model
+//! The model registry: the promotion gate on hand-changed cards of a real model
 //! (known decisions at the edges of each tolerance), and `dvsp models` end to end on SQLite
 //! and PostgreSQL with a real bad candidate (trained 3 steps), then `serve --models-dir`.
 mod common;

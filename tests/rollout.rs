@@ -1,4 +1,4 @@
-//! Zero-downtime rollout and template migration (issue 12), on SQLite and on PostgreSQL: a
+//! Zero-downtime rollout and template migration, on SQLite and on PostgreSQL: a
 //! real server on `--models-dir` with `--retain-images` serves model A; subjects are enrolled
 //! (their images kept, sealed); a load generator verifies them throughout; B is promoted in
 //! the registry and the server switches to it without an error; subjects not yet re-embedded

@@ -1,4 +1,4 @@
-//! A certified lower bound of each pair's minimal perturbation (issue 10, item 9), so the true
+//! A certified lower bound of each pair's minimal perturbation, so the true
 //! minimum lies in [certified, attacked].
 //!
 //! Let g be the map whose cosine the verifier compares (for dvsp the mean mu(x) before the

@@ -38,7 +38,7 @@ pub mod tune;
 
 pub use error::{Error, Result};
 
-/// The device of every job, chosen once at start (`dvsp --device`).
+/// The device of every job, chosen once at start (`--device` of the commands that run a model).
 static DEVICE: std::sync::OnceLock<tch::Device> = std::sync::OnceLock::new();
 
 /// Where models run and train (`--device`).

@@ -30,11 +30,6 @@ impl Progress {
         }
     }
 
-    /// Whether there is no terminal (the bar is not drawn; progress goes to the log).
-    pub fn is_hidden(&self) -> bool {
-        self.log.is_some()
-    }
-
     pub fn inc(&self, n: u64) {
         self.bar.inc(n);
         self.log_if_due(false);
@@ -49,13 +44,14 @@ impl Progress {
     }
 
     pub fn finish(&self) {
-        self.bar.finish();
+        // Logged first: finishing moves the bar's position to its length.
         self.log_if_due(true);
+        self.bar.finish();
     }
 
     pub fn finish_and_clear(&self) {
-        self.bar.finish_and_clear();
         self.log_if_due(true);
+        self.bar.finish_and_clear();
     }
 
     fn log_if_due(&self, end: bool) {
@@ -80,10 +76,10 @@ impl Progress {
             job = %self.what,
             done,
             of = len,
-            per_second = format!("{rate:.2}"),
+            per_second = (rate * 100.0).round() / 100.0,
             elapsed_s = secs.round(),
             left_s = left.round(),
-            message = %self.bar.message(),
+            status = %self.bar.message(),
             "{}",
             if end { "finished" } else { "progress" }
         );
@@ -99,11 +95,12 @@ pub fn progress_bar(len: u64, what: &str) -> Progress {
     )
 }
 
-/// A bar counting `len` items with `unit` after the count (e.g. "templates re-issued").
-pub fn counter(len: u64, unit: &str) -> Progress {
+/// A bar counting `len` items with `unit` after the count (e.g. "templates re-issued"; it may
+/// hold `{msg}`, the message set later), logged as job `what`.
+pub fn counter(len: u64, what: &str, unit: &str) -> Progress {
     Progress::new(
         len,
-        unit,
+        what,
         &format!("{{bar:40}} {{pos}}/{{len}} {unit} ({{eta}} left)"),
     )
 }

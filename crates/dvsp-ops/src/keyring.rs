@@ -40,7 +40,7 @@ pub async fn rotate(db: &str, keyring: &Keyring, batch: i64) -> anyhow::Result<(
     let store = Store::connect_existing(db).await?;
     let active = keyring.active().to_string();
     let total = store.count_not_under(&active).await?;
-    let bar = dvsp_core::progress::counter(total as u64, "templates onto key {msg}");
+    let bar = dvsp_core::progress::counter(total as u64, "rotate-key", "templates onto key {msg}");
     bar.set_message(active.clone());
     let mut moved = 0u64;
     // Plaintext rows first: sealed in full.

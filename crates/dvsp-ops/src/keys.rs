@@ -53,7 +53,7 @@ pub async fn renew(
         .await?
         .ok_or_else(|| anyhow::anyhow!("the secret of epoch {epoch} is gone"))?;
     let total = store.count_before_epoch(gallery, epoch).await?;
-    let bar = dvsp_core::progress::counter(total as u64, "templates re-issued");
+    let bar = dvsp_core::progress::counter(total as u64, "renew", "templates re-issued");
     let mut old: HashMap<i64, Transform> = HashMap::new();
     let mut new: Option<Transform> = None;
     let mut moved = 0;

@@ -1,4 +1,4 @@
-//! `dvsp reembed --to MODEL`: template migration (issue 12). Every retained enrollment image
+//! `dvsp reembed --to MODEL`: template migration. Every retained enrollment image
 //! (`serve --retain-images`) without a template of MODEL is embedded with it, in batches (one
 //! inference pass and one store transaction each), while the replicas keep serving the old
 //! model. It resumes by construction: a run reads only the images that have no template of

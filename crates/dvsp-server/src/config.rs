@@ -14,7 +14,7 @@ use crate::{Batching, Limits};
 
 /// Where the template keyring comes from: `--template-keys FILE` (env
 /// `DVSP_TEMPLATE_KEYS_FILE`) or the keyring text itself in `DVSP_TEMPLATE_KEYS` (e.g. a
-/// Kubernetes Secret as a variable); see `crate::seal`.
+/// Kubernetes Secret as a variable); see `dvsp_custody::seal`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct KeyringArgs {
     /// The template keyring file: `<key id> <base64 of 32 bytes>` per line, the last one seals.

@@ -8,12 +8,26 @@ use image::{ImageDecoder, ImageFormat, ImageReader};
 use tch::Tensor;
 
 use crate::error::ApiError;
-use crate::service::FaceBox;
 use dvsp_core::face::FaceApi;
 use dvsp_core::spec::InputSpec;
+use serde::Serialize;
 
 /// The service's default --max-pixels.
 pub const MAX_PIXELS: u64 = 24_000_000;
+
+/// Where the face the model took was found in the uploaded photo (face models only), in the
+/// photo's pixels; it says where, not who.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct FaceBox {
+    /// Left edge.
+    pub x: f64,
+    /// Top edge.
+    pub y: f64,
+    pub width: f64,
+    pub height: f64,
+    /// The detector's confidence.
+    pub score: f64,
+}
 
 /// Decodes `bytes` (checked format, header-checked pixel count, bounded allocation).
 fn read(bytes: &[u8], max_pixels: u64) -> Result<image::DynamicImage, ApiError> {

@@ -1,4 +1,4 @@
-//! The models a replica serves with (issue 12): the serving model with the index of its
+//! The models a replica serves with: the serving model with the index of its
 //! templates, and the model that served before it, kept loaded so that a subject whose
 //! templates are all of it is still verified (with it, and the answer says so) until it is
 //! re-embedded (`dvsp reembed`) or enrolled again. A request takes the lineup once, at its

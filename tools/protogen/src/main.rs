@@ -24,7 +24,7 @@ fn main() -> ExitCode {
     );
     if let Err(e) = tonic_prost_build::configure()
         .bytes(".")
-        // Parse errors are the client's (INVALID_ARGUMENT), see src/grpc/codec.rs.
+        // Parse errors are the client's (INVALID_ARGUMENT), see crates/dvsp-server/src/grpc/codec.rs.
         .codec_path("crate::grpc::codec::StrictCodec")
         .out_dir(out.path())
         .file_descriptor_set_path(out.path().join("dvsp_descriptor.bin"))

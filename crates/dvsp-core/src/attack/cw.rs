@@ -3,7 +3,7 @@
 //! with a binary search over c for every pair (Carlini & Wagner 2017). Many pairs are
 //! optimised at once, each with its own c.
 //!
-//! Departures from the original, each because it stalled the search (issue 10):
+//! Departures from the original, each because it stalled the search:
 //! - the box is kept by projection (Adam on delta = x~ - x1, then delta clipped to
 //!   [-x1, 1 - x1]) instead of the tanh change of variables, whose start atanh(2 x1 - 1)
 //!   parks pixels that are exactly 0 or 1 (most of MNIST) where tanh' ~ 0 and Adam cannot

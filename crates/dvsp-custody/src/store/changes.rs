@@ -1,6 +1,6 @@
 //! The change feed of templates (migration 0004): triggers bump a gallery's version and
 //! record which template changed on every insert, update and delete, so replicas keep their
-//! in-memory index (`server::index`) in step by reading what changed after the version they
+//! in-memory index (`dvsp_server::index`) in step by reading what changed after the version they
 //! have.
 use sqlx::Row;
 

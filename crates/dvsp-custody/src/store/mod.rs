@@ -197,14 +197,20 @@ impl Store {
     }
 }
 
-/// The file of a `sqlite:` URL (None for another store, or an in-memory database).
+/// The file of a `sqlite:` URL that must exist already: None for another store, an in-memory
+/// database, or a URL that asks for the file to be created (`mode=rwc`).
 fn sqlite_path(url: &str) -> Option<std::path::PathBuf> {
+    let query = url.split_once('?').map_or("", |(_, q)| q);
+    let asks = |p: &str| query.split('&').any(|kv| kv == p);
+    if !url.starts_with("sqlite:")
+        || url.contains(":memory:")
+        || asks("mode=memory")
+        || asks("mode=rwc")
+    {
+        return None;
+    }
     let opts = SqliteConnectOptions::from_str(url).ok()?;
-    let path = opts.get_filename();
-    (url.starts_with("sqlite:")
-        && !url.contains(":memory:")
-        && path != std::path::Path::new(":memory:"))
-    .then(|| path.to_path_buf())
+    Some(opts.get_filename().to_path_buf())
 }
 
 /// The URL without its password, for messages.

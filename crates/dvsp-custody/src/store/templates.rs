@@ -203,7 +203,7 @@ impl Store {
     }
 
     /// Up to `limit` templates of a gallery enrolled with `model_id`, in id order after
-    /// `after` (the index's load, `server::index`).
+    /// `after` (the index's load, `dvsp_server::index`).
     pub async fn gallery_templates(
         &self,
         gallery: &str,

@@ -1,5 +1,5 @@
 //! `dvsp bench rollout --model A [--db URL] [--subjects 50]`: the admin retraining job's whole
-//! rollout under load (issue 12). A real server (`--models-dir`, `--retain-images`) serves A
+//! rollout under load. A real server (`--models-dir`, `--retain-images`) serves A
 //! from the registry; `--subjects` subjects are enrolled with test images, their images kept;
 //! a load generator verifies them without pause (4 in flight) while `dvsp retrain` trains B
 //! (A's configuration with the next seed), evaluates it, registers it and gates it against A

@@ -1,4 +1,4 @@
-//! Template migration (issue 12): retained enrollment images embedded with the serving model
+//! Template migration: retained enrollment images embedded with the serving model
 //! of this app (`dvsp reembed` runs one on the target model, beside the replicas that keep
 //! serving the old one). Each image is opened, decoded for the model's input, embedded in one
 //! micro-batch job per batch, sealed as a template of its subject under the gallery's current

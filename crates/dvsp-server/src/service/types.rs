@@ -1,4 +1,5 @@
 //! The replies of the operations, shared by the REST (JSON) and gRPC front ends.
+pub use crate::decode::FaceBox;
 use serde::Serialize;
 
 use dvsp_custody::store::{Gallery, Subject, TemplateInfo};
@@ -57,20 +58,6 @@ pub struct SubjectDetail {
     #[serde(flatten)]
     pub subject: Subject,
     pub templates: Vec<TemplateInfo>,
-}
-
-/// Where the face the model took was found in the uploaded photo (face models only), in the
-/// photo's pixels; it says where, not who.
-#[derive(Debug, Clone, Copy, Serialize)]
-pub struct FaceBox {
-    /// Left edge.
-    pub x: f64,
-    /// Top edge.
-    pub y: f64,
-    pub width: f64,
-    pub height: f64,
-    /// The detector's confidence.
-    pub score: f64,
 }
 
 #[derive(Debug, Serialize)]
