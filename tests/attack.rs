@@ -670,14 +670,9 @@ fn linf_pgd_keeps_its_box_and_dodging_pushes_a_genuine_pair_apart() {
 
 #[test]
 fn the_convergence_budgets_default_to_3x_and_10x_and_can_be_switched_off() {
-    #[derive(clap::Parser)]
-    struct AuditCli {
-        #[command(flatten)]
-        args: dvsp_core::audit::outputs::AuditArgs,
-    }
     let parse = |argv: &[&str]| {
-        <AuditCli as clap::Parser>::parse_from(argv)
-            .args
+        dvsp_core::audit::outputs::AuditArgs::from_argv(argv)
+            .unwrap()
             .convergence_budgets
     };
     assert_eq!(parse(&["audit"]), vec![3, 10]);

@@ -734,12 +734,7 @@ async fn an_operator_works_the_console_in_a_real_browser() {
 /// ensemble (`dvsp audit --probe --target`; original, adversarial, amplified perturbation,
 /// target), saved as the model's `adversarial.png`.
 fn adversarial_grid(model: &Path, grid: &Path) {
-    #[derive(clap::Parser)]
-    struct AuditCli {
-        #[command(flatten)]
-        args: dvsp_core::audit::outputs::AuditArgs,
-    }
-    let args = <AuditCli as clap::Parser>::parse_from(["audit"]).args;
+    let args = dvsp_core::audit::outputs::AuditArgs::from_argv(["audit"]).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let (probe, target) = (dir.path().join("3.png"), dir.path().join("7.png"));
     std::fs::write(&probe, &digits(3, 1)[0]).unwrap();

@@ -970,7 +970,7 @@ async fn migrates_without_losing_a_template(db: &str) {
     assert_eq!((a.roles.as_str(), a.gallery_id), ("admin", None));
     // The server refuses to serve plaintext templates, and says what to do.
     let model = model();
-    let cli = <ServeCli as clap::Parser>::parse_from([
+    let cli = dvsp_server::config::ServeArgs::from_argv([
         "serve",
         "--model",
         model.to_str().unwrap(),
@@ -980,8 +980,9 @@ async fn migrates_without_losing_a_template(db: &str) {
         keyring_file(),
         "--fmr",
         "1e-2",
-    ]);
-    let refused = cli.args.state().await.err().expect("refused").to_string();
+    ])
+    .unwrap();
+    let refused = cli.state().await.err().expect("refused").to_string();
     assert!(
         refused.contains("1 templates are stored in plaintext") && refused.contains("rotate-key"),
         "{refused}"
@@ -1003,7 +1004,7 @@ async fn migrates_without_losing_a_template(db: &str) {
         keyring().open(&rows[0].row(), &rows[0].sealed).unwrap(),
         feature
     );
-    assert!(cli.args.state().await.is_ok());
+    assert!(cli.state().await.is_ok());
 }
 
 on_both_stores!(migrates_without_losing_a_template);

@@ -5,11 +5,9 @@
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
-use clap::Parser;
 use dvsp_core::config::ThresholdAt;
 use dvsp_custody::store::Store;
 use dvsp_server::auth;
-use dvsp_server::config::ServeArgs;
 
 fn photo(name: &str) -> PathBuf {
     dvsp_core::face::faces_root()
@@ -58,12 +56,6 @@ fn imported_model_loads_like_a_trained_one_and_separates_obama_from_biden() {
     assert!(f.allclose(&g, 0.0, 0.0, false));
 }
 
-#[derive(Parser)]
-struct ServeCli {
-    #[command(flatten)]
-    args: ServeArgs,
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_service_takes_ordinary_photos_for_a_face_model() {
     let dir = tempfile::tempdir().unwrap();
@@ -85,7 +77,7 @@ async fn the_service_takes_ordinary_photos_for_a_face_model() {
         dvsp_custody::seal::Keyring::new_key_line("f").unwrap(),
     )
     .unwrap();
-    let args = ServeCli::parse_from([
+    let args = dvsp_server::config::ServeArgs::from_argv([
         "serve",
         "--model",
         m.to_str().unwrap(),
@@ -96,7 +88,7 @@ async fn the_service_takes_ordinary_photos_for_a_face_model() {
         "--fmr",
         "1e-2",
     ])
-    .args;
+    .unwrap();
     let state = args.state().await.unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
@@ -229,13 +221,8 @@ fn align_writes_112x96_crops_and_lists_photos_without_a_face() {
 
 #[test]
 fn pair_audit_crosses_the_threshold_with_the_perturbation_it_reports() {
-    #[derive(Parser)]
-    struct AuditCli {
-        #[command(flatten)]
-        args: dvsp_core::audit::outputs::AuditArgs,
-    }
     let dir = model();
-    let args = AuditCli::parse_from([
+    let args = dvsp_core::audit::outputs::AuditArgs::from_argv([
         "audit",
         "--cw-steps",
         "30",
@@ -250,7 +237,7 @@ fn pair_audit_crosses_the_threshold_with_the_perturbation_it_reports() {
         "--threshold-at",
         "fmr=1e-2",
     ])
-    .args;
+    .unwrap();
     let r = dvsp_core::audit::outputs::audit_pair(
         &dir,
         &photo("biden.jpg"),

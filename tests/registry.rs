@@ -7,7 +7,6 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
 
-use clap::Parser;
 use dvsp_core::artifact::{ModelCard, RobustnessSummary};
 use dvsp_core::registry::{gate, GatePolicy};
 
@@ -33,15 +32,9 @@ fn fnmr_moved(mut card: ModelCard, by: f64) -> ModelCard {
     card
 }
 
-#[derive(Parser)]
-struct AuditCli {
-    #[command(flatten)]
-    audit: dvsp_core::audit::outputs::AuditArgs,
-}
-
 fn audited(mut card: ModelCard, ri: f64, seed: &str, converged: bool) -> ModelCard {
-    let cfg = AuditCli::parse_from(["audit", "--audit-seed", seed])
-        .audit
+    let cfg = dvsp_core::audit::outputs::AuditArgs::from_argv(["audit", "--audit-seed", seed])
+        .unwrap()
         .config();
     card.robustness = Some(RobustnessSummary {
         ri: Some(ri),
@@ -379,7 +372,7 @@ async fn registry_lifecycle(db: &str) {
     assert!(!ok && out.contains("no control characters"), "{out}");
 
     // `serve --models-dir` serves the registry's serving model.
-    let args = common::ServeCli::parse_from([
+    let args = dvsp_server::config::ServeArgs::from_argv([
         "serve",
         "--models-dir",
         root.to_str().unwrap(),
@@ -390,7 +383,7 @@ async fn registry_lifecycle(db: &str) {
         "--fmr",
         "1e-2",
     ])
-    .args;
+    .unwrap();
     let state = args.state().await.unwrap();
     assert_eq!(state.lineup().serving.card.model_id, good_id);
     assert_eq!(state.lineup().serving.dir, root.join(&good_id));
@@ -447,7 +440,7 @@ on_both_stores!(registry_lifecycle);
 async fn serve_from_an_empty_registry_says_what_to_do() {
     let dir = tempfile::tempdir().unwrap();
     let db = format!("sqlite://{}", dir.path().join("e.db").display());
-    let args = common::ServeCli::parse_from([
+    let args = dvsp_server::config::ServeArgs::from_argv([
         "serve",
         "--models-dir",
         dir.path().to_str().unwrap(),
@@ -456,7 +449,7 @@ async fn serve_from_an_empty_registry_says_what_to_do() {
         "--template-keys",
         common::keyring_file(),
     ])
-    .args;
+    .unwrap();
     let err = args.state().await.err().unwrap().to_string();
     assert!(err.contains("no model serves in the registry yet"), "{err}");
 }

@@ -9,8 +9,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use clap::Parser;
-use common::{keyring_file, model, ServeCli};
+use common::{keyring_file, model};
 use dvsp_custody::store::schema::SchemaError;
 use dvsp_custody::store::{PoolConfig, Store};
 use dvsp_server::tls::Listener;
@@ -105,7 +104,7 @@ impl Server {
             "--tls-key",
             files.key.to_str().unwrap(),
         ];
-        let args = ServeCli::parse_from(argv).args;
+        let args = dvsp_server::config::ServeArgs::from_argv(argv).unwrap();
         let state = args.state().await.unwrap();
         let tls = args.tls().unwrap();
         assert!(tls.is_some());

@@ -6,10 +6,8 @@ use std::io::Cursor;
 use std::path::PathBuf;
 use std::sync::OnceLock;
 
-use clap::Parser;
 use dvsp_custody::store::Store;
 use dvsp_server::auth;
-use dvsp_server::config::ServeArgs;
 use reqwest::{Client, StatusCode};
 use serde_json::Value;
 
@@ -92,12 +90,6 @@ pub fn digits(d: i64, n: usize) -> Vec<Vec<u8>> {
         .collect()
 }
 
-#[derive(Parser)]
-pub struct ServeCli {
-    #[command(flatten)]
-    pub args: ServeArgs,
-}
-
 /// A real server: HTTP, gRPC and metrics on loopback ports, sharing one state.
 pub struct Server {
     pub base: String,
@@ -142,7 +134,7 @@ impl Server {
             argv.extend_from_slice(&["--template-keys", keyring_file()]);
         }
         argv.extend_from_slice(extra);
-        let args = ServeCli::parse_from(argv).args;
+        let args = dvsp_server::config::ServeArgs::from_argv(argv).unwrap();
         let state = args.state().await.unwrap();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let grpc_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

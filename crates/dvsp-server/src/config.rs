@@ -147,6 +147,22 @@ pub struct ServeArgs {
 }
 
 impl ServeArgs {
+    /// The configuration `dvsp serve` takes from `argv` (its first item is the command's
+    /// name), then the environment, then the defaults: how the tests and the benchmarks
+    /// build the service.
+    pub fn from_argv<I, T>(argv: I) -> Result<ServeArgs, clap::Error>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<std::ffi::OsString> + Clone,
+    {
+        #[derive(clap::Parser)]
+        struct Serve {
+            #[command(flatten)]
+            args: ServeArgs,
+        }
+        <Serve as clap::Parser>::try_parse_from(argv).map(|s| s.args)
+    }
+
     /// Loads the model and store, starts the inference worker, loads the gallery index and
     /// starts keeping it in step.
     pub async fn state(&self) -> anyhow::Result<crate::AppState> {

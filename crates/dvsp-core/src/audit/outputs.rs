@@ -89,6 +89,21 @@ pub struct AuditArgs {
 }
 
 impl AuditArgs {
+    /// The settings `dvsp audit` takes from `argv` (its first item is the command's name),
+    /// then the defaults.
+    pub fn from_argv<I, T>(argv: I) -> std::result::Result<AuditArgs, clap::Error>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<std::ffi::OsString> + Clone,
+    {
+        #[derive(clap::Parser)]
+        struct Audit {
+            #[command(flatten)]
+            args: AuditArgs,
+        }
+        <Audit as clap::Parser>::try_parse_from(argv).map(|a| a.args)
+    }
+
     pub fn config(&self) -> AuditConfig {
         AuditConfig {
             pairs: self.pairs,

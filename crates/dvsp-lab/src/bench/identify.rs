@@ -107,12 +107,6 @@ async fn exhaustive(
 }
 
 pub fn run(a: &super::Args) -> anyhow::Result<()> {
-    use clap::Parser;
-    #[derive(clap::Parser)]
-    struct ServeCli {
-        #[command(flatten)]
-        args: dvsp_server::config::ServeArgs,
-    }
     let dir = a
         .model
         .as_ref()
@@ -159,13 +153,12 @@ pub fn run(a: &super::Args) -> anyhow::Result<()> {
             store
                 .insert_key(&k.row(&roles, Some("default"), dvsp_server::auth::ScorePolicy::Full))
                 .await?;
-            let args = ServeCli::parse_from([
+            let args = dvsp_server::config::ServeArgs::from_argv([
                 "serve", "--model", dir.to_str().unwrap_or_default(), "--db", &db,
                 "--template-keys", keys.to_str().unwrap_or_default(),
                 "--max-key-probes", "1000000000", "--max-attempts", "1000000000",
                 "--max-subject-attempts", "1000000000",
-            ])
-            .args;
+            ])?;
             let loading = Instant::now();
             let state = args.state().await?;
             let load = loading.elapsed().as_secs_f64();

@@ -275,13 +275,7 @@ fn http(a: &Args) -> anyhow::Result<()> {
 }
 
 fn serve(a: &Args) -> anyhow::Result<()> {
-    use clap::Parser;
     use dvsp_server::grpc::proto;
-    #[derive(clap::Parser)]
-    struct ServeCli {
-        #[command(flatten)]
-        args: dvsp_server::config::ServeArgs,
-    }
     let dir = a
         .model
         .as_ref()
@@ -318,7 +312,7 @@ fn serve(a: &Args) -> anyhow::Result<()> {
         ];
         for (cell, (mode, batch, concs)) in cells.into_iter().enumerate() {
             let m = dir.to_str().unwrap_or_default();
-            let args = ServeCli::parse_from(["serve", "--model", m, "--db", &db, "--template-keys", keyring.to_str().unwrap_or_default(), "--max-batch", batch, "--max-attempts", "1000000000", "--max-subject-attempts", "1000000000", "--max-key-probes", "1000000000", "--queue", "1024"]).args;
+            let args = dvsp_server::config::ServeArgs::from_argv(["serve", "--model", m, "--db", &db, "--template-keys", keyring.to_str().unwrap_or_default(), "--max-batch", batch, "--max-attempts", "1000000000", "--max-subject-attempts", "1000000000", "--max-key-probes", "1000000000", "--queue", "1024"])?;
             let state = args.state().await?;
             let batches = state.metrics.batch_size.with_label_values(&[&state.lineup().serving.card.model_id]);
             let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;

@@ -13,17 +13,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use clap::Parser;
 
 use super::{quantile, test_pngs};
 use dvsp_custody::store::Store;
 use dvsp_ops::registry::GateArgs;
-
-#[derive(Parser)]
-struct ServeCli {
-    #[command(flatten)]
-    args: dvsp_server::config::ServeArgs,
-}
 
 /// One verify of the load: when it started (s since the run began), its latency (ms), its
 /// status and the model that answered.
@@ -85,7 +78,7 @@ pub fn run(a: &super::Args) -> anyhow::Result<()> {
             "--fmr", "1e-2", "--registry-poll-ms", "200", "--max-attempts", "1000000000",
             "--max-subject-attempts", "1000000000", "--max-key-probes", "1000000000",
         ];
-        let state = ServeCli::parse_from(argv).args.state().await?;
+        let state = dvsp_server::config::ServeArgs::from_argv(argv)?.state().await?;
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let base = format!("http://{}", listener.local_addr()?);
         let (stop_server, stopped) = tokio::sync::watch::channel(false);
