@@ -5,6 +5,7 @@ use std::io::IsTerminal;
 use clap::Parser;
 
 fn main() -> std::process::ExitCode {
+    dvsp_core::artifact::set_source_commit(env!("DVSP_GIT_COMMIT"));
     let cli = cli::Cli::parse();
     init_logs(cli.log_format);
     match cli::run(cli) {

@@ -120,6 +120,16 @@ pub fn save(dir: &Path, card: &mut ModelCard, vs: &VarStore) -> Result<()> {
     write_card(dir, card)
 }
 
+/// The source commit of the running program, written into new cards: the `dvsp` binary sets
+/// it at start (its build script asks git, so a commit rebuilds only the binary); a program
+/// that does not set it records "unknown".
+static SOURCE_COMMIT: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
+/// Sets the commit new cards record, once per process.
+pub fn set_source_commit(commit: &str) {
+    let _ = SOURCE_COMMIT.set(commit.to_string());
+}
+
 /// A new model's card (this build's provenance, no metrics yet), saved with its weights into
 /// `dir`; returns the card with its `model_id`.
 pub fn save_new(dir: &Path, net: NetSpec, training: Training, vs: &VarStore) -> Result<ModelCard> {
@@ -128,7 +138,9 @@ pub fn save_new(dir: &Path, net: NetSpec, training: Training, vs: &VarStore) -> 
         model_id: String::new(),
         net,
         training,
-        git_commit: env!("DVSP_GIT_COMMIT").to_string(),
+        git_commit: SOURCE_COMMIT
+            .get()
+            .map_or_else(|| "unknown".into(), String::clone),
         dvsp_version: env!("CARGO_PKG_VERSION").to_string(),
         created: chrono::Utc::now().to_rfc3339(),
         metrics: Default::default(),
